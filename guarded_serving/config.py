@@ -1,0 +1,165 @@
+"""The one typed configuration object of a guard, validated when it is built.
+
+Every field is keyword-only. A bad value raises :class:`~guarded_serving.errors.ConfigError`
+naming the field, the value given, and what would be valid::
+
+    >>> GuardConfig(name="iris", latency_slo_ms=-1)
+    Traceback (most recent call last):
+    ...
+    guarded_serving.errors.ConfigError: latency_slo_ms=-1 is invalid: expected a number > 0 (milliseconds)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["GuardConfig"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _fail(name: str, value: Any, valid: str) -> None:
+    raise ConfigError(f"{name}={value!r} is invalid: expected {valid}")
+
+
+def _number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False, valid: str | None = None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        if valid is None:
+            lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+            hi_s = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
+            valid = "a finite number " + " and ".join(s for s in (lo_s, hi_s) if s)
+        _fail(name, value, valid)
+
+
+def _integer(name: str, value: Any, *, lo: int, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        _fail(name, value, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardConfig:
+    """Configuration of a :class:`~guarded_serving.Guard`.
+
+    Parameters
+    ----------
+    name : str
+        Model name; letters, digits, ``_ . -``; appears on every span and metric.
+    version : str, default="0"
+        Model version, recorded on every span.
+    latency_slo_ms : float, default=1000
+        Latency budget of one call in milliseconds; slower calls are SLO violations.
+    slo_target : float, default=0.99
+        Fraction of calls that must meet the budget; ``1 - slo_target`` is the error budget.
+    burn_rate_windows_s : tuple of two int, default=(300, 3600)
+        Short and long windows (seconds) over which the error-budget burn rate is computed.
+    burn_rate_degraded : float, default=2.0
+        Short-window burn rate at or above which the latency check is ``degraded``.
+    burn_rate_failing : float, default=14.4
+        Burn rate at or above which, over *both* windows, the latency check is ``failing``
+        (the multi-window fast-burn rule from the Google SRE workbook).
+    error_rate_degraded, error_rate_failing : float, default=0.05, 0.5
+        Fraction of model errors over the short window that makes the error check
+        ``degraded`` / ``failing``.
+    min_window_calls : int, default=20
+        Fewer calls than this in the short window never change a rate-based verdict.
+    latency_window : int, default=4096
+        Number of recent calls kept for the latency quantiles (bounded memory).
+    trace_sample_ratio : float, default=1.0
+        Fraction of normal calls that get a recorded span. Anomalous calls (errors,
+        SLO breaches, invalid or flagged input) are always exported; see
+        :mod:`guarded_serving.telemetry.tracing`.
+    input_arg : str or None, default=None
+        Name of the parameter holding the feature matrix; ``None`` means the first
+        parameter (after ``self``).
+    n_features : int or None, default=None
+        Expected number of columns; ``None`` accepts any (a reference profile sets it).
+    max_batch_rows : int, default=10000
+        Largest batch accepted; larger batches are an input error (HTTP 400).
+    allow_nan : bool, default=False
+        Whether NaN is accepted as a missing value. ``inf`` is always rejected.
+    readiness_checks : tuple of str or None, default=None
+        Names of the checks whose ``failing`` makes the service not ready;
+        ``None`` means every check.
+    """
+
+    # --- foundation -----------------------------------------------------------
+    name: str
+    version: str = "0"
+    latency_slo_ms: float = 1000.0
+    slo_target: float = 0.99
+    burn_rate_windows_s: tuple[int, int] = (300, 3600)
+    burn_rate_degraded: float = 2.0
+    burn_rate_failing: float = 14.4
+    error_rate_degraded: float = 0.05
+    error_rate_failing: float = 0.5
+    min_window_calls: int = 20
+    latency_window: int = 4096
+    trace_sample_ratio: float = 1.0
+    input_arg: str | None = None
+    n_features: int | None = None
+    max_batch_rows: int = 10_000
+    allow_nan: bool = False
+    readiness_checks: tuple[str, ...] | None = None
+
+    # --- operational health (hardware, dependencies, downstream) ---------------
+
+    # --- deployment integrity ---------------------------------------------------
+
+    # --- edge cases --------------------------------------------------------------
+
+    # --- distribution shift and skew ----------------------------------------------
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            _fail("name", self.name, "1-64 characters from letters, digits, '_', '.', '-'")
+        if not isinstance(self.version, str) or not self.version:
+            _fail("version", self.version, "a non-empty string")
+        _number("latency_slo_ms", self.latency_slo_ms, lo=0, lo_open=True,
+                valid="a number > 0 (milliseconds)")
+        _number("slo_target", self.slo_target, lo=0, hi=1, lo_open=True, hi_open=True,
+                valid="a fraction strictly between 0 and 1, e.g. 0.99")
+        w = self.burn_rate_windows_s
+        if (not isinstance(w, tuple) or len(w) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in w)
+                or w[0] > w[1] or w[1] > 86400):
+            _fail("burn_rate_windows_s", w, "a tuple (short, long) of whole seconds, 1 <= short <= long <= 86400")
+        _number("burn_rate_degraded", self.burn_rate_degraded, lo=0, lo_open=True)
+        _number("burn_rate_failing", self.burn_rate_failing, lo=self.burn_rate_degraded,
+                valid=f"a number >= burn_rate_degraded ({self.burn_rate_degraded})")
+        _number("error_rate_degraded", self.error_rate_degraded, lo=0, hi=1, lo_open=True)
+        _number("error_rate_failing", self.error_rate_failing, lo=self.error_rate_degraded, hi=1,
+                valid=f"a fraction >= error_rate_degraded ({self.error_rate_degraded}) and <= 1")
+        _integer("min_window_calls", self.min_window_calls, lo=1)
+        _integer("latency_window", self.latency_window, lo=16, hi=10_000_000)
+        _number("trace_sample_ratio", self.trace_sample_ratio, lo=0, hi=1)
+        if self.input_arg is not None and (not isinstance(self.input_arg, str) or not self.input_arg.isidentifier()):
+            _fail("input_arg", self.input_arg, "None or a parameter name of the guarded function")
+        if self.n_features is not None:
+            _integer("n_features", self.n_features, lo=1)
+        _integer("max_batch_rows", self.max_batch_rows, lo=1)
+        if not isinstance(self.allow_nan, bool):
+            _fail("allow_nan", self.allow_nan, "True or False")
+        if self.readiness_checks is not None and (
+                not isinstance(self.readiness_checks, tuple)
+                or not all(isinstance(c, str) for c in self.readiness_checks)):
+            _fail("readiness_checks", self.readiness_checks, "None or a tuple of check names")
+        if not isinstance(self.extra, dict):
+            _fail("extra", self.extra, "a dict")
+
+    def replace(self, **changes: Any) -> "GuardConfig":
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,107 @@
+"""Run ``bentoml serve`` as a child process on 127.0.0.1 (demo, tests, load tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["BentoServer"]
+
+
+class BentoServer:
+    """``bentoml serve TARGET --host 127.0.0.1 --port PORT`` in a child process.
+
+    Parameters
+    ----------
+    target : str
+        Import path of the service, e.g. ``"services.cancer:CancerClassifier"``.
+    port : int
+    env : mapping, optional
+        Extra environment for the server (``BENTOML_HOME`` defaults to a temp dir).
+    cwd : path, optional
+        Working directory (the project root, so ``services`` imports).
+    log_path : path, optional
+        Where the server's output goes (default: a temp file).
+    """
+
+    def __init__(self, target: str, port: int, *, env: Mapping[str, str] | None = None,
+                 cwd: str | os.PathLike[str] | None = None, log_path: str | os.PathLike[str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.target = target
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.cwd = str(cwd) if cwd is not None else os.getcwd()
+        self._tmp = tempfile.TemporaryDirectory(prefix="gs-bento-")
+        self.env = {**os.environ, "BENTOML_HOME": str(Path(self._tmp.name) / "bentoml"),
+                    "PYTHONUNBUFFERED": "1", "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+        pythonpath = self.env.get("PYTHONPATH", "")
+        self.env["PYTHONPATH"] = self.cwd + (os.pathsep + pythonpath if pythonpath else "")
+        self.log_path = Path(log_path) if log_path else Path(self._tmp.name) / "serve.log"
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 90.0, ready_status: int | None = 200) -> "BentoServer":
+        """Start and wait until ``/livez`` answers (and ``/readyz`` gives ``ready_status``)."""
+        from ..testing import wait_http
+
+        self._log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", "bentoml", "serve", self.target, "--host", "127.0.0.1",
+               "--port", str(self.port), *self.extra_args]
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if wait_http(self.url + "/livez", timeout=1.0):
+                break
+        else:
+            self.stop()
+            raise TimeoutError(f"bentoml serve did not answer /livez in {timeout} s:\n{self.log_tail()}")
+        if ready_status is not None and not wait_http(self.url + "/readyz", timeout=max(1.0, deadline - time.monotonic()),
+                                                      status=ready_status):
+            tail = self.log_tail()
+            self.stop()
+            raise TimeoutError(f"/readyz never answered {ready_status}:\n{tail}")
+        return self
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the whole server process group."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> "BentoServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        self._tmp.cleanup()

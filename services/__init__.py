@@ -1,0 +1,1 @@
+"""Example services guarded by guarded-serving."""

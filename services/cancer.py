@@ -1,0 +1,86 @@
+"""The guarded example service: a breast-cancer classifier behind BentoML.
+
+    python -m services.train                      # once: writes services/artifacts/
+    bentoml serve services.cancer:CancerClassifier --host 127.0.0.1 --port 3000
+
+Endpoints
+---------
+POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...]}
+POST /predict_chaos  the same guarded model with injected faults, for the demo and
+                     tests only (enabled by GUARDED_CHAOS=1, else HTTP 404):
+                     {"inputs": ..., "delay_ms": 300, "fail": false}
+GET  /guard/health   the guard's health report (503 when a gating check fails)
+GET  /guard/stats    the guard's counters and latency quantiles
+GET  /readyz         503 while the guard is failing (``__is_ready__``)
+
+Configuration (environment, all optional):
+GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
+GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
+GUARDED_CHAOS          1 enables /predict_chaos
+OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
+OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import time
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import NotFound
+
+from guarded_serving import Guard
+from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
+
+ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
+CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
+
+guard = Guard(
+    name="breast_cancer",
+    version="1",
+    latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
+    n_features=30,
+)
+
+
+@bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30})
+@bentoml.asgi_app(health_app(guard), path="/guard")
+class CancerClassifier:
+    def __init__(self) -> None:
+        model_path = ARTIFACT_DIR / "model.pkl"
+        if not model_path.exists():
+            raise FileNotFoundError(f"{model_path} not found: run `python -m services.train` first")
+        with open(model_path, "rb") as fh:
+            self.model = pickle.load(fh)
+        guard.start()
+        gc.collect()
+        gc.freeze()  # keep the loaded model out of gen-2 collections (p99 pauses)
+
+    def __is_ready__(self) -> bool:
+        return guard.is_ready()
+
+    def _predict(self, inputs: np.ndarray) -> dict:
+        proba = self.model.predict_proba(inputs)[:, 1]
+        return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+
+    @bentoml.api
+    @guard
+    def predict(self, inputs: np.ndarray) -> dict:
+        """Classify rows of 30 features (malignant=0, benign=1)."""
+        return self._predict(inputs)
+
+    @bentoml.api
+    @guard
+    def predict_chaos(self, inputs: np.ndarray, delay_ms: float = 0.0, fail: bool = False) -> dict:
+        """``predict`` with injected latency or failure (demo and tests; GUARDED_CHAOS=1)."""
+        if not CHAOS:
+            raise NotFound("predict_chaos is disabled; set GUARDED_CHAOS=1 to enable fault injection")
+        if delay_ms > 0:
+            time.sleep(min(delay_ms, 10_000) / 1000.0)
+        if fail:
+            raise RuntimeError("injected model failure")
+        return self._predict(inputs)

@@ -1,0 +1,86 @@
+"""The main job: serve the guarded example on embedded defaults, replay traffic, show what it caught.
+
+    python -m services.demo [--port 3000] [--keep-serving]
+
+Trains the example model if its artifacts are missing, starts
+``bentoml serve services.cancer:CancerClassifier`` on 127.0.0.1 with fault
+injection on and traces exported over OTLP (to a receiver this script runs,
+or to ``OTEL_EXPORTER_OTLP_ENDPOINT`` such as a local Jaeger when set), replays
+every scenario of :mod:`services.replay`, and prints a table of what the guard
+caught, then its stats and health.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    ap.add_argument("--keep-serving", action="store_true", help="leave the server up until Ctrl-C")
+    args = ap.parse_args(argv)
+
+    from guarded_serving.serving.process import BentoServer
+    from guarded_serving.testing import OTLPReceiver, free_port
+    from services import replay, train
+
+    artifacts = Path(os.environ.get("GUARDED_ARTIFACT_DIR", train.DEFAULT_DIR))
+    if not (artifacts / "model.pkl").exists():
+        train.train(artifacts)
+    port = args.port or free_port()
+    receiver = OTLPReceiver().__enter__()
+    env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    external = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not external:
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = receiver.endpoint
+    print(f"serving services.cancer:CancerClassifier on 127.0.0.1:{port} "
+          f"(traces -> {external or receiver.endpoint})", flush=True)
+    t0 = time.monotonic()
+    with BentoServer("services.cancer:CancerClassifier", port, env=env, cwd=ROOT) as server:
+        print(f"ready in {time.monotonic() - t0:.1f} s\n", flush=True)
+        r = replay.Replay(server.url, artifacts, spans=lambda: list(receiver.spans))
+        rows = []
+        for sc in replay.SCENARIOS:
+            try:
+                v = sc.run(r)
+            except Exception as exc:  # a broken scenario is reported, not fatal
+                v = replay.Verdict(False, f"scenario raised {type(exc).__name__}: {exc}")
+            time.sleep(0.3)  # let the batch span processor export
+            rows.append((sc, v))
+            mark = "CAUGHT" if v.caught else "MISSED"
+            print(f"[{mark}] {sc.name:<24} ({sc.failure})\n      {v.evidence}", flush=True)
+        stats, health = r.stats(), r.health()
+        spans = [s for s in receiver.spans if s["name"].startswith("guard ")]
+        print("\nguard stats:", json.dumps(stats, indent=2))
+        print("\nguard health:", health["status"], "ready" if health["ready"] else "NOT READY")
+        for name, c in health["checks"].items():
+            print(f"  - {name:<28} {c['status']:<11} {c['reason']}")
+        if not external:
+            by_outcome: dict[str, int] = {}
+            for s in spans:
+                o = s["attributes"].get("guard.outcome", "?")
+                by_outcome[o] = by_outcome.get(o, 0) + 1
+            print(f"\nguard spans exported over OTLP: {len(spans)} {by_outcome}")
+        missed = [sc.name for sc, v in rows if not v.caught]
+        print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
+        if args.keep_serving:
+            print(f"serving on {server.url} until Ctrl-C")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    receiver.__exit__(None, None, None)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

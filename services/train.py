@@ -1,0 +1,58 @@
+"""Train the example model and save its artifacts.
+
+    python -m services.train [--out DIR]
+
+Trains a scikit-learn pipeline (standardise + logistic regression) on
+scikit-learn's bundled breast-cancer data set (569 rows, 30 numeric
+features; no download), and writes to DIR (default ``services/artifacts``):
+
+- ``model.pkl``      the fitted pipeline (pickle)
+- ``reference.npz``  the training split (``X_train``, ``y_train``), a held-out
+  split (``X_test``, ``y_test``), ``feature_names`` and the model's
+  predictions on the training split (``pred_train``), for profiles and replays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "artifacts"
+
+
+def train(out: Path = DEFAULT_DIR, seed: int = 0) -> Path:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_breast_cancer()
+    X_train, X_test, y_train, y_test = train_test_split(
+        data.data, data.target, test_size=0.3, random_state=seed, stratify=data.target)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    model.fit(X_train, y_train)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "model.pkl", "wb") as fh:
+        pickle.dump(model, fh, protocol=5)
+    np.savez(out / "reference.npz", X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
+             feature_names=np.array([n.replace(" ", "_") for n in data.feature_names]),
+             pred_train=model.predict_proba(X_train)[:, 1])
+    acc = float((model.predict(X_test) == y_test).mean())
+    print(f"trained breast_cancer model: test accuracy {acc:.3f}; artifacts in {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    train(args.out, args.seed)
+
+
+if __name__ == "__main__":
+    main()
