@@ -281,11 +281,15 @@ class Guard:
         anomalous = violated or flagged or outcome != A.OUTCOME_OK
         if self._metrics is not None:
             self._metrics.record(latency_ms / 1000.0, outcome)
+        # A span can be recording yet not sampled (BentoML's sampler records
+        # everything, RECORD_ONLY when sampled out): only a sampled span is exported.
+        exported = span is not None and span.get_span_context().trace_flags.sampled
         if span is not None:
-            self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
+            if exported:
+                self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
             span.end()
             otel_context.detach(token)
-        elif anomalous and self._tracer is not None:
+        if anomalous and not exported and self._tracer is not None:
             self._export_anomaly(call, exc, outcome, latency_ms, violated, t1 - t0)
         return None if call is None else call.result
 
