@@ -1,0 +1,142 @@
+"""Guarded vs unguarded throughput of the example, tracing off and on, on this machine.
+
+    PYTHONPATH=. python load_tests/compare_throughput.py [--seconds 15] [--concurrency 8]
+        [--rounds 1] [--tracing off,on] [--driver threads|locust]
+
+For each tracing mode it serves the guarded example (services.cancer) and its
+unguarded twin (services.cancer_unguarded) one after the other with `bentoml
+serve` on 127.0.0.1, warms each up, drives it with the same bounded loopback
+load (flat-out POST /predict, one row of 30 features), stops it, and prints
+requests per second, p50 and p99 for both and their ratio. With ``--rounds N``
+the pair is run N times (order alternating) and the median rps / p50 / p99 are
+reported. "Tracing on" means BentoML tracing at sample rate 1.0, OTLP/HTTP to the
+local Jaeger of scripts/jaeger.sh (started if needed, stopped again if this
+script started it). Target: guarded keeps >= 95% of unguarded throughput.
+
+The load driver runs on the same machine as the server and competes with it for
+CPU; figures on a shared machine are noisy, compare the ratio rather than the
+absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from guarded_serving.serving.process import BentoServer  # noqa: E402
+from guarded_serving.testing import free_port  # noqa: E402
+from load_tests.client import drive  # noqa: E402
+
+TARGETS = {"guarded": "services.cancer:CancerClassifier",
+           "unguarded": "services.cancer_unguarded:CancerClassifierUnguarded"}
+TARGET_RATIO = 0.95
+
+
+def payload(rows: int) -> dict:
+    ref = ROOT / "services" / "artifacts" / "reference.npz"
+    if not ref.exists():
+        from services.train import train
+
+        train(ref.parent)
+    return {"inputs": np.load(ref)["X_test"][:rows].tolist()}
+
+
+def run_locust(url: str, seconds: float, concurrency: int, rows: int) -> tuple[float, float, float, int]:
+    with tempfile.TemporaryDirectory(prefix="gs-locust-") as tmp:
+        prefix = str(Path(tmp) / "run")
+        cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "load_tests" / "locustfile.py"), "--headless",
+               "-u", str(concurrency), "-r", str(concurrency), "-t", f"{int(seconds)}s", "--host", url,
+               "--csv", prefix, "--only-summary", "--loglevel", "WARNING"]
+        subprocess.run(cmd, cwd=ROOT, check=False, env={**_env(), "GUARDED_LOAD_ROWS": str(rows)},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=seconds + 60)
+        with open(prefix + "_stats.csv") as fh:
+            agg = [r for r in csv.DictReader(fh) if r["Name"] == "Aggregated"][0]
+    return float(agg["Requests/s"]), float(agg["50%"]), float(agg["99%"]), int(agg["Failure Count"])
+
+
+def _env() -> dict:
+    import os
+
+    return dict(os.environ)
+
+
+def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple[float, float, float, int]:
+    """Serve ``kind``, warm up, drive; return (rps, p50 ms, p99 ms, failures)."""
+    with BentoServer(TARGETS[kind], free_port(), env=env, cwd=ROOT) as server:
+        url = server.url + "/predict"
+        drive(url, body, seconds=args.warmup, concurrency=args.concurrency)
+        if args.driver == "locust":
+            return run_locust(server.url, args.seconds, args.concurrency, args.rows)
+        r = drive(url, body, seconds=args.seconds, concurrency=args.concurrency)
+        return r.rps, r.p50_ms, r.p99_ms, r.failures
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per variant (default 15)")
+    ap.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per variant (default 3)")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--tracing", default="off,on", help="comma list of off,on (default both)")
+    ap.add_argument("--driver", choices=("threads", "locust"), default="threads")
+    args = ap.parse_args(argv)
+    modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
+    if not set(modes) <= {"off", "on"}:
+        ap.error(f"--tracing={args.tracing!r} is invalid: expected a comma list of 'off' and 'on'")
+    body = payload(args.rows)
+    base_env = {"GUARDED_ARTIFACT_DIR": str(ROOT / "services" / "artifacts"),
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+    jaeger = None
+    results: dict = {}
+    try:
+        for mode in modes:
+            env = dict(base_env)
+            if mode == "on":
+                if jaeger is None:
+                    from tests.jaeger import shared_jaeger
+
+                    jaeger = shared_jaeger()
+                env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = jaeger.traces_endpoint
+                env["OTEL_TRACES_SAMPLER_ARG"] = "1.0"
+            runs: dict[str, list] = {"guarded": [], "unguarded": []}
+            for rnd in range(args.rounds):
+                order = ("guarded", "unguarded") if rnd % 2 == 0 else ("unguarded", "guarded")
+                for kind in order:
+                    res = measure(kind, env, args, body)
+                    runs[kind].append(res)
+                    print(f"  tracing {mode:<3} round {rnd + 1} {kind:<9} {res[0]:8.1f} rps  p50 {res[1]:6.2f} ms"
+                          f"  p99 {res[2]:6.2f} ms  failures {res[3]}", flush=True)
+            results[mode] = {k: tuple(statistics.median(x[i] for x in v) for i in range(4)) for k, v in runs.items()}
+    finally:
+        if jaeger is not None and jaeger.started:
+            from tests.jaeger import stop_shared_jaeger
+
+            stop_shared_jaeger()
+
+    print(f"\n{args.driver} driver, concurrency {args.concurrency}, {args.rows} row(s)/request, "
+          f"{args.seconds:g} s per variant, {args.rounds} round(s) (median)")
+    print(f"{'tracing':<8} {'variant':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+    for mode, res in results.items():
+        for kind in ("unguarded", "guarded"):
+            rps, p50, p99, fails = res[kind]
+            print(f"{mode:<8} {kind:<10} {rps:8.1f} {p50:8.2f} {p99:8.2f} {fails:7d}")
+        ratio = res["guarded"][0] / res["unguarded"][0] if res["unguarded"][0] else float("nan")
+        res["ratio"] = ratio
+        verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+        print(f"{mode:<8} {'ratio':<10} {ratio:8.3f}   guarded/unguarded rps; {verdict} the >= {TARGET_RATIO:.0%} target")
+    return results
+
+
+if __name__ == "__main__":
+    main()
