@@ -8,12 +8,15 @@ unguarded twin (services.cancer_unguarded) one after the other with `bentoml
 serve` on 127.0.0.1, warms each up, drives it with the same bounded loopback
 load (flat-out POST /predict, one row of 30 features), stops it, and prints
 requests per second, p50 and p99 for both and their ratio. With ``--rounds N``
-the pair is run N times (order alternating) and the median rps / p50 / p99 (and the failures summed) are
-reported, with the median of each round's back-to-back ratio. "Tracing on" means BentoML tracing at sample rate 1.0, OTLP/HTTP to the
+the pair is run N times (order alternating) and the median rps / p50 / p99 (and
+the failures summed) are reported, with the median of each round's back-to-back
+ratio. "Tracing on" means BentoML tracing at sample rate 1.0, OTLP/HTTP to the
 local Jaeger of scripts/jaeger.sh (started if needed, stopped again if this
 script started it). Target: guarded keeps >= 95% of unguarded throughput.
 
-The load driver runs on the same machine as the server and competes with it for
+It also prints the server process tree's CPU time per request (user + system,
+from psutil): on a shared machine that is a steadier basis for the comparison
+than wall-clock rps. The load driver runs on the same machine as the server and competes with it for
 CPU; figures on a shared machine are noisy, compare the ratio rather than the
 absolute numbers.
 """
@@ -29,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,15 +74,33 @@ def _env() -> dict:
     return dict(os.environ)
 
 
-def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple[float, float, float, int]:
-    """Serve ``kind``, warm up, drive; return (rps, p50 ms, p99 ms, failures)."""
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants so far."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in (root, *root.children(recursive=True)):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple[float, float, float, int, float]:
+    """Serve ``kind``, warm up, drive; return (rps, p50 ms, p99 ms, failures, server CPU ms per request)."""
     with BentoServer(TARGETS[kind], free_port(), env=env, cwd=ROOT) as server:
         url = server.url + "/predict"
         drive(url, body, seconds=args.warmup, concurrency=args.concurrency)
+        cpu0 = tree_cpu_s(server.proc.pid)
         if args.driver == "locust":
-            return run_locust(server.url, args.seconds, args.concurrency, args.rows)
-        r = drive(url, body, seconds=args.seconds, concurrency=args.concurrency)
-        return r.rps, r.p50_ms, r.p99_ms, r.failures
+            rps, p50, p99, fails = run_locust(server.url, args.seconds, args.concurrency, args.rows)
+            n = rps * args.seconds
+        else:
+            r = drive(url, body, seconds=args.seconds, concurrency=args.concurrency)
+            rps, p50, p99, fails, n = r.rps, r.p50_ms, r.p99_ms, r.failures, r.ok
+        cpu_ms = (tree_cpu_s(server.proc.pid) - cpu0) * 1000.0 / max(n, 1)
+        return rps, p50, p99, fails, cpu_ms
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -116,9 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
                     res = measure(kind, env, args, body)
                     runs[kind].append(res)
                     print(f"  tracing {mode:<3} round {rnd + 1} {kind:<9} {res[0]:8.1f} rps  p50 {res[1]:6.2f} ms"
-                          f"  p99 {res[2]:6.2f} ms  failures {res[3]}", flush=True)
-            results[mode] = {k: (*(statistics.median(x[i] for x in v) for i in range(3)), sum(x[3] for x in v))
-                             for k, v in runs.items()}
+                          f"  p99 {res[2]:6.2f} ms  failures {res[3]}  server CPU {res[4]:.3f} ms/req", flush=True)
+            results[mode] = {k: (*(statistics.median(x[i] for x in v) for i in range(3)), sum(x[3] for x in v),
+                                 statistics.median(x[4] for x in v)) for k, v in runs.items()}
             # Each round's pair ran back to back: its ratio is less exposed to slow drift in machine load.
             results[mode]["paired"] = [g[0] / u[0] if u[0] else float("nan")
                                        for g, u in zip(runs["guarded"], runs["unguarded"])]
@@ -130,11 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"\n{args.driver} driver, concurrency {args.concurrency}, {args.rows} row(s)/request, "
           f"{args.seconds:g} s per variant, {args.rounds} round(s) (median)")
-    print(f"{'tracing':<8} {'variant':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+    print(f"{'tracing':<8} {'variant':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/req':>11}")
     for mode, res in results.items():
         for kind in ("unguarded", "guarded"):
-            rps, p50, p99, fails = res[kind]
-            print(f"{mode:<8} {kind:<10} {rps:8.1f} {p50:8.2f} {p99:8.2f} {int(fails):7d}")
+            rps, p50, p99, fails, cpu = res[kind]
+            print(f"{mode:<8} {kind:<10} {rps:8.1f} {p50:8.2f} {p99:8.2f} {int(fails):7d} {cpu:11.3f}")
         ratio = res["guarded"][0] / res["unguarded"][0] if res["unguarded"][0] else float("nan")
         res["ratio"] = ratio
         verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
@@ -143,6 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
             paired = ", ".join(f"{x:.3f}" for x in res["paired"])
             print(f"{mode:<8} {'per round':<10} {statistics.median(res['paired']):8.3f}   median of the rounds' "
                   f"ratios ({paired})")
+        cpu_ratio = res["unguarded"][4] / res["guarded"][4] if res["guarded"][4] else float("nan")
+        res["cpu_ratio"] = cpu_ratio
+        print(f"{mode:<8} {'CPU-bound':<10} {cpu_ratio:8.3f}   unguarded/guarded server CPU per request: the rps ratio "
+              f"when CPU-bound, less sensitive to other load on the machine")
     return results
 
 
