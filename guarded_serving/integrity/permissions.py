@@ -68,15 +68,15 @@ def _check_read(path: Path, out: list[PermissionProblem]) -> None:
 
 
 def _check_write(path: Path, out: list[PermissionProblem]) -> None:
+    if path.exists() and not path.is_dir():
+        out.append(PermissionProblem(str(path), "write", "exists but is not a directory"))
+        return
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         parent = next((p for p in path.parents if p.exists()), path)
         out.append(PermissionProblem(str(path), "write",
                                      f"does not exist and cannot be created: {_reason(exc, parent)}"))
-        return
-    if not path.is_dir():
-        out.append(PermissionProblem(str(path), "write", "exists but is not a directory"))
         return
     try:
         fd, tmp = tempfile.mkstemp(prefix=".guarded-serving-write-check-", dir=path)
