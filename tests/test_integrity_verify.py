@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 
-import pytest
-
 from guarded_serving.integrity.hashing import sha256_file
 from guarded_serving.integrity.manifest import Manifest, create_manifest
 from guarded_serving.integrity.verify import ArtifactVerifier, verify_manifest, verify_preprocessing
@@ -126,8 +124,7 @@ class TestPreprocessing:
         assert "cannot import" in f.found
 
 
-@pytest.mark.parametrize("n", [3])
-def test_report_summary_lists_findings(tmp_path, n):
+def test_report_summary_lists_findings(tmp_path):
     """The summary counts differences and names them."""
     d = deployment(tmp_path / "d")
     flip_byte(d / "model.pkl")
