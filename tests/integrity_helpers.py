@@ -17,6 +17,7 @@ Not root: the child runs as the current user, for whom ``chmod`` is enough.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -102,6 +103,7 @@ def trained(seed: int) -> Path:
     from services.train import train
 
     out = Path(tempfile.mkdtemp(prefix=f"gs-trained-{seed}-"))
+    atexit.register(shutil.rmtree, out, True)
     train(out, seed)
     return out
 
