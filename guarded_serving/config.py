@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,22 @@ class GuardConfig:
     readiness_checks : tuple of str or None, default=None
         Names of the checks whose ``failing`` makes the service not ready;
         ``None`` means every check.
+    manifest : str or path or None, default=None
+        Deployment manifest (``guarded-serving manifest create``) verified at
+        construction and re-verified while serving; see
+        :mod:`guarded_serving.integrity`. ``None`` disables artifact checks.
+    manifest_public_key : str or path or None, default=None
+        Ed25519 public key (PEM file or PEM text); when set the manifest must
+        carry a signature that verifies with it.
+    artifact_root : str or path or None, default=None
+        Directory relative artifact paths resolve against (default: the manifest's).
+    integrity_policy : {"refuse", "not_ready"}, default="refuse"
+        On an integrity failure at startup: raise ``IntegrityError`` (the service
+        does not start), or start with the ``integrity.*`` check failing (not ready).
+    integrity_check_interval_s : float, default=30
+        Seconds between background re-checks (stat first, re-hash on change); 0 disables.
+    writable_dirs : tuple of str, default=()
+        Directories the service must be able to write (state, logs), checked at startup.
     """
 
     # --- foundation -----------------------------------------------------------
@@ -116,6 +133,12 @@ class GuardConfig:
     # --- operational health (hardware, dependencies, downstream) ---------------
 
     # --- deployment integrity ---------------------------------------------------
+    manifest: str | os.PathLike[str] | None = None
+    manifest_public_key: str | os.PathLike[str] | None = None
+    artifact_root: str | os.PathLike[str] | None = None
+    integrity_policy: str = "refuse"
+    integrity_check_interval_s: float = 30.0
+    writable_dirs: tuple[str, ...] = ()
 
     # --- edge cases --------------------------------------------------------------
 
@@ -157,6 +180,20 @@ class GuardConfig:
                 not isinstance(self.readiness_checks, tuple)
                 or not all(isinstance(c, str) for c in self.readiness_checks)):
             _fail("readiness_checks", self.readiness_checks, "None or a tuple of check names")
+        # deployment integrity
+        for fname in ("manifest", "manifest_public_key", "artifact_root"):
+            v = getattr(self, fname)
+            if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v)):
+                _fail(fname, v, "None or a non-empty path" + (" or PEM text" if fname == "manifest_public_key" else ""))
+        if self.integrity_policy not in ("refuse", "not_ready"):
+            _fail("integrity_policy", self.integrity_policy, "'refuse' or 'not_ready'")
+        _number("integrity_check_interval_s", self.integrity_check_interval_s, lo=0,
+                valid="a number of seconds >= 0 (0 disables the background re-check)")
+        if isinstance(self.writable_dirs, list):
+            object.__setattr__(self, "writable_dirs", tuple(self.writable_dirs))
+        if not isinstance(self.writable_dirs, tuple) or not all(
+                isinstance(d, (str, os.PathLike)) and str(d) for d in self.writable_dirs):
+            _fail("writable_dirs", self.writable_dirs, "a tuple of directory paths")
         if not isinstance(self.extra, dict):
             _fail("extra", self.extra, "a dict")
 

@@ -106,7 +106,14 @@ class Guard:
     # -- components -----------------------------------------------------------------
     def _default_components(self) -> list[Component]:
         """Components built from the config (operational health, integrity, edge cases, drift)."""
-        return []
+        cfg = self.config
+        comps: list[Component] = []
+        # deployment integrity: manifest, signature, permissions, artifact hashes
+        if cfg.manifest is not None or cfg.writable_dirs:
+            from .integrity.component import IntegrityGuard
+
+            comps.append(IntegrityGuard.from_config(cfg))
+        return comps
 
     @property
     def components(self) -> tuple[Component, ...]:

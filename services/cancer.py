@@ -17,6 +17,13 @@ Configuration (environment, all optional):
 GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
 GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
 GUARDED_CHAOS          1 enables /predict_chaos
+GUARDED_MANIFEST       deployment manifest to verify at startup and while serving
+                       (default: manifest.json in the artifacts directory when it
+                       exists, as written by services.train; "none" disables)
+GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid signature
+GUARDED_INTEGRITY_POLICY      refuse (default: a mismatch stops the service from starting)
+                              or not_ready (start, but /readyz answers 503)
+GUARDED_INTEGRITY_INTERVAL_S  seconds between background re-checks (default 30)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -35,15 +42,29 @@ from bentoml.exceptions import NotFound
 
 from guarded_serving import Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
+from services.features import prepare
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
+
+
+def _manifest() -> str | None:
+    value = os.environ.get("GUARDED_MANIFEST")
+    if value is None:
+        default = ARTIFACT_DIR / "manifest.json"
+        return str(default) if default.exists() else None
+    return None if value.strip().lower() in ("", "none") else value
+
 
 guard = Guard(
     name="breast_cancer",
     version="1",
     latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
     n_features=30,
+    manifest=_manifest(),
+    manifest_public_key=os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY") or None,
+    integrity_policy=os.environ.get("GUARDED_INTEGRITY_POLICY", "refuse"),
+    integrity_check_interval_s=float(os.environ.get("GUARDED_INTEGRITY_INTERVAL_S", "30")),
 )
 
 
@@ -64,7 +85,7 @@ class CancerClassifier:
         return guard.is_ready()
 
     def _predict(self, inputs: np.ndarray) -> dict:
-        proba = self.model.predict_proba(inputs)[:, 1]
+        proba = self.model.predict_proba(prepare(inputs))[:, 1]
         return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
 
     @bentoml.api

@@ -119,6 +119,77 @@ def bad_input(r: Replay) -> Verdict:
                    + "\n      ".join(lines))
 
 
+def _artifact_copy(r: Replay, dest: Path) -> Path:
+    """Copy the served model's artifacts to ``dest`` and write their manifest there."""
+    import shutil
+
+    from services import train
+
+    dest.mkdir(parents=True)
+    for name in ("model.pkl", "reference.npz"):
+        shutil.copy2(r.artifacts / name, dest / name)
+    train.write_manifest(dest)
+    return dest
+
+
+def _second_server(artifacts: Path, **env: str) -> Any:
+    from guarded_serving.serving.process import BentoServer
+    from guarded_serving.testing import free_port
+
+    root = Path(__file__).resolve().parent.parent
+    return BentoServer("services.cancer:CancerClassifier", free_port(), cwd=root,
+                       env={"GUARDED_ARTIFACT_DIR": str(artifacts), **env})
+
+
+def tampered_artifact(r: Replay) -> Verdict:
+    """A second server on a copy of the artifacts with one byte of the model flipped must refuse to start."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gs-demo-integrity-") as tmp:
+        d = _artifact_copy(r, Path(tmp) / "artifacts")
+        with open(d / "model.pkl", "r+b") as fh:
+            fh.seek(100)
+            b = fh.read(1)
+            fh.seek(100)
+            fh.write(bytes([b[0] ^ 0xFF]))
+        server = _second_server(d)
+        try:
+            server.start(timeout=90)
+        except RuntimeError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if "model.pkl: modified" in ln]
+            return Verdict(bool(lines), "a second bentoml serve on the tampered copy refused to start:\n      "
+                           + (lines[0] if lines else str(exc)[-300:]).replace(", found", ",\n      found"))
+        finally:
+            server.stop()
+        return Verdict(False, "a server started on a model file with a flipped byte")
+
+
+def replaced_artifact(r: Replay) -> Verdict:
+    """A second server on a good copy; an older model copied over its model file must make it not ready."""
+    import shutil
+    import tempfile
+    import time
+
+    from services import train
+
+    with tempfile.TemporaryDirectory(prefix="gs-demo-integrity-") as tmp:
+        d = _artifact_copy(r, Path(tmp) / "artifacts")
+        old = train.train(Path(tmp) / "older", seed=1)
+        with _second_server(d, GUARDED_INTEGRITY_INTERVAL_S="0.5") as server:
+            s = requests.Session()
+            ready_before = s.get(f"{server.url}/readyz", timeout=10).status_code
+            shutil.copy(old / "model.pkl", d / "model.pkl")
+            deadline = time.monotonic() + 30
+            code = ready_before
+            while time.monotonic() < deadline and code != 503:
+                time.sleep(0.2)
+                code = s.get(f"{server.url}/readyz", timeout=10).status_code
+            check = s.get(f"{server.url}/guard/health", timeout=10).json()["checks"]["integrity.artifacts"]
+        return Verdict(ready_before == 200 and code == 503,
+                       f"/readyz {ready_before} -> {code} after an older model was copied over model.pkl "
+                       f"while serving:\n      integrity.artifacts {check['status']}: {check['reason'][:160]}")
+
+
 def _json_allow_nan(payload: dict[str, Any]) -> str:
     import json
 
@@ -130,4 +201,6 @@ SCENARIOS: list[Scenario] = [
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
     Scenario("model raises", "software: model error", model_errors),
     Scenario("malformed input", "input: NaN, inf, shape, type, empty", bad_input),
+    Scenario("tampered model file", "deployment: artifact differs from manifest", tampered_artifact),
+    Scenario("model swapped in place", "deployment: older model while serving", replaced_artifact),
 ]

@@ -15,6 +15,12 @@ guard.forced_export        bool     the call's trace was sampled out, and this s
                                     was exported anyway because the call was anomalous
 guard.input.problem        str      why the input was refused (invalid_input only)
 error.type                 str      exception class (OpenTelemetry semantic convention)
+guard.artifact.digest      str      SHA-256 of the deployment manifest's canonical encoding
+                                    (names the verified set of artifacts, pins, preprocessing)
+guard.artifact.manifest_version
+                           str      model version recorded in the manifest
+guard.artifact.verified    bool     artifacts (and preprocessing) matched the manifest at
+                                    the last check
 ========================== ======== ==================================================
 
 Later capabilities add, in the same namespace: ``guard.artifact.*`` (deployment
@@ -34,6 +40,11 @@ ANOMALOUS = "guard.anomalous"
 FORCED_EXPORT = "guard.forced_export"
 INPUT_PROBLEM = "guard.input.problem"
 ERROR_TYPE = "error.type"
+
+# Deployment integrity
+ARTIFACT_DIGEST = "guard.artifact.digest"
+ARTIFACT_MANIFEST_VERSION = "guard.artifact.manifest_version"
+ARTIFACT_VERIFIED = "guard.artifact.verified"
 
 OUTCOME_OK = "ok"
 OUTCOME_ERROR = "error"
