@@ -9,7 +9,7 @@ import sys
 from guarded_serving.cli import main
 from guarded_serving.integrity import Manifest
 
-from integrity_helpers import ROOT, deployment, flip_byte
+from tests.integrity_helpers import ROOT, deployment, flip_byte
 
 def _create(d, out, *extra):
     return main(["manifest", "create", "--name", "cancer", "--version", "2",

@@ -13,7 +13,7 @@ from guarded_serving.integrity import IntegrityError, Manifest, generate_keypair
 from guarded_serving.integrity.hashing import sha256_file
 from guarded_serving.testing import in_memory_tracer_provider
 
-from integrity_helpers import deployment, flip_byte, run_unprivileged, shared_tmpdir, trained, unprivileged
+from tests.integrity_helpers import deployment, flip_byte, run_unprivileged, shared_tmpdir, trained, unprivileged
 
 
 def _guard(d, **kw):

@@ -14,7 +14,7 @@ from guarded_serving.integrity.manifest import FORMAT, Manifest, canonical_bytes
 from guarded_serving.integrity.errors import ManifestError
 from guarded_serving.integrity.verify import verify_manifest
 
-from integrity_helpers import ROOT, deployment
+from tests.integrity_helpers import ROOT, deployment
 
 
 class TestCreate:

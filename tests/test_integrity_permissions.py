@@ -8,7 +8,7 @@ import pytest
 
 from guarded_serving.integrity.permissions import check_permissions
 
-from integrity_helpers import run_unprivileged, shared_tmpdir, unprivileged
+from tests.integrity_helpers import run_unprivileged, shared_tmpdir, unprivileged
 
 CHECK = """
 import json

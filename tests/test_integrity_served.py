@@ -12,7 +12,7 @@ from guarded_serving.integrity.hashing import sha256_file
 from guarded_serving.serving.process import BentoServer
 from guarded_serving.testing import free_port
 
-from integrity_helpers import ROOT, deployment, flip_byte, trained
+from tests.integrity_helpers import ROOT, deployment, flip_byte, trained
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from guarded_serving.integrity.errors import ManifestError
 from guarded_serving.integrity.manifest import Manifest
 from guarded_serving.integrity.signing import SignatureError, generate_keypair, sign_manifest, verify_signature
 
-from integrity_helpers import deployment
+from tests.integrity_helpers import deployment
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from guarded_serving.integrity.hashing import sha256_file
 from guarded_serving.integrity.manifest import Manifest, create_manifest
 from guarded_serving.integrity.verify import ArtifactVerifier, verify_manifest, verify_preprocessing
 
-from integrity_helpers import deployment, flip_byte, trained
+from tests.integrity_helpers import deployment, flip_byte, trained
 
 
 def _load(d):
