@@ -106,7 +106,13 @@ class Guard:
     # -- components -----------------------------------------------------------------
     def _default_components(self) -> list[Component]:
         """Components built from the config (operational health, integrity, edge cases, drift)."""
-        return []
+        out: list[Component] = []
+        # operational health: hardware sampler, dependencies, downstream probes, GC-pause causes
+        if self.config.operational:
+            from .operational.component import OperationalHealth
+
+            out.append(OperationalHealth.from_config(self.config))
+        return out
 
     @property
     def components(self) -> tuple[Component, ...]:
