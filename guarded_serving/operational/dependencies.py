@@ -114,6 +114,7 @@ class DependencyChecker:
                                    {"package": r.package, "expected": r.expected})
             for r in reqs}
         self._lock = threading.Lock()
+        self._modules: dict[str, list[str]] | None = None
         self.rounds = 0
 
     def checks(self) -> list[CheckResult]:
@@ -122,7 +123,9 @@ class DependencyChecker:
     def check(self, *, imports: bool = True) -> list[CheckResult]:
         """Check every requirement now (blocking; up to ``import_timeout_s`` per import)."""
         with self._lock:
-            modules = _module_index() if imports else {}
+            if imports or self._modules is None:  # refreshed each full round (packages may change)
+                self._modules = _module_index()
+            modules = self._modules
             for r in self.requirements:
                 self._results[r.package] = self._check_one(r, modules, imports)
             self.rounds += 1
