@@ -17,6 +17,13 @@ Configuration (environment, all optional):
 GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
 GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
 GUARDED_CHAOS          1 enables /predict_chaos
+GUARDED_PROBES         JSON list of downstream probes, e.g.
+                       '[{"name": "feature_store", "url": "http://127.0.0.1:8701/health"}]' (default none)
+GUARDED_DEPENDENCIES   JSON mapping package -> pinned version (or null), or a list of names
+                       (default '["numpy", "scikit-learn"]': installed and importable, any version)
+GUARDED_HARDWARE_INTERVAL_S  hardware sampling interval (default 5)
+GUARDED_PROBE_INTERVAL_S     seconds between probes of a component that is up (default 10)
+GUARDED_PROBE_BACKOFF_MAX_S  longest wait between probes of a component that is down (default 60)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -24,6 +31,7 @@ OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoi
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pickle
 import time
@@ -33,17 +41,35 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
 
-from guarded_serving import Guard
+from guarded_serving import ConfigError, Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
+
+
+def _json_env(name: str, default: str) -> object:
+    raw = os.environ.get(name, default)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not valid JSON: {exc}") from None
+
+
+_deps = _json_env("GUARDED_DEPENDENCIES", '["numpy", "scikit-learn"]')
 
 guard = Guard(
     name="breast_cancer",
     version="1",
     latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
     n_features=30,
+    # operational health: hardware sampler, dependencies, downstream probes
+    disk_paths=(str(ARTIFACT_DIR),),
+    hardware_interval_s=float(os.environ.get("GUARDED_HARDWARE_INTERVAL_S", "5")),
+    dependencies=tuple(_deps) if isinstance(_deps, list) else _deps,
+    probes=tuple(_json_env("GUARDED_PROBES", "[]")),
+    probe_interval_s=float(os.environ.get("GUARDED_PROBE_INTERVAL_S", "10")),
+    probe_backoff_max_s=float(os.environ.get("GUARDED_PROBE_BACKOFF_MAX_S", "60")),
 )
 
 
