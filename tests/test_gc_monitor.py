@@ -46,9 +46,24 @@ def test_uninstall_removes_the_callback():
     m = GcMonitor()
     m.install()
     m.uninstall()
-    assert m._callback not in gc.callbacks
+    assert m._hook not in gc.callbacks
     gc.collect()
     assert m.pauses == 0
+
+
+def test_dropped_monitor_is_purged():
+    """A monitor dropped without uninstall is purged from gc.callbacks by the next install."""
+    m = GcMonitor()
+    m.install()
+    hook = m._hook
+    del m
+    gc.collect()
+    m2 = GcMonitor()
+    m2.install()
+    try:
+        assert hook not in gc.callbacks
+    finally:
+        m2.uninstall()
 
 
 def test_ring_is_bounded():

@@ -57,3 +57,16 @@ def test_memory_pressure_is_a_latency_hint():
     """Low available memory shows up in the snapshot's pressure tuple."""
     s = HardwareSampler([StaticProvider({"memory": {"available_percent": 3.0}})])
     assert s.sample().pressure == ("memory_pressure",)
+
+
+def test_dropped_sampler_thread_ends_by_itself():
+    """A sampler dropped without stop() (a guard discarded in a test) lets its thread end."""
+    import gc
+
+    s = HardwareSampler([StaticProvider({})], interval_s=0.01)
+    s.start()
+    t = s._thread
+    del s
+    gc.collect()
+    t.join(10)
+    assert not t.is_alive()

@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import gc
 import time
+import weakref
 from typing import Any
 
 __all__ = ["GcMonitor"]
 
 _perf_ns = time.perf_counter_ns
+
+
+class _WeakHook:
+    """The ``gc.callbacks`` entry: holds its monitor weakly, so a dropped monitor costs one call."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, monitor: "GcMonitor") -> None:
+        self.ref = weakref.ref(monitor)
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        m = self.ref()
+        if m is not None:
+            m._callback(phase, info)
 
 
 class GcMonitor:
@@ -61,13 +76,16 @@ class GcMonitor:
 
     def install(self) -> None:
         if not self._installed:
-            gc.callbacks.append(self._callback)
+            # purge hooks of monitors that were dropped without uninstall()
+            gc.callbacks[:] = [cb for cb in gc.callbacks if not (isinstance(cb, _WeakHook) and cb.ref() is None)]
+            self._hook = _WeakHook(self)
+            gc.callbacks.append(self._hook)
             self._installed = True
 
     def uninstall(self) -> None:
         if self._installed:
             try:
-                gc.callbacks.remove(self._callback)
+                gc.callbacks.remove(self._hook)
             except ValueError:  # pragma: no cover - removed by someone else
                 pass
             self._installed = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -117,9 +118,23 @@ class HardwareSampler:
                 _log.exception("hardware on_sample callback raised")
         return snap
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
+    @staticmethod
+    def _run(ref: "weakref.ref[HardwareSampler]") -> None:
+        # Holds the sampler only weakly between samples: a guard dropped without stop()
+        # (common in tests) is collected and its thread ends instead of sampling forever.
+        while True:
+            s = ref()
+            if s is None:
+                return
+            stop, interval = s._stop, s.interval_s
+            del s
+            if stop.wait(interval):
+                return
+            s = ref()
+            if s is None:
+                return
+            s.sample()
+            del s
 
     def start(self) -> None:
         """Take a first sample synchronously, then sample every ``interval_s`` in a daemon thread."""
@@ -127,7 +142,8 @@ class HardwareSampler:
             return
         self._stop.clear()
         self.sample()
-        self._thread = threading.Thread(target=self._run, name="guard-hardware-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(weakref.ref(self),), name="guard-hardware-sampler",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
