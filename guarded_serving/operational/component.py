@@ -108,6 +108,7 @@ class OperationalHealth(Component):
         self._pressure: tuple[str, ...] = ()
         self._dep_stop = threading.Event()
         self._dep_thread: threading.Thread | None = None
+        self._started = False
         self.slow_calls = 0
         self._gc_slow_at = float("-inf")
         self.slow_calls_by_cause: dict[str, int] = {}
@@ -137,6 +138,7 @@ class OperationalHealth(Component):
         return providers
 
     def start(self) -> None:
+        self._started = True
         if self.gc is not None:
             self.gc.install()
         if self.hardware_interval_s is not None and (self.sampler is None or not self.sampler.running):
@@ -154,6 +156,7 @@ class OperationalHealth(Component):
         self._publish()
 
     def stop(self) -> None:
+        self._started = False
         if self.gc is not None:
             self.gc.uninstall()
         if self.sampler is not None:
@@ -248,6 +251,8 @@ class OperationalHealth(Component):
                            "no slow call overlapped one in the last 60 s", details, False)
 
     def checks(self) -> Iterable[CheckResult]:
+        if not self._started:  # no readings before start(): nothing to report yet
+            return ()
         return self._collect()
 
     def span_attributes(self) -> Mapping[str, Any]:
