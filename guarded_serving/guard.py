@@ -113,6 +113,24 @@ class Guard:
             from .integrity.component import IntegrityGuard
 
             comps.append(IntegrityGuard.from_config(cfg))
+        # operational health: hardware sampler, dependencies, downstream probes, GC-pause causes
+        if cfg.operational:
+            from .operational.component import OperationalHealth
+
+            op_cfg = cfg
+            if cfg.dependencies is None and cfg.manifest is not None:
+                # no explicit list: check the packages the manifest pinned at training time
+                # (an unreadable manifest is the integrity component's to report)
+                from .integrity.manifest import Manifest
+
+                try:
+                    pins = dict(Manifest.load(cfg.manifest).packages)
+                except Exception:
+                    pins = {}
+                op_cfg = cfg.replace(dependencies=pins) if pins else cfg
+            comps.append(OperationalHealth.from_config(op_cfg))
+        # edge cases
+        # distribution shift and skew
         return comps
 
     @property

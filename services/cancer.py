@@ -24,6 +24,14 @@ GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid si
 GUARDED_INTEGRITY_POLICY      refuse (default: a mismatch stops the service from starting)
                               or not_ready (start, but /readyz answers 503)
 GUARDED_INTEGRITY_INTERVAL_S  seconds between background re-checks (default 30)
+GUARDED_PROBES         JSON list of downstream probes, e.g.
+                       '[{"name": "feature_store", "url": "http://127.0.0.1:8701/health"}]' (default none)
+GUARDED_DEPENDENCIES   JSON mapping package -> pinned version (or null), or a list of names
+                       (default: the manifest's pinned packages; without a manifest
+                       '["numpy", "scikit-learn"]': installed and importable, any version)
+GUARDED_HARDWARE_INTERVAL_S  hardware sampling interval (default 5)
+GUARDED_PROBE_INTERVAL_S     seconds between probes of a component that is up (default 10)
+GUARDED_PROBE_BACKOFF_MAX_S  longest wait between probes of a component that is down (default 60)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -31,6 +39,7 @@ OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoi
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pickle
 import time
@@ -40,7 +49,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
 
-from guarded_serving import Guard
+from guarded_serving import ConfigError, Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
 from services.features import prepare
 
@@ -56,6 +65,18 @@ def _manifest() -> str | None:
     return None if value.strip().lower() in ("", "none") else value
 
 
+def _json_env(name: str, default: str) -> object:
+    raw = os.environ.get(name, default)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not valid JSON: {exc}") from None
+
+
+# Packages to check: GUARDED_DEPENDENCIES, else the manifest's pins (the training
+# environment's versions), else just that numpy and scikit-learn import.
+_deps = _json_env("GUARDED_DEPENDENCIES", "null" if _manifest() else '["numpy", "scikit-learn"]')
+
 guard = Guard(
     name="breast_cancer",
     version="1",
@@ -65,6 +86,13 @@ guard = Guard(
     manifest_public_key=os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY") or None,
     integrity_policy=os.environ.get("GUARDED_INTEGRITY_POLICY", "refuse"),
     integrity_check_interval_s=float(os.environ.get("GUARDED_INTEGRITY_INTERVAL_S", "30")),
+    # operational health: hardware sampler, dependencies, downstream probes
+    disk_paths=(str(ARTIFACT_DIR),),
+    hardware_interval_s=float(os.environ.get("GUARDED_HARDWARE_INTERVAL_S", "5")),
+    dependencies=tuple(_deps) if isinstance(_deps, list) else _deps,  # None: the manifest's pins
+    probes=tuple(_json_env("GUARDED_PROBES", "[]")),
+    probe_interval_s=float(os.environ.get("GUARDED_PROBE_INTERVAL_S", "10")),
+    probe_backoff_max_s=float(os.environ.get("GUARDED_PROBE_BACKOFF_MAX_S", "60")),
 )
 
 

@@ -9,6 +9,7 @@ spans it exported. Capabilities add their failure here by appending to
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -188,6 +189,38 @@ def replaced_artifact(r: Replay) -> Verdict:
         return Verdict(ready_before == 200 and code == 503,
                        f"/readyz {ready_before} -> {code} after an older model was copied over model.pkl "
                        f"while serving:\n      integrity.artifacts {check['status']}: {check['reason'][:160]}")
+def downstream_outage(r: Replay) -> Verdict:
+    """Stop the feature store the model depends on; the guard must report it and turn not ready, then recover."""
+    fs = getattr(r, "feature_store", None)
+    if fs is None:
+        return Verdict(False, "no feature store was started for this replay (see services/demo.py)")
+    check = "downstream.feature_store"
+
+    def wait_for(status: str, ready_code: int, timeout: float = 20.0) -> tuple[dict[str, Any], int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            c = r.health()["checks"].get(check, {})
+            code = r.session.get(f"{r.url}/readyz", timeout=10).status_code
+            if (c.get("status") == status and code == ready_code) or time.monotonic() > deadline:
+                return c, code
+            time.sleep(0.2)
+
+    before, _ = wait_for("ok", 200)
+    fs.stop()
+    t0 = time.monotonic()
+    try:
+        down, down_code = wait_for("failing", 503)
+        caught_s = time.monotonic() - t0
+        served = r.predict(r.X_test[:2]).status_code
+    finally:
+        fs.start()
+    t1 = time.monotonic()
+    back, back_code = wait_for("ok", 200)
+    caught = before.get("status") == "ok" and down.get("status") == "failing" and down_code == 503 \
+        and back.get("status") == "ok" and back_code == 200
+    return Verdict(caught, f"feature store stopped: {check} {down.get('status')} after {caught_s:.1f} s "
+                   f"({down.get('reason')}); /readyz {down_code}; /predict still answered {served}; "
+                   f"restarted: {back.get('status')} after {time.monotonic() - t1:.1f} s, /readyz {back_code}")
 
 
 def _json_allow_nan(payload: dict[str, Any]) -> str:
@@ -203,4 +236,5 @@ SCENARIOS: list[Scenario] = [
     Scenario("malformed input", "input: NaN, inf, shape, type, empty", bad_input),
     Scenario("tampered model file", "deployment: artifact differs from manifest", tampered_artifact),
     Scenario("model swapped in place", "deployment: older model while serving", replaced_artifact),
+    Scenario("feature store down", "software: downstream component outage", downstream_outage),
 ]
