@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,18 @@ class GuardConfig:
     readiness_checks : tuple of str or None, default=None
         Names of the checks whose ``failing`` makes the service not ready;
         ``None`` means every check.
+    profile : str, path or Profile, default=None
+        Edge cases: a reference profile (``guarded-serving profile``); when set, every
+        request's rows get conformal out-of-distribution p-values. Sets ``n_features``.
+    edge_policy : {"flag", "reject", "fallback"}, default="flag"
+        What happens to a call with rows flagged as edge cases: serve and flag it,
+        refuse it (HTTP 422), or send the flagged rows to ``edge_fallback``.
+    edge_fpr : float, default=0.01
+        Target false-positive rate on in-distribution rows (flag when p <= edge_fpr).
+    edge_fallback : callable, default=None
+        ``fallback(rows) -> results`` for flagged rows; required by ``edge_policy="fallback"``.
+    edge_detector : {"combined", "tail", "mahalanobis", "knn"}, default="combined"
+        Which of the profile's detectors scores rows.
     """
 
     # --- foundation -----------------------------------------------------------
@@ -118,6 +131,11 @@ class GuardConfig:
     # --- deployment integrity ---------------------------------------------------
 
     # --- edge cases --------------------------------------------------------------
+    profile: Any = None
+    edge_policy: str = "flag"
+    edge_fpr: float = 0.01
+    edge_fallback: Any = None
+    edge_detector: str = "combined"
 
     # --- distribution shift and skew ----------------------------------------------
 
@@ -157,6 +175,19 @@ class GuardConfig:
                 not isinstance(self.readiness_checks, tuple)
                 or not all(isinstance(c, str) for c in self.readiness_checks)):
             _fail("readiness_checks", self.readiness_checks, "None or a tuple of check names")
+        if self.edge_policy not in ("flag", "reject", "fallback"):
+            _fail("edge_policy", self.edge_policy, "'flag', 'reject' or 'fallback'")
+        _number("edge_fpr", self.edge_fpr, lo=0, hi=1, lo_open=True, hi_open=True,
+                valid="a fraction strictly between 0 and 1, e.g. 0.01")
+        if self.edge_fallback is not None and not callable(self.edge_fallback):
+            _fail("edge_fallback", self.edge_fallback, "None or a callable fallback(rows) -> results")
+        if self.edge_policy == "fallback" and self.edge_fallback is None:
+            _fail("edge_fallback", self.edge_fallback, "a callable fallback(rows) -> results when edge_policy='fallback'")
+        if self.edge_detector not in ("combined", "tail", "mahalanobis", "knn"):
+            _fail("edge_detector", self.edge_detector, "'combined', 'tail', 'mahalanobis' or 'knn'")
+        if self.profile is not None and not isinstance(self.profile, (str, os.PathLike)) \
+                and not hasattr(self.profile, "detector"):
+            _fail("profile", self.profile, "None, a path to a profile file, or a Profile")
         if not isinstance(self.extra, dict):
             _fail("extra", self.extra, "a dict")
 

@@ -106,7 +106,15 @@ class Guard:
     # -- components -----------------------------------------------------------------
     def _default_components(self) -> list[Component]:
         """Components built from the config (operational health, integrity, edge cases, drift)."""
-        return []
+        cfg = self.config
+        comps: list[Component] = []
+        # --- edge cases
+        if cfg.profile is not None:
+            from .detectors.component import EdgeCaseComponent
+
+            comps.append(EdgeCaseComponent(cfg.profile, policy=cfg.edge_policy, fpr=cfg.edge_fpr,
+                                           fallback=cfg.edge_fallback, detector=cfg.edge_detector))
+        return comps
 
     @property
     def components(self) -> tuple[Component, ...]:
