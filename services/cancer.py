@@ -17,6 +17,10 @@ Configuration (environment, all optional):
 GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
 GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
 GUARDED_CHAOS          1 enables /predict_chaos
+GUARDED_PROFILE        edge-case reference profile (default ARTIFACT_DIR/profile.npz; "none" disables)
+GUARDED_EDGE_POLICY    flag (default) | reject | fallback: what happens to rows unlike the
+                       training data (fallback answers them with label -1, probability null)
+GUARDED_EDGE_FPR       target false-positive rate of the edge-case flag (default 0.01)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -39,11 +43,24 @@ from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
 
+_PROFILE = os.environ.get("GUARDED_PROFILE") or str(ARTIFACT_DIR / "profile.npz")
+_USE_PROFILE = _PROFILE.lower() != "none" and ("GUARDED_PROFILE" in os.environ or Path(_PROFILE).exists())
+
+
+def abstain(rows: np.ndarray) -> dict:
+    """The fallback for edge-case rows: no label (-1), no probability."""
+    return {"label": [-1] * len(rows), "probability": [None] * len(rows)}
+
+
 guard = Guard(
     name="breast_cancer",
     version="1",
     latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
     n_features=30,
+    profile=_PROFILE if _USE_PROFILE else None,
+    edge_policy=os.environ.get("GUARDED_EDGE_POLICY", "flag"),
+    edge_fpr=float(os.environ.get("GUARDED_EDGE_FPR", "0.01")),
+    edge_fallback=abstain,
 )
 
 
@@ -69,8 +86,12 @@ class CancerClassifier:
 
     @bentoml.api
     @guard
-    def predict(self, inputs: np.ndarray) -> dict:
-        """Classify rows of 30 features (malignant=0, benign=1)."""
+    def predict(self, inputs: np.ndarray, ctx: bentoml.Context) -> dict:
+        """Classify rows of 30 features (malignant=0, benign=1).
+
+        ``ctx`` is unused here but makes BentoML send the guard's response headers
+        (``X-Guard-Edge``): BentoML copies ``ctx.response.headers`` only for APIs that take it.
+        """
         return self._predict(inputs)
 
     @bentoml.api

@@ -119,6 +119,24 @@ def bad_input(r: Replay) -> Verdict:
                    + "\n      ".join(lines))
 
 
+def edge_case(r: Replay) -> Verdict:
+    """A unit error (x1000) on one feature of one row: served, flagged, explained."""
+    rows = r.X_test[:4].copy()
+    j = r.feature_names.index("mean_area") if "mean_area" in r.feature_names else 3
+    rows[1, j] *= 1000
+    before = r.stats().get("edge_cases", {})
+    resp = r.predict(rows)
+    after = r.stats().get("edge_cases", {})
+    verdict = resp.headers.get("X-Guard-Edge", "")
+    reason = resp.headers.get("X-Guard-Edge-Reason", "")
+    flagged = after.get("rows_flagged", 0) - before.get("rows_flagged", 0)
+    spans = [s for s in r.spans() if s["attributes"].get("guard.edge.flagged")]
+    caught = resp.status_code == 200 and verdict.startswith("flagged") and "rows=1" in verdict \
+        and r.feature_names[j] in reason
+    return Verdict(caught, f"HTTP {resp.status_code}, X-Guard-Edge: {verdict!r}; {flagged} row flagged; "
+                   f"{len(spans)} edge spans exported\n      reason: {reason[:200]}")
+
+
 def _json_allow_nan(payload: dict[str, Any]) -> str:
     import json
 
@@ -130,4 +148,5 @@ SCENARIOS: list[Scenario] = [
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
     Scenario("model raises", "software: model error", model_errors),
     Scenario("malformed input", "input: NaN, inf, shape, type, empty", bad_input),
+    Scenario("edge case", "ML: input unlike the training data (unit error x1000)", edge_case),
 ]

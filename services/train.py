@@ -10,6 +10,9 @@ features; no download), and writes to DIR (default ``services/artifacts``):
 - ``reference.npz``  the training split (``X_train``, ``y_train``), a held-out
   split (``X_test``, ``y_test``), ``feature_names`` and the model's
   predictions on the training split (``pred_train``), for profiles and replays.
+- ``profile.npz``    the edge-case reference profile of the training split
+  (detectors fitted on 70% of it, calibrated on the held-out 30%), with the
+  model's predictions on it (see ``guarded_serving.detectors.profile``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0) -> Path:
     np.savez(out / "reference.npz", X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
              feature_names=np.array([n.replace(" ", "_") for n in data.feature_names]),
              pred_train=model.predict_proba(X_train)[:, 1])
+    from guarded_serving.detectors import build_profile
+
+    feature_names = [n.replace(" ", "_") for n in data.feature_names]
+    prof = build_profile(X_train, predictions=model.predict_proba(X_train)[:, 1], feature_names=feature_names,
+                         calibration_fraction=0.3, seed=seed, source="breast_cancer train split")
+    prof.save(out / "profile.npz")
     acc = float((model.predict(X_test) == y_test).mean())
     print(f"trained breast_cancer model: test accuracy {acc:.3f}; artifacts in {out}")
     return out

@@ -14,6 +14,9 @@ the policy:
     response headers: ``X-Guard-Edge: ok`` or
     ``X-Guard-Edge: flagged; rows=0,3; min_p=0.0099`` and
     ``X-Guard-Edge-Reason: row 0: mean_area=654000 is above ...``.
+    BentoML 1.4 sends ``ctx.response.headers`` only for APIs that declare a
+    ``ctx: bentoml.Context`` parameter, so add one to the guarded API. The
+    verdict is also in ``call.state["edge.verdict"]`` and on the span.
 ``reject``
     Raise :class:`~guarded_serving.errors.RejectedInputError` (HTTP 422) with
     the explanation; the model is not called.
