@@ -4,11 +4,12 @@ For each numeric feature the detector keeps quantiles of the training values
 on a grid of levels (dense in both tails). A value's two-sided tail
 probability is ``min(P(X <= x), P(X >= x))`` read off that grid; its
 contribution is ``-log`` of it, floored at ``1 / (n + 1)``. A value outside
-the training range gets the floor plus ``excess_weight`` times how far outside it is, in
-units of that tail's width (so a unit error x1000 scores far above a value just past the
+the training range gets the floor plus ``excess_weight * log1p(excess)``, the excess being how
+far outside it is in units of that tail's width (so a unit error x1000 scores far above a value just past the
 maximum). A categorical feature contributes ``-log`` of its category's
 training frequency (unseen: the floor); a missing value (NaN) ``-log`` of the
-feature's training missing rate. The outlyingness of a row is the sum.
+feature's training missing rate (infinite where training never had a
+missing value there). The outlyingness of a row is the sum.
 
 Cost: one searchsorted over a flattened grid for all features at once, so a
 row costs a handful of vectorised operations; batches are fully vectorised.
@@ -44,8 +45,9 @@ class TailDetector(BaseDetector):
     levels : ndarray of shape (n_levels,), optional
         Quantile levels kept per feature (default: 1001 uniform plus dense tails).
     excess_weight : float, default=10.0
-        Score added per unit of distance beyond the training range, the unit being
-        the width of that tail (min to 10th percentile, 90th percentile to max).
+        Beyond the training range a value adds ``excess_weight * log1p(d)``, ``d``
+        the distance in units of that tail's width (min to 10th percentile,
+        90th percentile to max; at least 10% of the range).
 
     Attributes
     ----------
@@ -110,7 +112,7 @@ class TailDetector(BaseDetector):
         # beyond the range, distance counts in units of the tail's own width (min..10% / 90%..max)
         i10, i90 = np.searchsorted(self.levels_, [0.1, 0.9])
         qn = self.quantiles_[num]
-        floor_w = np.maximum(self.scale_ * 1e-3, 1e-12)
+        floor_w = np.maximum(self.scale_ * 0.1, 1e-12)
         self.lower_width_ = np.maximum(qn[:, i10] - lo, floor_w) if num.size else np.zeros(0)
         self.upper_width_ = np.maximum(hi - qn[:, i90], floor_w) if num.size else np.zeros(0)
         inv = np.where(const, 1e9 / self.scale_, 1.0 / np.where(const, 1.0, width))
@@ -134,7 +136,8 @@ class TailDetector(BaseDetector):
         self._flat = np.concatenate(flat) if flat else np.zeros(0)
         self._table = np.concatenate(table)
         floor = 1.0 / (self.n_samples_fit_ + 1.0)
-        self.missing_score_ = -np.log(np.maximum(self.missing_rate_, floor))
+        # a value missing where training never had one is as strange as it gets
+        self.missing_score_ = np.where(self.missing_rate_ > 0, -np.log(np.maximum(self.missing_rate_, floor)), np.inf)
         self._cat_scores = {j: -np.log(np.maximum(f, floor)) for j, (_, f) in self.categories_.items()}
 
     # -- scoring --------------------------------------------------------------------
@@ -168,7 +171,7 @@ class TailDetector(BaseDetector):
         vc = np.clip(np.where(nan, self._base, v), self._base - 0.5, self._base + 0.5)
         c = self._table.take(np.searchsorted(self._flat, vc, side="right"))
         excess = np.where(below, (lo - Xn) / self.lower_width_, np.where(above, (Xn - hi) / self.upper_width_, 0.0))
-        c = np.where(below | above, self.floor_score_ + self.excess_weight * excess, c)
+        c = np.where(below | above, self.floor_score_ + self.excess_weight * np.log1p(excess), c)
         c = np.where(nan, self.missing_score_[num], c)
         out[:, num] = c
         for j in self._cat:
