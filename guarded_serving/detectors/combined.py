@@ -80,6 +80,7 @@ class CombinedDetector(BaseDetector):
         self.spread_ = np.array(spread)
         self._parts = [(self.detectors_[n].outlyingness, float(c), 1.0 / float(s))
                        for n, c, s in zip(self.parts, self.center_, self.spread_)]
+        self._one = [(self.detectors_[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
         return self
 
     @classmethod
@@ -93,7 +94,12 @@ class CombinedDetector(BaseDetector):
         self.spread_ = np.asarray(spread, dtype=np.float64)
         self._parts = [(detectors[n].outlyingness, float(c), 1.0 / float(s))
                        for n, c, s in zip(self.parts, self.center_, self.spread_)]
+        self._one = [(detectors[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
         return self
+
+    def outlyingness_one(self, X: np.ndarray) -> float:
+        """``outlyingness`` of a single validated row (float64, shape (1, n_features)), as a float."""
+        return max([(f(X) - c) * inv for f, c, inv in self._one])
 
     def outlyingness(self, X: Any) -> np.ndarray:
         """Largest of the parts' standardised outlyingness. Higher = stranger."""

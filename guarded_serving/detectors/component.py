@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+from bisect import bisect_left
 from typing import Any, Callable
 
 import numpy as np
@@ -112,8 +113,10 @@ class EdgeCaseComponent(Component):
         self.detector_ = prof.detector(self.detector)
         self.calibrator_ = prof.calibrator(self.detector)
         self._outlyingness = self.detector_.outlyingness
+        self._outlyingness_one = self.detector_.outlyingness_one
         cal = self.calibrator_
         self._cal, self._cal_n, self._cal_num = cal.scores_, cal.n_, float(cal.n_ + 1)
+        self._cal_list = cal.scores_.tolist()
         changes: dict[str, Any] = {}
         if cfg.n_features is None:
             changes["n_features"] = prof.n_features
@@ -136,6 +139,17 @@ class EdgeCaseComponent(Component):
             return
         if self._nan_forbidden is not None:
             self._check_nan(x, call.input_name or "input")
+        if len(x) == 1:  # the common single-row request: float arithmetic, no array temporaries
+            p1 = (self._cal_n - bisect_left(self._cal_list, self._outlyingness_one(x)) + 1.0) / self._cal_num
+            call.state["edge.p_values"] = np.array([p1])
+            self.calls += 1
+            self.rows += 1
+            if p1 > self.fpr:
+                if _bentoml_response() is not None:
+                    _set_headers({HEADER: "ok"})
+                return
+            self._flagged(call, x, call.state["edge.p_values"], np.array([0]))
+            return
         o = self._outlyingness(x)
         p = (self._cal_n - np.searchsorted(self._cal, o, side="left") + 1.0) / self._cal_num
         call.state["edge.p_values"] = p

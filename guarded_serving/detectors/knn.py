@@ -88,6 +88,10 @@ class KNNDetector(BaseDetector):
         d, _ = self.tree_.query(self._standardise(X), k=self._k)
         return d.reshape(len(X), -1).mean(axis=1)
 
+    def outlyingness_one(self, X: np.ndarray) -> float:
+        """``outlyingness`` of a single row, as a float."""
+        return float(self.outlyingness(X)[0])
+
     def train_outlyingness(self) -> np.ndarray:
         """Leave-one-out outlyingness of the reference rows (each row's own distance dropped)."""
         self._check_fitted()

@@ -129,6 +129,13 @@ class MahalanobisDetector(BaseDetector):
             d2 = np.einsum("ij,ij->i", z, z)
         return d2
 
+    def outlyingness_one(self, X: np.ndarray) -> float:
+        """``outlyingness`` of a single validated row (float64 array of shape (1, n_features)), as a float."""
+        d = (X[0] if self._all else X[0, self.columns_]) - self.location_
+        z = d @ self.precision_factor_
+        d2 = float(z @ z)
+        return d2 if d2 == d2 else float(self.outlyingness(X)[0])
+
     def contributions(self, X: Any) -> np.ndarray:
         """Per-column share of the squared distance, ``d_j * (P d)_j`` (numeric columns; others 0)."""
         self._check_fitted()

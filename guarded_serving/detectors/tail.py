@@ -156,6 +156,15 @@ class TailDetector(BaseDetector):
                 return self._table.take(np.searchsorted(self._flat, v, side="right")).sum(axis=1)
         return self.contributions(X).sum(axis=1)
 
+    def outlyingness_one(self, X: np.ndarray) -> float:
+        """``outlyingness`` of a single validated row (float64 array of shape (1, n_features)), as a float."""
+        if self._all_numeric:
+            v = X[0] * self._inv
+            v += self._shift
+            if np.abs(v - self._base).max() <= 0.5 + 1e-9:
+                return float(self._table.take(np.searchsorted(self._flat, v, side="right")).sum())
+        return float(self.contributions(X).sum())
+
     def contributions(self, X: Any) -> np.ndarray:
         """Per-feature contributions, ndarray of shape (n_samples, n_features)."""
         self._check_fitted()
