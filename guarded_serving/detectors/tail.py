@@ -154,6 +154,12 @@ class TailDetector(BaseDetector):
             e = np.abs(v - self._base)
             if e.max() <= 0.5 + 1e-9:  # every value in range, no NaN: the fast path
                 return self._table.take(np.searchsorted(self._flat, v, side="right")).sum(axis=1)
+            if len(X) > 1:  # fast path for the rows in range, the full computation for the rest
+                ok = e.max(axis=1) <= 0.5 + 1e-9
+                out = np.empty(len(X))
+                out[ok] = self._table.take(np.searchsorted(self._flat, v[ok], side="right")).sum(axis=1)
+                out[~ok] = self.contributions(X[~ok]).sum(axis=1)
+                return out
         return self.contributions(X).sum(axis=1)
 
     def outlyingness_one(self, X: np.ndarray) -> float:

@@ -15,6 +15,15 @@ guard.forced_export        bool     the call's trace was sampled out, and this s
                                     was exported anyway because the call was anomalous
 guard.input.problem        str      why the input was refused (invalid_input only)
 error.type                 str      exception class (OpenTelemetry semantic convention)
+guard.edge.policy          str      flag | reject | fallback (edge cases; every span)
+guard.edge.detector        str      combined | tail | mahalanobis | knn (every span)
+guard.edge.fpr             float    target false-positive rate of the edge flag
+guard.edge.profile_sha256  str      SHA-256 of the reference profile file
+guard.edge.flagged         bool     some rows were unlike the training data (flagged)
+guard.edge.flagged_rows    int      how many rows were flagged
+guard.edge.rows            int[]    indices of the flagged rows (first 100)
+guard.edge.min_p_value     float    smallest conformal p-value in the call
+guard.edge.explanation     str      why, per flagged row (first 5 rows explained)
 ========================== ======== ==================================================
 
 Later capabilities add, in the same namespace: ``guard.artifact.*`` (deployment
