@@ -147,6 +147,18 @@ class GuardConfig:
         Per operational check (name or prefix, e.g. ``"downstream"``,
         ``"hardware.gpu0.temperature"``): whether its ``failing`` makes the service
         not ready. Merged over the defaults (``hardware.cpu`` and ``runtime.gc`` never gate).
+    profile : str, path or Profile, default=None
+        Edge cases: a reference profile (``guarded-serving profile``); when set, every
+        request's rows get conformal out-of-distribution p-values. Sets ``n_features``.
+    edge_policy : {"flag", "reject", "fallback"}, default="flag"
+        What happens to a call with rows flagged as edge cases: serve and flag it,
+        refuse it (HTTP 422), or send the flagged rows to ``edge_fallback``.
+    edge_fpr : float, default=0.01
+        Target false-positive rate on in-distribution rows (flag when p <= edge_fpr).
+    edge_fallback : callable, default=None
+        ``fallback(rows) -> results`` for flagged rows; required by ``edge_policy="fallback"``.
+    edge_detector : {"combined", "tail", "mahalanobis", "knn"}, default="combined"
+        Which of the profile's detectors scores rows.
     """
 
     # --- foundation -----------------------------------------------------------
@@ -193,6 +205,11 @@ class GuardConfig:
     writable_dirs: tuple[str, ...] = ()
 
     # --- edge cases --------------------------------------------------------------
+    profile: Any = None
+    edge_policy: str = "flag"
+    edge_fpr: float = 0.01
+    edge_fallback: Any = None
+    edge_detector: str = "combined"
 
     # --- distribution shift and skew ----------------------------------------------
 
@@ -247,6 +264,19 @@ class GuardConfig:
                 isinstance(d, (str, os.PathLike)) and str(d) for d in self.writable_dirs):
             _fail("writable_dirs", self.writable_dirs, "a tuple of directory paths")
         self._validate_operational()
+        if self.edge_policy not in ("flag", "reject", "fallback"):
+            _fail("edge_policy", self.edge_policy, "'flag', 'reject' or 'fallback'")
+        _number("edge_fpr", self.edge_fpr, lo=0, hi=1, lo_open=True, hi_open=True,
+                valid="a fraction strictly between 0 and 1, e.g. 0.01")
+        if self.edge_fallback is not None and not callable(self.edge_fallback):
+            _fail("edge_fallback", self.edge_fallback, "None or a callable fallback(rows) -> results")
+        if self.edge_policy == "fallback" and self.edge_fallback is None:
+            _fail("edge_fallback", self.edge_fallback, "a callable fallback(rows) -> results when edge_policy='fallback'")
+        if self.edge_detector not in ("combined", "tail", "mahalanobis", "knn"):
+            _fail("edge_detector", self.edge_detector, "'combined', 'tail', 'mahalanobis' or 'knn'")
+        if self.profile is not None and not isinstance(self.profile, (str, os.PathLike)) \
+                and not hasattr(self.profile, "detector"):
+            _fail("profile", self.profile, "None, a path to a profile file, or a Profile")
         if not isinstance(self.extra, dict):
             _fail("extra", self.extra, "a dict")
 

@@ -129,7 +129,12 @@ class Guard:
                     pins = {}
                 op_cfg = cfg.replace(dependencies=pins) if pins else cfg
             comps.append(OperationalHealth.from_config(op_cfg))
-        # edge cases
+        # edge cases: reference profile, out-of-distribution scores, policies
+        if cfg.profile is not None:
+            from .detectors.component import EdgeCaseComponent
+
+            comps.append(EdgeCaseComponent(cfg.profile, policy=cfg.edge_policy, fpr=cfg.edge_fpr,
+                                           fallback=cfg.edge_fallback, detector=cfg.edge_detector))
         # distribution shift and skew
         return comps
 

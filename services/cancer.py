@@ -32,6 +32,10 @@ GUARDED_DEPENDENCIES   JSON mapping package -> pinned version (or null), or a li
 GUARDED_HARDWARE_INTERVAL_S  hardware sampling interval (default 5)
 GUARDED_PROBE_INTERVAL_S     seconds between probes of a component that is up (default 10)
 GUARDED_PROBE_BACKOFF_MAX_S  longest wait between probes of a component that is down (default 60)
+GUARDED_PROFILE        edge-case reference profile (default ARTIFACT_DIR/profile.npz; "none" disables)
+GUARDED_EDGE_POLICY    flag (default) | reject | fallback: what happens to rows unlike the
+                       training data (fallback answers them with label -1, probability null)
+GUARDED_EDGE_FPR       target false-positive rate of the edge-case flag (default 0.01)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -77,6 +81,15 @@ def _json_env(name: str, default: str) -> object:
 # environment's versions), else just that numpy and scikit-learn import.
 _deps = _json_env("GUARDED_DEPENDENCIES", "null" if _manifest() else '["numpy", "scikit-learn"]')
 
+_PROFILE = os.environ.get("GUARDED_PROFILE") or str(ARTIFACT_DIR / "profile.npz")
+_USE_PROFILE = _PROFILE.lower() != "none" and ("GUARDED_PROFILE" in os.environ or Path(_PROFILE).exists())
+
+
+def abstain(rows: np.ndarray) -> dict:
+    """The fallback for edge-case rows: no label (-1), no probability."""
+    return {"label": [-1] * len(rows), "probability": [None] * len(rows)}
+
+
 guard = Guard(
     name="breast_cancer",
     version="1",
@@ -93,6 +106,10 @@ guard = Guard(
     probes=tuple(_json_env("GUARDED_PROBES", "[]")),
     probe_interval_s=float(os.environ.get("GUARDED_PROBE_INTERVAL_S", "10")),
     probe_backoff_max_s=float(os.environ.get("GUARDED_PROBE_BACKOFF_MAX_S", "60")),
+    profile=_PROFILE if _USE_PROFILE else None,
+    edge_policy=os.environ.get("GUARDED_EDGE_POLICY", "flag"),
+    edge_fpr=float(os.environ.get("GUARDED_EDGE_FPR", "0.01")),
+    edge_fallback=abstain,
 )
 
 
@@ -118,8 +135,12 @@ class CancerClassifier:
 
     @bentoml.api
     @guard
-    def predict(self, inputs: np.ndarray) -> dict:
-        """Classify rows of 30 features (malignant=0, benign=1)."""
+    def predict(self, inputs: np.ndarray, ctx: bentoml.Context) -> dict:
+        """Classify rows of 30 features (malignant=0, benign=1).
+
+        ``ctx`` is unused here but makes BentoML send the guard's response headers
+        (``X-Guard-Edge``): BentoML copies ``ctx.response.headers`` only for APIs that take it.
+        """
         return self._predict(inputs)
 
     @bentoml.api

@@ -189,6 +189,8 @@ def replaced_artifact(r: Replay) -> Verdict:
         return Verdict(ready_before == 200 and code == 503,
                        f"/readyz {ready_before} -> {code} after an older model was copied over model.pkl "
                        f"while serving:\n      integrity.artifacts {check['status']}: {check['reason'][:160]}")
+
+
 def downstream_outage(r: Replay) -> Verdict:
     """Stop the feature store the model depends on; the guard must report it and turn not ready, then recover."""
     fs = getattr(r, "feature_store", None)
@@ -223,6 +225,24 @@ def downstream_outage(r: Replay) -> Verdict:
                    f"restarted: {back.get('status')} after {time.monotonic() - t1:.1f} s, /readyz {back_code}")
 
 
+def edge_case(r: Replay) -> Verdict:
+    """A unit error (x1000) on one feature of one row: served, flagged, explained."""
+    rows = r.X_test[:4].copy()
+    j = r.feature_names.index("mean_area") if "mean_area" in r.feature_names else 3
+    rows[1, j] *= 1000
+    before = r.stats().get("edge_cases", {})
+    resp = r.predict(rows)
+    after = r.stats().get("edge_cases", {})
+    verdict = resp.headers.get("X-Guard-Edge", "")
+    reason = resp.headers.get("X-Guard-Edge-Reason", "")
+    flagged = after.get("rows_flagged", 0) - before.get("rows_flagged", 0)
+    spans = [s for s in r.spans() if s["attributes"].get("guard.edge.flagged")]
+    caught = resp.status_code == 200 and verdict.startswith("flagged") and "rows=1" in verdict \
+        and r.feature_names[j] in reason
+    return Verdict(caught, f"HTTP {resp.status_code}, X-Guard-Edge: {verdict!r}; {flagged} row flagged; "
+                   f"{len(spans)} edge spans exported\n      reason: {reason[:200]}")
+
+
 def _json_allow_nan(payload: dict[str, Any]) -> str:
     import json
 
@@ -237,4 +257,5 @@ SCENARIOS: list[Scenario] = [
     Scenario("tampered model file", "deployment: artifact differs from manifest", tampered_artifact),
     Scenario("model swapped in place", "deployment: older model while serving", replaced_artifact),
     Scenario("feature store down", "software: downstream component outage", downstream_outage),
+    Scenario("edge case", "ML: input unlike the training data (unit error x1000)", edge_case),
 ]

@@ -21,7 +21,7 @@ class TestFullVerification:
     def test_untouched_deployment_matches(self, tmp_path):
         """The trained artifacts match their manifest, and every file is listed as matched."""
         rep = verify_manifest(_load(deployment(tmp_path / "d")))
-        assert rep.ok and [p for p, _ in rep.matched] == ["model.pkl", "reference.npz"]
+        assert rep.ok and [p for p, _ in rep.matched] == ["model.pkl", "reference.npz", "profile.npz"]
 
     def test_tampered_byte(self, tmp_path):
         """One flipped byte is reported as modified with both digests and equal sizes."""
@@ -70,9 +70,9 @@ class TestQuickRecheck:
     def test_unchanged_files_are_not_rehashed(self, tmp_path):
         """A quick pass over unchanged files hashes nothing."""
         v = ArtifactVerifier(_load(deployment(tmp_path / "d")))
-        assert v.verify(full=True).files_hashed == 2
+        assert v.verify(full=True).files_hashed == 3  # model, reference, profile
         rep = v.verify(full=False)
-        assert rep.ok and rep.files_hashed == 0 and rep.files_checked == 2
+        assert rep.ok and rep.files_hashed == 0 and rep.files_checked == 3
 
     def test_replaced_in_place_with_same_size_and_mtime_is_caught(self, tmp_path):
         """A same-size file swapped in by rename with the old mtime restored is re-hashed and caught."""
@@ -128,4 +128,4 @@ def test_report_summary_lists_findings(tmp_path):
     """The summary counts differences and names them."""
     d = deployment(tmp_path / "d")
     flip_byte(d / "model.pkl")
-    assert verify_manifest(_load(d)).summary().startswith("1 of 2 files differ")
+    assert verify_manifest(_load(d)).summary().startswith("1 of 3 files differ")
