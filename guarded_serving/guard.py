@@ -106,7 +106,37 @@ class Guard:
     # -- components -----------------------------------------------------------------
     def _default_components(self) -> list[Component]:
         """Components built from the config (operational health, integrity, edge cases, drift)."""
-        return []
+        cfg = self.config
+        comps: list[Component] = []
+        # deployment integrity: manifest, signature, permissions, artifact hashes
+        if cfg.manifest is not None or cfg.writable_dirs:
+            from .integrity.component import IntegrityGuard
+
+            comps.append(IntegrityGuard.from_config(cfg))
+        # operational health: hardware sampler, dependencies, downstream probes, GC-pause causes
+        if cfg.operational:
+            from .operational.component import OperationalHealth
+
+            op_cfg = cfg
+            if cfg.dependencies is None and cfg.manifest is not None:
+                # no explicit list: check the packages the manifest pinned at training time
+                # (an unreadable manifest is the integrity component's to report)
+                from .integrity.manifest import Manifest
+
+                try:
+                    pins = dict(Manifest.load(cfg.manifest).packages)
+                except Exception:
+                    pins = {}
+                op_cfg = cfg.replace(dependencies=pins) if pins else cfg
+            comps.append(OperationalHealth.from_config(op_cfg))
+        # edge cases: reference profile, out-of-distribution scores, policies
+        if cfg.profile is not None:
+            from .detectors.component import EdgeCaseComponent
+
+            comps.append(EdgeCaseComponent(cfg.profile, policy=cfg.edge_policy, fpr=cfg.edge_fpr,
+                                           fallback=cfg.edge_fallback, detector=cfg.edge_detector))
+        # distribution shift and skew
+        return comps
 
     @property
     def components(self) -> tuple[Component, ...]:

@@ -17,6 +17,25 @@ Configuration (environment, all optional):
 GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
 GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
 GUARDED_CHAOS          1 enables /predict_chaos
+GUARDED_MANIFEST       deployment manifest to verify at startup and while serving
+                       (default: manifest.json in the artifacts directory when it
+                       exists, as written by services.train; "none" disables)
+GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid signature
+GUARDED_INTEGRITY_POLICY      refuse (default: a mismatch stops the service from starting)
+                              or not_ready (start, but /readyz answers 503)
+GUARDED_INTEGRITY_INTERVAL_S  seconds between background re-checks (default 30)
+GUARDED_PROBES         JSON list of downstream probes, e.g.
+                       '[{"name": "feature_store", "url": "http://127.0.0.1:8701/health"}]' (default none)
+GUARDED_DEPENDENCIES   JSON mapping package -> pinned version (or null), or a list of names
+                       (default: the manifest's pinned packages; without a manifest
+                       '["numpy", "scikit-learn"]': installed and importable, any version)
+GUARDED_HARDWARE_INTERVAL_S  hardware sampling interval (default 5)
+GUARDED_PROBE_INTERVAL_S     seconds between probes of a component that is up (default 10)
+GUARDED_PROBE_BACKOFF_MAX_S  longest wait between probes of a component that is down (default 60)
+GUARDED_PROFILE        edge-case reference profile (default ARTIFACT_DIR/profile.npz; "none" disables)
+GUARDED_EDGE_POLICY    flag (default) | reject | fallback: what happens to rows unlike the
+                       training data (fallback answers them with label -1, probability null)
+GUARDED_EDGE_FPR       target false-positive rate of the edge-case flag (default 0.01)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -24,6 +43,7 @@ OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoi
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pickle
 import time
@@ -33,17 +53,63 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
 
-from guarded_serving import Guard
+from guarded_serving import ConfigError, Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
+from services.features import prepare
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
+
+
+def _manifest() -> str | None:
+    value = os.environ.get("GUARDED_MANIFEST")
+    if value is None:
+        default = ARTIFACT_DIR / "manifest.json"
+        return str(default) if default.exists() else None
+    return None if value.strip().lower() in ("", "none") else value
+
+
+def _json_env(name: str, default: str) -> object:
+    raw = os.environ.get(name, default)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not valid JSON: {exc}") from None
+
+
+# Packages to check: GUARDED_DEPENDENCIES, else the manifest's pins (the training
+# environment's versions), else just that numpy and scikit-learn import.
+_deps = _json_env("GUARDED_DEPENDENCIES", "null" if _manifest() else '["numpy", "scikit-learn"]')
+
+_PROFILE = os.environ.get("GUARDED_PROFILE") or str(ARTIFACT_DIR / "profile.npz")
+_USE_PROFILE = _PROFILE.lower() != "none" and ("GUARDED_PROFILE" in os.environ or Path(_PROFILE).exists())
+
+
+def abstain(rows: np.ndarray) -> dict:
+    """The fallback for edge-case rows: no label (-1), no probability."""
+    return {"label": [-1] * len(rows), "probability": [None] * len(rows)}
+
 
 guard = Guard(
     name="breast_cancer",
     version="1",
     latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
     n_features=30,
+    manifest=_manifest(),
+    manifest_public_key=os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY") or None,
+    integrity_policy=os.environ.get("GUARDED_INTEGRITY_POLICY", "refuse"),
+    integrity_check_interval_s=float(os.environ.get("GUARDED_INTEGRITY_INTERVAL_S", "30")),
+    # operational health: hardware sampler, dependencies, downstream probes
+    disk_paths=(str(ARTIFACT_DIR),),
+    hardware_interval_s=float(os.environ.get("GUARDED_HARDWARE_INTERVAL_S", "5")),
+    dependencies=tuple(_deps) if isinstance(_deps, list) else _deps,  # None: the manifest's pins
+    probes=tuple(_json_env("GUARDED_PROBES", "[]")),
+    probe_interval_s=float(os.environ.get("GUARDED_PROBE_INTERVAL_S", "10")),
+    probe_backoff_max_s=float(os.environ.get("GUARDED_PROBE_BACKOFF_MAX_S", "60")),
+    profile=_PROFILE if _USE_PROFILE else None,
+    edge_policy=os.environ.get("GUARDED_EDGE_POLICY", "flag"),
+    edge_fpr=float(os.environ.get("GUARDED_EDGE_FPR", "0.01")),
+    edge_fallback=abstain,
 )
 
 
@@ -64,13 +130,17 @@ class CancerClassifier:
         return guard.is_ready()
 
     def _predict(self, inputs: np.ndarray) -> dict:
-        proba = self.model.predict_proba(inputs)[:, 1]
+        proba = self.model.predict_proba(prepare(inputs))[:, 1]
         return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
 
     @bentoml.api
     @guard
-    def predict(self, inputs: np.ndarray) -> dict:
-        """Classify rows of 30 features (malignant=0, benign=1)."""
+    def predict(self, inputs: np.ndarray, ctx: bentoml.Context) -> dict:
+        """Classify rows of 30 features (malignant=0, benign=1).
+
+        ``ctx`` is unused here but makes BentoML send the guard's response headers
+        (``X-Guard-Edge``): BentoML copies ``ctx.response.headers`` only for APIs that take it.
+        """
         return self._predict(inputs)
 
     @bentoml.api

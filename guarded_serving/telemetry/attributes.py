@@ -15,7 +15,36 @@ guard.forced_export        bool     the call's trace was sampled out, and this s
                                     was exported anyway because the call was anomalous
 guard.input.problem        str      why the input was refused (invalid_input only)
 error.type                 str      exception class (OpenTelemetry semantic convention)
+guard.artifact.digest      str      SHA-256 of the deployment manifest's canonical encoding
+                                    (names the verified set of artifacts, pins, preprocessing)
+guard.artifact.manifest_version
+                           str      model version recorded in the manifest
+guard.artifact.verified    bool     artifacts (and preprocessing) matched the manifest at
+                                    the last check
+guard.latency.cause        str      slow calls only (SLO breached): gc_pause | cpu_saturation |
+                                    memory_pressure | unknown (the first of the causes)
+guard.latency.causes       str[]    every likely cause of the breach, most direct first
+guard.gc.pause_ms          float    GC pause time inside the call (slow calls only)
+guard.hardware.*           float    cached hardware snapshot: cpu_percent, load_per_cpu,
+                                    memory_available_percent, rss_mb, open_fds,
+                                    gpu<i>.{temperature_c,memory_used_mb,utilization_percent,power_w}
+guard.hardware.gpu<i>.     str[]    active clock-event (throttle) reasons, when any
+  clock_event_reasons
+guard.health.operational   str      worst status of the operational checks (ok|degraded|failing)
+guard.edge.policy          str      flag | reject | fallback (edge cases; every span)
+guard.edge.detector        str      combined | tail | mahalanobis | knn (every span)
+guard.edge.fpr             float    target false-positive rate of the edge flag
+guard.edge.profile_sha256  str      SHA-256 of the reference profile file
+guard.edge.flagged         bool     some rows were unlike the training data (flagged)
+guard.edge.flagged_rows    int      how many rows were flagged
+guard.edge.rows            int[]    indices of the flagged rows (first 100)
+guard.edge.min_p_value     float    smallest conformal p-value in the call
+guard.edge.explanation     str      why, per flagged row (first 5 rows explained)
 ========================== ======== ==================================================
+
+Span event ``guard.health.transition`` (attached to the next recorded guard
+span after a check changed status) carries ``guard.health.check``,
+``guard.health.from``, ``guard.health.to`` and ``guard.health.reason``.
 
 Later capabilities add, in the same namespace: ``guard.artifact.*`` (deployment
 integrity), ``guard.hardware.*`` / ``guard.health.*`` (operational health),
@@ -34,6 +63,21 @@ ANOMALOUS = "guard.anomalous"
 FORCED_EXPORT = "guard.forced_export"
 INPUT_PROBLEM = "guard.input.problem"
 ERROR_TYPE = "error.type"
+
+# Deployment integrity
+ARTIFACT_DIGEST = "guard.artifact.digest"
+ARTIFACT_MANIFEST_VERSION = "guard.artifact.manifest_version"
+ARTIFACT_VERIFIED = "guard.artifact.verified"
+# operational health
+LATENCY_CAUSE = "guard.latency.cause"
+LATENCY_CAUSES = "guard.latency.causes"
+GC_PAUSE_MS = "guard.gc.pause_ms"
+HEALTH_OPERATIONAL = "guard.health.operational"
+HEALTH_TRANSITION_EVENT = "guard.health.transition"
+HEALTH_CHECK = "guard.health.check"
+HEALTH_FROM = "guard.health.from"
+HEALTH_TO = "guard.health.to"
+HEALTH_REASON = "guard.health.reason"
 
 OUTCOME_OK = "ok"
 OUTCOME_ERROR = "error"

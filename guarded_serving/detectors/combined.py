@@ -1,0 +1,121 @@
+"""The default detector: tail + Mahalanobis (and optionally kNN), standardised, the largest wins.
+
+Each part's outlyingness is put on a common scale with the median and the
+spread (90th minus 50th percentile) of its scores on the training rows
+(leave-one-out for kNN), and the largest standardised score is the combination's. The tail
+score catches one feature gone wrong (unit errors, stuck or sign-flipped
+sensors, missing values); the Mahalanobis score catches rows whose
+features are each plausible but whose combination is not (swapped
+features, another class).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import BaseDetector, check_matrix
+from .knn import KNNDetector
+from .mahalanobis import MahalanobisDetector
+from .tail import TailDetector
+
+__all__ = ["CombinedDetector", "PARTS"]
+
+PARTS = ("tail", "mahalanobis", "knn")
+
+
+class CombinedDetector(BaseDetector):
+    """Largest standardised part score.
+
+    Parameters
+    ----------
+    parts : sequence of {"tail", "mahalanobis", "knn"}, default=("tail", "mahalanobis")
+    categorical : sequence of int, default=()
+    n_neighbors : int, default=5
+        For the kNN part.
+
+    Attributes
+    ----------
+    detectors_ : dict of str -> fitted detector
+    center_, spread_ : ndarray of shape (n_parts,)
+        Standardisation of each part's outlyingness.
+    """
+
+    def __init__(self, *, parts: Sequence[str] = ("tail", "mahalanobis"), categorical: Sequence[int] = (),
+                 n_neighbors: int = 5) -> None:
+        self.parts = tuple(parts)
+        self.categorical = tuple(categorical)
+        self.n_neighbors = n_neighbors
+
+    def fit(self, X: Any, y: Any = None) -> "CombinedDetector":
+        """Fit every part on ``X`` and learn their standardisation."""
+        bad = [p for p in self.parts if p not in PARTS]
+        if bad or not self.parts:
+            raise ValueError(f"parts={self.parts!r} is invalid: expected a non-empty subset of {PARTS}")
+        X = check_matrix(X)
+        dets: dict[str, BaseDetector] = {}
+        train: dict[str, np.ndarray] = {}
+        for name in self.parts:
+            if name == "tail":
+                d: Any = TailDetector(categorical=self.categorical).fit(X)
+            elif name == "mahalanobis":
+                d = MahalanobisDetector(categorical=self.categorical).fit(X)
+            else:
+                d = KNNDetector(categorical=self.categorical, n_neighbors=self.n_neighbors).fit(X)
+            dets[name] = d
+            train[name] = d.train_outlyingness() if name == "knn" else d.outlyingness(X)
+        return self._set_state(dets, train)
+
+    def _set_state(self, detectors: dict[str, BaseDetector], train_outlyingness: dict[str, np.ndarray]
+                   ) -> "CombinedDetector":
+        self.detectors_ = {n: detectors[n] for n in self.parts}
+        self.n_features_in_ = next(iter(self.detectors_.values())).n_features_in_
+        center, spread = [], []
+        for n in self.parts:
+            med, q90 = np.quantile(train_outlyingness[n], [0.5, 0.9])
+            center.append(med)
+            spread.append(q90 - med if q90 > med else max(abs(med), 1.0))
+        self.center_ = np.array(center)
+        self.spread_ = np.array(spread)
+        self._parts = [(self.detectors_[n].outlyingness, float(c), 1.0 / float(s))
+                       for n, c, s in zip(self.parts, self.center_, self.spread_)]
+        self._one = [(self.detectors_[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        return self
+
+    @classmethod
+    def from_parts(cls, detectors: dict[str, BaseDetector], center: Sequence[float], spread: Sequence[float],
+                   **params: Any) -> "CombinedDetector":
+        """Rebuild a fitted combination from fitted parts and their standardisation."""
+        self = cls(parts=tuple(detectors), **params)
+        self.detectors_ = dict(detectors)
+        self.n_features_in_ = next(iter(detectors.values())).n_features_in_
+        self.center_ = np.asarray(center, dtype=np.float64)
+        self.spread_ = np.asarray(spread, dtype=np.float64)
+        self._parts = [(detectors[n].outlyingness, float(c), 1.0 / float(s))
+                       for n, c, s in zip(self.parts, self.center_, self.spread_)]
+        self._one = [(detectors[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        return self
+
+    def outlyingness_one(self, X: np.ndarray) -> float:
+        """``outlyingness`` of a single validated row (float64, shape (1, n_features)), as a float."""
+        return max([(f(X) - c) * inv for f, c, inv in self._one])
+
+    def outlyingness(self, X: Any) -> np.ndarray:
+        """Largest of the parts' standardised outlyingness. Higher = stranger."""
+        self._check_fitted()
+        if type(X) is not np.ndarray or X.dtype != np.float64 or X.ndim != 2:
+            X = check_matrix(X, n_features=self.n_features_in_)
+        total = None
+        for score, c, inv in self._parts:
+            s = score(X)
+            s -= c
+            s *= inv
+            total = s if total is None else np.maximum(total, s, out=total)
+        return total
+
+    def part_outlyingness(self, X: Any) -> dict[str, np.ndarray]:
+        """Each part's standardised outlyingness (for explanations and benchmarks)."""
+        X = check_matrix(X, n_features=self.n_features_in_)
+        return {n: (self.detectors_[n].outlyingness(X) - c) * inv
+                for n, (_, c, inv) in zip(self.parts, self._parts)}

@@ -1,0 +1,282 @@
+"""The edge-case component: every request gets a verdict, on the request path, cheaply.
+
+Per call (``before_call``): score the rows with the profile's detector
+(default: tail + Mahalanobis), turn the scores into conformal p-values
+against the profile's held-out calibration scores, and store them in
+``call.state["edge.p_values"]`` (ndarray of shape (n_rows,)). A row is
+flagged when its p-value is at most ``edge_fpr``; on in-distribution data
+that happens to a fraction ``edge_fpr`` of rows. Flagged rows are explained
+(:mod:`.explain`) and the call is flagged (always exported as a span). Then
+the policy:
+
+``flag``
+    Serve the model's prediction. Inside BentoML the verdict goes back in
+    response headers: ``X-Guard-Edge: ok`` or
+    ``X-Guard-Edge: flagged; rows=0,3; min_p=0.0099`` and
+    ``X-Guard-Edge-Reason: row 0: mean_area=654000 is above ...``.
+    BentoML 1.4 sends ``ctx.response.headers`` only for APIs that declare a
+    ``ctx: bentoml.Context`` parameter, so add one to the guarded API. The
+    verdict is also in ``call.state["edge.verdict"]`` and on the span.
+``reject``
+    Raise :class:`~guarded_serving.errors.RejectedInputError` (HTTP 422) with
+    the explanation; the model is not called.
+``fallback``
+    Call the user's ``edge_fallback(rows)`` for the flagged rows only and the
+    model for the rest; results are merged back in row order (arrays, lists,
+    and dicts of them). When every row is flagged the model is not called.
+
+Missing values: where the profile saw missing values (NaN) in a feature,
+NaN is accepted there (scored by the training missing rate and explained
+as "unusual missing value" when it was rare); elsewhere NaN stays an input
+error (HTTP 400) unless the guard's ``allow_nan`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from bisect import bisect_left
+from typing import Any, Callable
+
+import numpy as np
+
+from ..component import Component
+from ..errors import ConfigError, InvalidInputError, RejectedInputError
+from ..health import OK, CheckResult
+from .explain import explain_rows
+from .profile import DETECTORS, Profile, load_profile
+
+__all__ = ["EdgeCaseComponent", "POLICIES", "merge_rows"]
+
+POLICIES = ("flag", "reject", "fallback")
+HEADER = "X-Guard-Edge"
+REASON_HEADER = "X-Guard-Edge-Reason"
+
+
+class EdgeCaseComponent(Component):
+    """Per-request out-of-distribution verdicts from a reference profile.
+
+    Parameters
+    ----------
+    profile : path or Profile
+        A profile file written by ``guarded-serving profile`` (or a built :class:`Profile`).
+    policy : {"flag", "reject", "fallback"}, default="flag"
+    fpr : float, default=0.01
+        Target false-positive rate: rows with conformal p-value <= fpr are flagged.
+    fallback : callable, optional
+        ``fallback(rows: ndarray) -> result`` for flagged rows (required by ``policy="fallback"``).
+    detector : {"combined", "tail", "mahalanobis", "knn"}, default="combined"
+    max_explained : int, default=5
+        Flagged rows explained per call (the rest are counted).
+
+    Attributes
+    ----------
+    profile_ : Profile
+    detector_ : fitted detector
+    calibrator_ : ConformalCalibrator
+    """
+
+    name = "edge_cases"
+
+    def __init__(self, profile: str | os.PathLike[str] | Profile, *, policy: str = "flag", fpr: float = 0.01,
+                 fallback: Callable[[np.ndarray], Any] | None = None, detector: str = "combined",
+                 max_explained: int = 5) -> None:
+        self.profile = profile
+        self.policy = policy
+        self.fpr = fpr
+        self.fallback = fallback
+        self.detector = detector
+        self.max_explained = max_explained
+        self.calls = self.rows = self.rows_flagged = self.calls_flagged = 0
+        self.rejected = self.fallback_rows = 0
+
+    # -- setup ------------------------------------------------------------------------
+    def bind(self, guard: Any) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(f"edge_policy={self.policy!r} is invalid: expected one of {POLICIES}")
+        if self.policy == "fallback" and not callable(self.fallback):
+            raise ConfigError(f"edge_fallback={self.fallback!r} is invalid: edge_policy='fallback' needs a "
+                              "callable fallback(rows) -> results for the flagged rows")
+        prof = self.profile if isinstance(self.profile, Profile) else load_profile(self.profile)
+        self.profile_ = prof
+        cfg = guard.config
+        where = f"profile {prof.path!r}" if prof.path else "the profile"
+        if cfg.n_features is not None and cfg.n_features != prof.n_features:
+            raise ConfigError(f"n_features={cfg.n_features} does not match {where}, which describes "
+                              f"{prof.n_features} features ({', '.join(prof.feature_names[:5])}, ...): "
+                              "rebuild the profile from this model's training data or fix n_features")
+        min_fpr = 1.0 / (prof.n_calibration + 1)
+        if not min_fpr <= self.fpr < 1:
+            raise ConfigError(f"edge_fpr={self.fpr!r} is invalid: {where} has {prof.n_calibration} calibration "
+                              f"rows, so the smallest reachable false-positive rate is {min_fpr:.4g}; use a larger "
+                              "fpr or build the profile from more data")
+        self.detector_ = prof.detector(self.detector)
+        self.calibrator_ = prof.calibrator(self.detector)
+        self._outlyingness = self.detector_.outlyingness
+        self._outlyingness_one = self.detector_.outlyingness_one
+        cal = self.calibrator_
+        self._cal, self._cal_n, self._cal_num = cal.scores_, cal.n_, float(cal.n_ + 1)
+        self._cal_list = cal.scores_.tolist()
+        changes: dict[str, Any] = {}
+        if cfg.n_features is None:
+            changes["n_features"] = prof.n_features
+        missing_ok = prof.missing_rate > 0
+        self._nan_forbidden: np.ndarray | None = None
+        if missing_ok.any() and not cfg.allow_nan:
+            changes["allow_nan"] = True
+            self._nan_forbidden = np.flatnonzero(~missing_ok)
+        if changes:
+            guard.config = cfg.replace(**changes)
+        self._attrs = {"guard.edge.policy": self.policy, "guard.edge.detector": self.detector,
+                       "guard.edge.fpr": float(self.fpr)}
+        if prof.sha256:
+            self._attrs["guard.edge.profile_sha256"] = prof.sha256
+
+    # -- request path ---------------------------------------------------------------------
+    def before_call(self, call: Any) -> None:
+        x = call.inputs
+        if x is None:
+            return
+        if self._nan_forbidden is not None:
+            self._check_nan(x, call.input_name or "input")
+        if len(x) == 1:  # the common single-row request: float arithmetic, no array temporaries
+            p1 = (self._cal_n - bisect_left(self._cal_list, self._outlyingness_one(x)) + 1.0) / self._cal_num
+            call.state["edge.p_values"] = np.array([p1])
+            self.calls += 1
+            self.rows += 1
+            if p1 > self.fpr:
+                if _bentoml_response() is not None:
+                    _set_headers({HEADER: "ok"})
+                return
+            self._flagged(call, x, call.state["edge.p_values"], np.array([0]))
+            return
+        o = self._outlyingness(x)
+        p = (self._cal_n - np.searchsorted(self._cal, o, side="left") + 1.0) / self._cal_num
+        call.state["edge.p_values"] = p
+        self.calls += 1
+        self.rows += len(p)
+        flagged = p <= self.fpr
+        if not flagged.any():
+            if _bentoml_response() is not None:
+                _set_headers({HEADER: "ok"})
+            return
+        self._flagged(call, x, p, np.flatnonzero(flagged))
+
+    def _check_nan(self, x: np.ndarray, field: str) -> None:
+        bad = np.isnan(x[:, self._nan_forbidden])
+        if bad.any():
+            r, c = (int(v) for v in np.argwhere(bad)[0])
+            j = int(self._nan_forbidden[c])
+            raise InvalidInputError(field, f"row {r}, feature {j} ({self.profile_.feature_names[j]}) is NaN; "
+                                           "training data never had missing values there, so values must be finite")
+
+    def _flagged(self, call: Any, x: np.ndarray, p: np.ndarray, rows: np.ndarray) -> None:
+        n = len(rows)
+        self.calls_flagged += 1
+        self.rows_flagged += n
+        shown = rows[:self.max_explained]
+        reasons = explain_rows(self.profile_, x, shown)
+        lines = [f"row {int(r)} (p={p[r]:.3g}): " + "; ".join(rs) for r, rs in zip(shown, reasons)]
+        if n > len(shown):
+            lines.append(f"... and {n - len(shown)} more flagged rows")
+        explanation = (f"{n} of {len(p)} rows are unlike the training data "
+                       f"(conformal p-value <= edge_fpr={self.fpr:g}): " + " | ".join(lines))
+        verdict = {"flagged_rows": rows.tolist(), "p_values": [float(p[r]) for r in rows],
+                   "reasons": {int(r): rs for r, rs in zip(shown, reasons)}, "explanation": explanation}
+        call.state["edge.verdict"] = verdict
+        call.flag(**{"guard.edge.flagged": True, "guard.edge.flagged_rows": n,
+                     "guard.edge.rows": [int(r) for r in rows[:100]], "guard.edge.min_p_value": float(p.min()),
+                     "guard.edge.explanation": explanation[:4000], "guard.edge.policy": self.policy})
+        if self.policy == "reject":
+            self.rejected += 1
+            raise RejectedInputError(f"{call.input_name or 'input'}: rejected as out of distribution: {explanation}",
+                                     details=verdict)
+        _set_headers({HEADER: f"flagged; rows={','.join(str(int(r)) for r in rows[:50])}; "
+                              f"min_p={float(p.min()):.4g}; policy={self.policy}",
+                      REASON_HEADER: _header_safe(" | ".join(lines))})
+        if self.policy == "fallback":
+            self.fallback_rows += n
+            fb = self.fallback(x[rows])  # type: ignore[misc]
+            if n == len(p):
+                call.answer(fb)
+                return
+            keep = np.flatnonzero(p > self.fpr)
+            call.state["edge.fallback"] = (keep, rows, fb, len(p))
+            call.set_input(x[keep])
+
+    def after_call(self, call: Any) -> None:
+        plan = call.state.get("edge.fallback")
+        if plan is None or call.error is not None:
+            return
+        keep, rows, fb, n = plan
+        call.result = merge_rows(call.result, keep, fb, rows, n)
+
+    # -- read side --------------------------------------------------------------------------
+    def span_attributes(self) -> dict[str, Any]:
+        return self._attrs
+
+    def checks(self) -> list[CheckResult]:
+        prof = self.profile_
+        return [CheckResult("edge_cases.profile", OK,
+                            f"{self.detector} detector on {prof.summary()}; flagging rows with p <= {self.fpr:g} "
+                            f"({self.policy})", {"sha256": prof.sha256, "path": prof.path,
+                                                 "n_calibration": prof.n_calibration},
+                            affects_readiness=False)]
+
+    def stats(self) -> dict[str, Any]:
+        return {"calls": self.calls, "rows": self.rows, "rows_flagged": self.rows_flagged,
+                "calls_flagged": self.calls_flagged, "rejected_calls": self.rejected,
+                "fallback_rows": self.fallback_rows,
+                "flag_rate": self.rows_flagged / self.rows if self.rows else None,
+                "policy": self.policy, "fpr": self.fpr, "detector": self.detector}
+
+
+def merge_rows(model: Any, model_rows: np.ndarray, fallback: Any, fallback_rows: np.ndarray, n: int) -> Any:
+    """Interleave per-row results of the model and the fallback back into row order.
+
+    Supports ndarrays, lists/tuples and dicts whose values are such (e.g.
+    ``{"label": [...], "probability": [...]}``).
+    """
+    if isinstance(model, dict):
+        if not isinstance(fallback, dict) or set(fallback) != set(model):
+            raise TypeError(f"the fallback returned {type(fallback).__name__} with keys "
+                            f"{sorted(fallback) if isinstance(fallback, dict) else None}; the model returned "
+                            f"a dict with keys {sorted(model)}: they must match to merge rows")
+        return {k: merge_rows(model[k], model_rows, fallback[k], fallback_rows, n) for k in model}
+    if isinstance(model, np.ndarray):
+        fb = np.asarray(fallback)
+        out = np.empty((n,) + model.shape[1:], dtype=np.result_type(model, fb))
+        out[model_rows] = model
+        out[fallback_rows] = fb
+        return out
+    if isinstance(model, (list, tuple)):
+        out_l: list[Any] = [None] * n
+        for i, v in zip(model_rows.tolist(), model):
+            out_l[i] = v
+        for i, v in zip(fallback_rows.tolist(), list(fallback)):
+            out_l[i] = v
+        return type(model)(out_l) if isinstance(model, tuple) else out_l
+    raise TypeError(f"cannot merge per-row results of type {type(model).__name__}: return an array, a list, "
+                    "or a dict of them from the model and the fallback")
+
+
+def _bentoml_response() -> Any:
+    if "bentoml" not in sys.modules:
+        return None
+    try:
+        from bentoml._internal.context import _response_var
+    except Exception:  # pragma: no cover - bentoml internals moved
+        return None
+    return _response_var.get(None)
+
+
+def _set_headers(headers: dict[str, str]) -> None:
+    resp = _bentoml_response()
+    if resp is None:
+        return
+    for k, v in headers.items():
+        resp.headers[k] = v
+
+
+def _header_safe(text: str, limit: int = 1000) -> str:
+    return text.encode("ascii", "replace").decode("ascii").replace("\r", " ").replace("\n", " ")[:limit]

@@ -1,0 +1,54 @@
+"""Tests for guarded_serving.detectors.cli: the `profile` subcommand on real files."""
+
+import argparse
+import subprocess
+import sys
+
+import numpy as np
+
+from guarded_serving.detectors import load_profile
+from guarded_serving.detectors.cli import add_subparser, main
+
+
+def test_csv_with_header_categorical_by_name_and_missing(tmp_path):
+    """A CSV with a header, NA fields and a categorical column builds a profile with those names."""
+    rng = np.random.default_rng(0)
+    lines = ["width,height,colour"]
+    for i in range(3000):
+        h = "NA" if i % 40 == 0 else f"{rng.normal():.4f}"
+        lines.append(f"{rng.normal():.4f},{h},{rng.integers(0, 3)}")
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    assert main([str(tmp_path / "d.csv"), "-o", str(tmp_path / "p.npz"), "--categorical", "colour", "--quiet"]) == 0
+    prof = load_profile(tmp_path / "p.npz")
+    assert prof.feature_names == ["width", "height", "colour"] and prof.categorical == (2,)
+    assert 0.01 < prof.missing_rate[1] < 0.04
+
+
+def test_npy_with_predictions_as_module(tmp_path):
+    """python -m guarded_serving.detectors.cli reads .npy data and predictions."""
+    X = np.random.default_rng(1).normal(size=(2000, 4))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "pred.npy", X[:, 0] > 0)
+    r = subprocess.run([sys.executable, "-m", "guarded_serving.detectors.cli", str(tmp_path / "X.npy"), "-o",
+                        str(tmp_path / "p.npz"), "--predictions", str(tmp_path / "pred.npy")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "sha256" in r.stdout and load_profile(tmp_path / "p.npz").reference_predictions is not None
+
+
+def test_bad_inputs_exit_2_with_message(tmp_path, capsys):
+    """A non-numeric CSV field or an unknown categorical column exits 2 naming the problem."""
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,red\n")
+    assert main([str(tmp_path / "bad.csv"), "-o", str(tmp_path / "p.npz"), "--quiet"]) == 2
+    assert "'red' is not a number" in capsys.readouterr().err
+    np.save(tmp_path / "X.npy", np.zeros((10, 2)))
+    assert main([str(tmp_path / "X.npy"), "-o", str(tmp_path / "p.npz"), "--categorical", "zz"]) == 2
+    assert "'zz' is neither" in capsys.readouterr().err
+
+
+def test_add_subparser():
+    """add_subparser registers `profile` with a callable func."""
+    ap = argparse.ArgumentParser()
+    add_subparser(ap.add_subparsers())
+    args = ap.parse_args(["profile", "x.npy", "-o", "p.npz"])
+    assert callable(args.func) and args.calibration_fraction == 0.2
