@@ -30,7 +30,7 @@ def post(server, api, payload):
 
 @pytest.fixture(scope="module")
 def traced(artifacts, jaeger):
-    """The example served with BentoML tracing to Jaeger; normal, slow, failing and invalid calls sent.
+    """The example served with BentoML tracing to Jaeger; normal, flagged, slow, failing and invalid calls sent.
 
     Yields ``(spans, run_id)``: every span of this run as Jaeger's query API returns it.
     """
@@ -41,17 +41,22 @@ def traced(artifacts, jaeger):
            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": jaeger.traces_endpoint,
            "OTEL_RESOURCE_ATTRIBUTES": f"gs.test.run={run_id}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
-        assert post(server, "predict", {"inputs": X[:7].tolist()}).status_code == 200
+        normal = post(server, "predict", {"inputs": X[:7].tolist()})
+        assert normal.status_code == 200 and normal.headers["X-Guard-Edge"] == "ok"
+        odd = X[:5].copy()
+        odd[1, 3] *= 1000  # mean_area in the wrong unit: an edge case, flagged (policy "flag")
+        flagged = post(server, "predict", {"inputs": odd.tolist()})
+        assert flagged.status_code == 200 and flagged.headers["X-Guard-Edge"].startswith("flagged; rows=1;")
         assert post(server, "predict_chaos", {"inputs": X[:3].tolist(), "delay_ms": 250}).status_code == 200
         assert post(server, "predict_chaos", {"inputs": X[:4].tolist(), "fail": True}).status_code == 500
         bad = X[:1].tolist()
         bad[0][5] = float("nan")
         assert post(server, "predict", {"inputs": bad}).status_code == 400
-        # Flush: wait until Jaeger holds all four guard spans of this run (the batch processor
+        # Flush: wait until Jaeger holds all five guard spans of this run (the batch processor
         # exports every 100 ms).
         mine = lambda s: s["processTags"].get("gs.test.run") == run_id  # noqa: E731
         jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and s["operationName"] == GUARD_SPAN,
-                                count=4, since_us=since_us)
+                                count=5, since_us=since_us)
     spans = [s for s in jaeger.query.spans(SERVICE, since_us=since_us) if mine(s)]
     return spans, run_id
 
@@ -68,7 +73,7 @@ class TestJaegerEndToEnd:
         """Jaeger's /api/traces returns one guard span per call, from the CancerClassifier service."""
         spans, _ = traced
         guards = [s for s in spans if s["operationName"] == GUARD_SPAN]
-        assert sorted(tags_of(s)["guard.outcome"] for s in guards) == ["error", "invalid_input", "ok", "ok"]
+        assert sorted(tags_of(s)["guard.outcome"] for s in guards) == ["error", "invalid_input", "ok", "ok", "ok"]
         assert {s["serviceName"] for s in guards} == {SERVICE}
 
     def test_guard_spans_are_children_of_bentoml_server_spans(self, traced):
@@ -92,6 +97,17 @@ class TestJaegerEndToEnd:
         assert tags["guard.model.name"] == "breast_cancer" and tags["guard.model.version"] == "1"
         assert tags["guard.outcome"] == "ok" and tags["guard.slo.violated"] is False
         assert tags["guard.anomalous"] is False and tags["guard.slo.latency_ms"] == 100.0
+        assert "guard.edge.flagged" not in tags and tags["guard.edge.policy"] == "flag"
+        assert "error" not in tags
+
+    def test_flagged_call_carries_edge_verdict(self, traced):
+        """The batch with a wrong-unit row is exported with its edge verdict: flagged row 1, explanation, anomalous."""
+        spans, _ = traced
+        tags = tags_of(guard_span(spans, **{"guard.batch_size": 5}))
+        assert tags["guard.edge.flagged"] is True and tags["guard.edge.flagged_rows"] == 1
+        assert tags["guard.anomalous"] is True and tags["guard.outcome"] == "ok"
+        assert "mean_area" in tags["guard.edge.explanation"]
+        assert tags["guard.edge.min_p_value"] < 0.01
         assert "error" not in tags
 
     def test_slow_call_marked_violated(self, traced):
