@@ -114,3 +114,48 @@ def test_otlp_endpoint_closed_from_start(artifacts):
         health = requests.get(server.url + "/guard/health", timeout=10)
         assert health.status_code == 200 and health.json()["ready"] is True
         assert server.proc.poll() is None
+
+
+def _sampler_check(server) -> tuple[int, dict]:
+    r = requests.get(server.url + "/guard/health", timeout=10)
+    return r.status_code, r.json()["checks"].get("hardware.sampler", {"status": "ok", "reason": ""})
+
+
+def _wait_sampler(server, predicate, timeout: float = 15.0) -> tuple[int, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, check = _sampler_check(server)
+        if predicate(check) or time.monotonic() > deadline:
+            return code, check
+        time.sleep(0.2)
+
+
+def test_sampler_that_raises(artifacts, tmp_path):
+    """A hardware provider that raises, then returns readings that make the verdicts raise, under load:
+    health reports each (degraded, ready), every prediction succeeds, and the sampler recovers."""
+    X = np.load(artifacts / "reference.npz")["X_test"]
+    trigger = tmp_path / "sampler-fault"
+    env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "GUARDED_FAULT_TRIGGER": str(trigger)}
+    with BentoServer("tests.fault_services:FaultySamplerClassifier", free_port(), env=env, cwd=ROOT) as server:
+        url = server.url + "/predict"
+        assert _sampler_check(server)[1]["status"] == "ok"
+        for mode, expected in (("raise", "OSError: injected sensor failure"), ("garbage", "evaluate: ValueError")):
+            trigger.write_text(mode)
+            stop = threading.Event()
+            results = []
+            loader = threading.Thread(target=lambda: results.append(
+                drive(url, {"inputs": X[:2].tolist()}, seconds=20, concurrency=2, stop=stop)))
+            loader.start()
+            try:
+                code, check = _wait_sampler(server, lambda c: expected in c.get("reason", ""))
+            finally:
+                stop.set()
+                loader.join(30)
+            assert code == 200, "a broken sampler must not make the service unready"
+            assert check["status"] == "degraded" and expected in check["reason"], check
+            assert results[0].failures == 0 and results[0].ok > 0
+        trigger.unlink()
+        code, check = _wait_sampler(server, lambda c: c["status"] == "ok")
+        assert code == 200 and check["status"] == "ok", check
+        health = requests.get(server.url + "/guard/health", timeout=10).json()
+        assert health["checks"]["hardware.memory"]["status"] in ("ok", "degraded", "unavailable")
