@@ -106,7 +106,13 @@ class Guard:
     # -- components -----------------------------------------------------------------
     def _default_components(self) -> list[Component]:
         """Components built from the config (operational health, integrity, edge cases, drift)."""
-        return []
+        out: list[Component] = []
+        # distribution shift and skew
+        if self.config.drift:
+            from .drift.component import DriftComponent
+
+            out.append(DriftComponent.from_config(self.config))
+        return out
 
     @property
     def components(self) -> tuple[Component, ...]:
