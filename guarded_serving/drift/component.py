@@ -411,7 +411,7 @@ class DriftComponent(Component):
         if skewed:
             attrs["guard.drift.skew.features"] = tuple(skewed[:20])
         if self._seq.alarm:
-            attrs["guard.drift.sequential.alarm"] = True
+            attrs["guard.drift.alarm"] = True
         self._span_attrs = attrs
 
     def _sequential_check(self) -> H.CheckResult:

@@ -15,7 +15,20 @@ guard.forced_export        bool     the call's trace was sampled out, and this s
                                     was exported anyway because the call was anomalous
 guard.input.problem        str      why the input was refused (invalid_input only)
 error.type                 str      exception class (OpenTelemetry semantic convention)
+guard.drift.status         str      ok | drift (latest pooled window or sequential alarm)
+guard.drift.features       str[]    features drifting in the latest pooled window
+guard.drift.skew.features  str[]    features with train-serving skew at startup
+guard.drift.alarm          bool     the sequential alarm (conformal test martingale) fired
 ========================== ======== ==================================================
+
+The drift component's background span ``guard <model> drift`` carries one
+event ``guard.drift.window`` per window test: ``guard.drift.pooled_rows``,
+``guard.drift.window.rows``, ``guard.drift.features``, the ten largest effects
+(``guard.drift.top.features`` / ``.effect`` / ``.q_value`` / ``.psi``),
+``guard.drift.predictions``, ``guard.drift.sequential.log10_capital`` /
+``.alarm`` and ``guard.drift.skew.features`` / ``.kinds``. Metrics:
+``guard.drift.window_tests`` (counter), ``guard.drift.features_drifted`` and
+``guard.drift.martingale_log10`` (gauges).
 
 Later capabilities add, in the same namespace: ``guard.artifact.*`` (deployment
 integrity), ``guard.hardware.*`` / ``guard.health.*`` (operational health),
