@@ -107,7 +107,7 @@ class GuardConfig:
         Smaller windows never alarm.
     drift_alpha : float, default=0.01
         Benjamini-Hochberg false discovery rate across features.
-    drift_min_effect : float, default=0.1
+    drift_min_effect : float, default=0.15
         Smallest effect that alarms (Wasserstein-1 in reference std; total variation).
     skew_first_n : int, default=500
         Rows after startup compared with the training profile for skew.
@@ -155,7 +155,7 @@ class GuardConfig:
     drift_window: int = 2000
     drift_min_samples: int = 200
     drift_alpha: float = 0.01
-    drift_min_effect: float = 0.1
+    drift_min_effect: float = 0.15
     skew_first_n: int = 500
     skew_alpha: float = 0.001
     sequential_alpha: float = 0.01

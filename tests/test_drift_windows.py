@@ -59,7 +59,7 @@ class TestVerdicts:
             W[:, 1] *= 1.6
             want = "b"
         elif shift == "category":
-            W[:, 3] = rng.choice(4, size=1500, p=[0.25, 0.3, 0.2, 0.25])
+            W[:, 3] = rng.choice(4, size=1500, p=[0.2, 0.3, 0.2, 0.3])
             want = "cat"
         else:
             W[:300, 3] = 7.0

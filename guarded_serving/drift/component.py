@@ -98,7 +98,7 @@ class DriftComponent(Component):
     def __init__(self, *, reference: np.ndarray | None = None, feature_names: Sequence[str] | None = None,
                  categorical: Sequence[int] = (), reference_predictions: np.ndarray | None = None,
                  store: WindowStore | str | os.PathLike[str] | None = None, window: int = 2000,
-                 alpha: float = 0.01, min_effect: float = 0.1, min_samples: int = 200,
+                 alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  skew_first_n: int = 500, skew_alpha: float = 0.001, sequential_alpha: float = 0.01,
                  interval_s: float = 5.0, buffer_rows: int = 10_000, retention_rows: int = 100_000,
                  output_extractor: Callable[[Any], np.ndarray | None] = default_output_extractor,

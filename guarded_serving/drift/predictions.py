@@ -69,7 +69,7 @@ class PredictionDrift:
         Width of the rows :meth:`columns` produces (what a store holds).
     """
 
-    def __init__(self, *, alpha: float = 0.01, min_effect: float = 0.1, min_samples: int = 200) -> None:
+    def __init__(self, *, alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200) -> None:
         self.alpha = alpha
         self.min_effect = min_effect
         self.min_samples = min_samples

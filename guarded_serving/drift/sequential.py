@@ -66,15 +66,23 @@ import numpy as np
 __all__ = ["ConformalMartingale", "conformal_p_values"]
 
 
-def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Conservative conformal p-values: ``(1 + #{cal >= s}) / (n_cal + 1)``.
+def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray,
+                       rng: np.random.Generator | None = None) -> np.ndarray:
+    """Conformal p-values of ``scores`` against calibration scores.
 
-    Higher nonconformity score = stranger row = smaller p-value.
+    Higher nonconformity score = stranger row = smaller p-value. Without
+    ``rng``: the conservative ``(1 + #{cal >= s}) / (n_cal + 1)``. With ``rng``:
+    the smoothed ``(#{cal > s} + U (1 + #{cal == s})) / (n_cal + 1)``, exactly
+    uniform under exchangeability even when scores tie (discrete features).
     """
     cal = np.sort(np.asarray(calibration_scores, dtype=np.float64))
     s = np.asarray(scores, dtype=np.float64)
     ge = len(cal) - np.searchsorted(cal, s, "left")
-    return (1.0 + ge) / (len(cal) + 1.0)
+    if rng is None:
+        return (1.0 + ge) / (len(cal) + 1.0)
+    gt = len(cal) - np.searchsorted(cal, s, "right")
+    u = rng.uniform(size=s.shape)
+    return np.maximum(gt + u * (1.0 + ge - gt), 1e-12) / (len(cal) + 1.0)
 
 
 class ConformalMartingale:

@@ -109,7 +109,7 @@ class WindowTest:
     ----------
     alpha : float, default=0.01
         False discovery rate across features (Benjamini-Hochberg).
-    min_effect : float, default=0.1
+    min_effect : float, default=0.15
         Smallest effect that may alarm: Wasserstein-1 in reference standard
         deviations (numeric) or total variation distance (categorical).
     min_samples : int, default=200
@@ -128,7 +128,7 @@ class WindowTest:
     n_reference_ : int
     """
 
-    def __init__(self, *, alpha: float = 0.01, min_effect: float = 0.1, min_samples: int = 200,
+    def __init__(self, *, alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  categorical: Sequence[int] = (), feature_names: Sequence[str] | None = None,
                  max_reference: int = 2000) -> None:
         self.alpha = alpha
