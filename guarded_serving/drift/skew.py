@@ -77,9 +77,7 @@ class SkewCheck:
     Parameters
     ----------
     first_n : int, default=500
-        Rows after startup to judge (fewer are judged once the window test's
-        ``min_samples`` is met and the stream stops growing is *not* assumed:
-        the check waits for ``first_n``).
+        Rows after startup to judge; the check waits until that many arrived.
     alpha : float, default=0.001
         Stricter false discovery rate than the drift windows'.
     min_effect : float, default=0.2
