@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,63 @@ class GuardConfig:
     readiness_checks : tuple of str or None, default=None
         Names of the checks whose ``failing`` makes the service not ready;
         ``None`` means every check.
+    manifest : str or path or None, default=None
+        Deployment manifest (``guarded-serving manifest create``) verified at
+        construction and re-verified while serving; see
+        :mod:`guarded_serving.integrity`. ``None`` disables artifact checks.
+    manifest_public_key : str or path or None, default=None
+        Ed25519 public key (PEM file or PEM text); when set the manifest must
+        carry a signature that verifies with it.
+    artifact_root : str or path or None, default=None
+        Directory relative artifact paths resolve against (default: the manifest's).
+    integrity_policy : {"refuse", "not_ready"}, default="refuse"
+        On an integrity failure at startup: raise ``IntegrityError`` (the service
+        does not start), or start with the ``integrity.*`` check failing (not ready).
+    integrity_check_interval_s : float, default=30
+        Seconds between background re-checks (stat first, re-hash on change); 0 disables.
+    writable_dirs : tuple of str, default=()
+        Directories the service must be able to write (state, logs), checked at startup.
+
+    Operational health (:mod:`guarded_serving.operational`):
+
+    operational : bool, default=True
+        Run the operational-health component (hardware sampler, dependency and
+        downstream checks, GC-pause latency causes). ``False`` turns all of it off.
+    hardware_interval_s : float or None, default=5.0
+        Seconds between hardware samples (background thread); ``None``: no sampler.
+    hardware_thresholds : dict of str to float, default={}
+        Overrides of :class:`guarded_serving.operational.hardware.Thresholds`,
+        e.g. ``{"disk_free_percent_failing": 5}``.
+    disk_paths : tuple of str, default=()
+        Where the model and state live (free disk is watched); ``()`` means the working directory.
+    gpu : bool or None, default=None
+        ``None``: NVML checks when ``nvidia-ml-py`` and a GPU are present, else
+        reported ``unavailable``; ``False``: no GPU checks.
+    dependencies : dict or tuple of str or None, default=None
+        Packages the model needs: ``{"numpy": "2.4.6", "scikit-learn": ">=1.4"}``
+        (``None`` value: any version) or names only; e.g. a deployment manifest's
+        ``"packages"`` mapping.
+    dependency_interval_s : float, default=300
+        Seconds between dependency re-checks (the first runs at start).
+    import_timeout_s : float, default=30
+        An import taking longer is reported as hanging.
+    probes : tuple of dict, default=()
+        Downstream components: ``{"name": "db", "tcp": "127.0.0.1:5432"}`` or
+        ``{"name": "feature_store", "url": "http://127.0.0.1:8000/health"}``; optional
+        keys ``timeout_s``, ``interval_s``, ``failures_to_fail``, ``readiness``.
+    probe_interval_s, probe_timeout_s : float, default=10, 2
+        Defaults for probes that do not set their own.
+    probe_backoff_max_s : float, default=60
+        Longest wait between probes of a component that is down (the wait doubles per failure).
+    gc_tracking : bool, default=True
+        Time GC pauses (``gc.callbacks``) and name them as the cause of slow calls.
+    readiness_policy : dict of str to bool, default={}
+        Per operational check (name or prefix, e.g. ``"downstream"``,
+        ``"hardware.gpu0.temperature"``): whether its ``failing`` makes the service
+        not ready. Merged over the defaults (``hardware.cpu`` and ``runtime.gc`` never gate).
+
+    Distribution shift and skew (:mod:`guarded_serving.drift`):
+
     drift : bool, default=False
         Turn on distribution-shift and skew monitoring (:mod:`guarded_serving.drift`).
     drift_store : str or None, default=None
@@ -143,8 +201,28 @@ class GuardConfig:
     readiness_checks: tuple[str, ...] | None = None
 
     # --- operational health (hardware, dependencies, downstream) ---------------
+    operational: bool = True
+    hardware_interval_s: float | None = 5.0
+    hardware_thresholds: dict[str, float] = field(default_factory=dict)
+    disk_paths: tuple[str, ...] = ()
+    gpu: bool | None = None
+    dependencies: dict[str, Any] | tuple[str, ...] | None = None
+    dependency_interval_s: float = 300.0
+    import_timeout_s: float = 30.0
+    probes: tuple[dict[str, Any], ...] = ()
+    probe_interval_s: float = 10.0
+    probe_timeout_s: float = 2.0
+    probe_backoff_max_s: float = 60.0
+    gc_tracking: bool = True
+    readiness_policy: dict[str, bool] = field(default_factory=dict)
 
     # --- deployment integrity ---------------------------------------------------
+    manifest: str | os.PathLike[str] | None = None
+    manifest_public_key: str | os.PathLike[str] | None = None
+    artifact_root: str | os.PathLike[str] | None = None
+    integrity_policy: str = "refuse"
+    integrity_check_interval_s: float = 30.0
+    writable_dirs: tuple[str, ...] = ()
 
     # --- edge cases --------------------------------------------------------------
 
@@ -199,6 +277,22 @@ class GuardConfig:
                 not isinstance(self.readiness_checks, tuple)
                 or not all(isinstance(c, str) for c in self.readiness_checks)):
             _fail("readiness_checks", self.readiness_checks, "None or a tuple of check names")
+        # deployment integrity
+        for fname in ("manifest", "manifest_public_key", "artifact_root"):
+            v = getattr(self, fname)
+            if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v)):
+                _fail(fname, v, "None or a non-empty path" + (" or PEM text" if fname == "manifest_public_key" else ""))
+        if self.integrity_policy not in ("refuse", "not_ready"):
+            _fail("integrity_policy", self.integrity_policy, "'refuse' or 'not_ready'")
+        _number("integrity_check_interval_s", self.integrity_check_interval_s, lo=0,
+                valid="a number of seconds >= 0 (0 disables the background re-check)")
+        if isinstance(self.writable_dirs, list):
+            object.__setattr__(self, "writable_dirs", tuple(self.writable_dirs))
+        if not isinstance(self.writable_dirs, tuple) or not all(
+                isinstance(d, (str, os.PathLike)) and str(d) for d in self.writable_dirs):
+            _fail("writable_dirs", self.writable_dirs, "a tuple of directory paths")
+        self._validate_operational()
+        # distribution shift and skew
         if not isinstance(self.drift, bool):
             _fail("drift", self.drift, "True or False")
         for fname in ("drift_store", "drift_reference"):
@@ -220,6 +314,49 @@ class GuardConfig:
         _integer("drift_retention_rows", self.drift_retention_rows, lo=1)
         if not isinstance(self.extra, dict):
             _fail("extra", self.extra, "a dict")
+
+    def _validate_operational(self) -> None:
+        from .operational.dependencies import parse_requirements
+        from .operational.downstream import parse_probe
+        from .operational.hardware import Thresholds
+
+        for name in ("operational", "gc_tracking"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "True or False")
+        if self.hardware_interval_s is not None:
+            _number("hardware_interval_s", self.hardware_interval_s, lo=0.01, hi=3600,
+                    valid="None (no sampler) or seconds between 0.01 and 3600")
+        valid_t = Thresholds.names()
+        if not isinstance(self.hardware_thresholds, dict):
+            _fail("hardware_thresholds", self.hardware_thresholds, f"a dict with keys from {valid_t}")
+        for k, v in self.hardware_thresholds.items():
+            if k not in valid_t:
+                _fail(f"hardware_thresholds[{k!r}]", v, f"a key from {valid_t}")
+            _number(f"hardware_thresholds[{k!r}]", v, lo=0)
+        if isinstance(self.disk_paths, list):
+            object.__setattr__(self, "disk_paths", tuple(self.disk_paths))
+        if not isinstance(self.disk_paths, tuple) or not all(isinstance(p, str) and p for p in self.disk_paths):
+            _fail("disk_paths", self.disk_paths, "a tuple of directory paths")
+        if self.gpu is not None and not isinstance(self.gpu, bool):
+            _fail("gpu", self.gpu, "None (auto), True or False")
+        if isinstance(self.dependencies, list):
+            object.__setattr__(self, "dependencies", tuple(self.dependencies))
+        parse_requirements(self.dependencies)
+        _number("dependency_interval_s", self.dependency_interval_s, lo=1, hi=86400)
+        _number("import_timeout_s", self.import_timeout_s, lo=0.1, hi=600)
+        _number("probe_interval_s", self.probe_interval_s, lo=0.05, hi=3600)
+        _number("probe_timeout_s", self.probe_timeout_s, lo=0.01, hi=600)
+        _number("probe_backoff_max_s", self.probe_backoff_max_s, lo=0.05, hi=86400)
+        if isinstance(self.probes, list):
+            object.__setattr__(self, "probes", tuple(self.probes))
+        if not isinstance(self.probes, tuple):
+            _fail("probes", self.probes, "a tuple of probe dicts")
+        names = [parse_probe(p).name for p in self.probes]
+        if len(set(names)) != len(names):
+            _fail("probes", self.probes, "probes with distinct names")
+        if not isinstance(self.readiness_policy, dict) or not all(
+                isinstance(k, str) and isinstance(v, bool) for k, v in self.readiness_policy.items()):
+            _fail("readiness_policy", self.readiness_policy, "a dict of check name (or prefix) -> True/False")
 
     def replace(self, **changes: Any) -> "GuardConfig":
         """Return a copy with ``changes`` applied (validated again)."""

@@ -106,13 +106,36 @@ class Guard:
     # -- components -----------------------------------------------------------------
     def _default_components(self) -> list[Component]:
         """Components built from the config (operational health, integrity, edge cases, drift)."""
-        out: list[Component] = []
+        cfg = self.config
+        comps: list[Component] = []
+        # deployment integrity: manifest, signature, permissions, artifact hashes
+        if cfg.manifest is not None or cfg.writable_dirs:
+            from .integrity.component import IntegrityGuard
+
+            comps.append(IntegrityGuard.from_config(cfg))
+        # operational health: hardware sampler, dependencies, downstream probes, GC-pause causes
+        if cfg.operational:
+            from .operational.component import OperationalHealth
+
+            op_cfg = cfg
+            if cfg.dependencies is None and cfg.manifest is not None:
+                # no explicit list: check the packages the manifest pinned at training time
+                # (an unreadable manifest is the integrity component's to report)
+                from .integrity.manifest import Manifest
+
+                try:
+                    pins = dict(Manifest.load(cfg.manifest).packages)
+                except Exception:
+                    pins = {}
+                op_cfg = cfg.replace(dependencies=pins) if pins else cfg
+            comps.append(OperationalHealth.from_config(op_cfg))
+        # edge cases
         # distribution shift and skew
-        if self.config.drift:
+        if cfg.drift:
             from .drift.component import DriftComponent
 
-            out.append(DriftComponent.from_config(self.config))
-        return out
+            comps.append(DriftComponent.from_config(cfg))
+        return comps
 
     @property
     def components(self) -> tuple[Component, ...]:
@@ -287,11 +310,15 @@ class Guard:
         anomalous = violated or flagged or outcome != A.OUTCOME_OK
         if self._metrics is not None:
             self._metrics.record(latency_ms / 1000.0, outcome)
+        # A span can be recording yet not sampled (BentoML's sampler records
+        # everything, RECORD_ONLY when sampled out): only a sampled span is exported.
+        exported = span is not None and span.get_span_context().trace_flags.sampled
         if span is not None:
-            self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
+            if exported:
+                self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
             span.end()
             otel_context.detach(token)
-        elif anomalous and self._tracer is not None:
+        if anomalous and not exported and self._tracer is not None:
             self._export_anomaly(call, exc, outcome, latency_ms, violated, t1 - t0)
         return None if call is None else call.result
 

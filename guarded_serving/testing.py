@@ -130,13 +130,13 @@ class OTLPReceiver:
             self.requests += 1
             self.spans.extend(out)
 
-    def wait_for(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
-        """Wait until ``predicate(span)`` holds for some span; return the matches."""
+    def wait_for(self, predicate: Any, timeout: float = 20.0, count: int = 1) -> list[dict[str, Any]]:
+        """Wait until ``predicate(span)`` holds for ``count`` spans (or ``timeout``); return the matches."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
                 found = [s for s in self.spans if predicate(s)]
-            if found or time.monotonic() > deadline:
+            if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
 

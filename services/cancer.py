@@ -17,6 +17,21 @@ Configuration (environment, all optional):
 GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
 GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
 GUARDED_CHAOS          1 enables /predict_chaos
+GUARDED_MANIFEST       deployment manifest to verify at startup and while serving
+                       (default: manifest.json in the artifacts directory when it
+                       exists, as written by services.train; "none" disables)
+GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid signature
+GUARDED_INTEGRITY_POLICY      refuse (default: a mismatch stops the service from starting)
+                              or not_ready (start, but /readyz answers 503)
+GUARDED_INTEGRITY_INTERVAL_S  seconds between background re-checks (default 30)
+GUARDED_PROBES         JSON list of downstream probes, e.g.
+                       '[{"name": "feature_store", "url": "http://127.0.0.1:8701/health"}]' (default none)
+GUARDED_DEPENDENCIES   JSON mapping package -> pinned version (or null), or a list of names
+                       (default: the manifest's pinned packages; without a manifest
+                       '["numpy", "scikit-learn"]': installed and importable, any version)
+GUARDED_HARDWARE_INTERVAL_S  hardware sampling interval (default 5)
+GUARDED_PROBE_INTERVAL_S     seconds between probes of a component that is up (default 10)
+GUARDED_PROBE_BACKOFF_MAX_S  longest wait between probes of a component that is down (default 60)
 GUARDED_STATE_DIR      where shared state lives, e.g. the drift store (default .state/ in the repo root)
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 2)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
@@ -28,6 +43,7 @@ OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoi
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pickle
 import time
@@ -37,19 +53,52 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
 
-from guarded_serving import Guard
+from guarded_serving import ConfigError, Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
+from services.features import prepare
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
 STATE_DIR = Path(os.environ.get("GUARDED_STATE_DIR") or Path(__file__).resolve().parent.parent / ".state")
 WORKERS = int(os.environ.get("GUARDED_WORKERS", "1"))
 
+
+def _manifest() -> str | None:
+    value = os.environ.get("GUARDED_MANIFEST")
+    if value is None:
+        default = ARTIFACT_DIR / "manifest.json"
+        return str(default) if default.exists() else None
+    return None if value.strip().lower() in ("", "none") else value
+
+
+def _json_env(name: str, default: str) -> object:
+    raw = os.environ.get(name, default)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not valid JSON: {exc}") from None
+
+
+# Packages to check: GUARDED_DEPENDENCIES, else the manifest's pins (the training
+# environment's versions), else just that numpy and scikit-learn import.
+_deps = _json_env("GUARDED_DEPENDENCIES", "null" if _manifest() else '["numpy", "scikit-learn"]')
+
 guard = Guard(
     name="breast_cancer",
     version="1",
     latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
     n_features=30,
+    manifest=_manifest(),
+    manifest_public_key=os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY") or None,
+    integrity_policy=os.environ.get("GUARDED_INTEGRITY_POLICY", "refuse"),
+    integrity_check_interval_s=float(os.environ.get("GUARDED_INTEGRITY_INTERVAL_S", "30")),
+    # operational health: hardware sampler, dependencies, downstream probes
+    disk_paths=(str(ARTIFACT_DIR),),
+    hardware_interval_s=float(os.environ.get("GUARDED_HARDWARE_INTERVAL_S", "5")),
+    dependencies=tuple(_deps) if isinstance(_deps, list) else _deps,  # None: the manifest's pins
+    probes=tuple(_json_env("GUARDED_PROBES", "[]")),
+    probe_interval_s=float(os.environ.get("GUARDED_PROBE_INTERVAL_S", "10")),
+    probe_backoff_max_s=float(os.environ.get("GUARDED_PROBE_BACKOFF_MAX_S", "60")),
     # distribution shift and skew: windows pooled across workers in a SQLite file
     drift=True,
     drift_reference=str(ARTIFACT_DIR / "reference.npz"),
@@ -78,7 +127,7 @@ class CancerClassifier:
         return guard.is_ready()
 
     def _predict(self, inputs: np.ndarray) -> dict:
-        proba = self.model.predict_proba(inputs)[:, 1]
+        proba = self.model.predict_proba(prepare(inputs))[:, 1]
         return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
 
     @bentoml.api

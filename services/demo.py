@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     receiver = OTLPReceiver().__enter__()
     env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    # operational health: a stand-in feature store the model depends on, probed by the guard
+    from services.feature_store import FeatureStore
+
+    feature_store = FeatureStore(free_port()).start()
+    env.update({"GUARDED_PROBES": json.dumps([{"name": "feature_store", "url": feature_store.url}]),
+                "GUARDED_PROBE_INTERVAL_S": "0.5", "GUARDED_PROBE_BACKOFF_MAX_S": "1"})
     external = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if not external:
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = receiver.endpoint
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     with BentoServer("services.cancer:CancerClassifier", port, env=env, cwd=ROOT) as server:
         print(f"ready in {time.monotonic() - t0:.1f} s\n", flush=True)
         r = replay.Replay(server.url, artifacts, spans=lambda: list(receiver.spans))
+        r.feature_store = feature_store  # type: ignore[attr-defined]  # for the downstream scenario
         rows = []
         for sc in replay.SCENARIOS:
             try:
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 pass
     receiver.__exit__(None, None, None)
+    feature_store.stop()
     return 1 if missed else 0
 
 

@@ -9,6 +9,7 @@ spans it exported. Capabilities add their failure here by appending to
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -119,6 +120,109 @@ def bad_input(r: Replay) -> Verdict:
                    + "\n      ".join(lines))
 
 
+def _artifact_copy(r: Replay, dest: Path) -> Path:
+    """Copy the served model's artifacts to ``dest`` and write their manifest there."""
+    import shutil
+
+    from services import train
+
+    dest.mkdir(parents=True)
+    for name in ("model.pkl", "reference.npz"):
+        shutil.copy2(r.artifacts / name, dest / name)
+    train.write_manifest(dest)
+    return dest
+
+
+def _second_server(artifacts: Path, **env: str) -> Any:
+    from guarded_serving.serving.process import BentoServer
+    from guarded_serving.testing import free_port
+
+    root = Path(__file__).resolve().parent.parent
+    return BentoServer("services.cancer:CancerClassifier", free_port(), cwd=root,
+                       env={"GUARDED_ARTIFACT_DIR": str(artifacts), **env})
+
+
+def tampered_artifact(r: Replay) -> Verdict:
+    """A second server on a copy of the artifacts with one byte of the model flipped must refuse to start."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gs-demo-integrity-") as tmp:
+        d = _artifact_copy(r, Path(tmp) / "artifacts")
+        with open(d / "model.pkl", "r+b") as fh:
+            fh.seek(100)
+            b = fh.read(1)
+            fh.seek(100)
+            fh.write(bytes([b[0] ^ 0xFF]))
+        server = _second_server(d)
+        try:
+            server.start(timeout=90)
+        except RuntimeError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if "model.pkl: modified" in ln]
+            return Verdict(bool(lines), "a second bentoml serve on the tampered copy refused to start:\n      "
+                           + (lines[0] if lines else str(exc)[-300:]).replace(", found", ",\n      found"))
+        finally:
+            server.stop()
+        return Verdict(False, "a server started on a model file with a flipped byte")
+
+
+def replaced_artifact(r: Replay) -> Verdict:
+    """A second server on a good copy; an older model copied over its model file must make it not ready."""
+    import shutil
+    import tempfile
+    import time
+
+    from services import train
+
+    with tempfile.TemporaryDirectory(prefix="gs-demo-integrity-") as tmp:
+        d = _artifact_copy(r, Path(tmp) / "artifacts")
+        old = train.train(Path(tmp) / "older", seed=1)
+        with _second_server(d, GUARDED_INTEGRITY_INTERVAL_S="0.5") as server:
+            s = requests.Session()
+            ready_before = s.get(f"{server.url}/readyz", timeout=10).status_code
+            shutil.copy(old / "model.pkl", d / "model.pkl")
+            deadline = time.monotonic() + 30
+            code = ready_before
+            while time.monotonic() < deadline and code != 503:
+                time.sleep(0.2)
+                code = s.get(f"{server.url}/readyz", timeout=10).status_code
+            check = s.get(f"{server.url}/guard/health", timeout=10).json()["checks"]["integrity.artifacts"]
+        return Verdict(ready_before == 200 and code == 503,
+                       f"/readyz {ready_before} -> {code} after an older model was copied over model.pkl "
+                       f"while serving:\n      integrity.artifacts {check['status']}: {check['reason'][:160]}")
+def downstream_outage(r: Replay) -> Verdict:
+    """Stop the feature store the model depends on; the guard must report it and turn not ready, then recover."""
+    fs = getattr(r, "feature_store", None)
+    if fs is None:
+        return Verdict(False, "no feature store was started for this replay (see services/demo.py)")
+    check = "downstream.feature_store"
+
+    def wait_for(status: str, ready_code: int, timeout: float = 20.0) -> tuple[dict[str, Any], int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            c = r.health()["checks"].get(check, {})
+            code = r.session.get(f"{r.url}/readyz", timeout=10).status_code
+            if (c.get("status") == status and code == ready_code) or time.monotonic() > deadline:
+                return c, code
+            time.sleep(0.2)
+
+    before, _ = wait_for("ok", 200)
+    fs.stop()
+    t0 = time.monotonic()
+    try:
+        down, down_code = wait_for("failing", 503)
+        caught_s = time.monotonic() - t0
+        served = r.predict(r.X_test[:2]).status_code
+    finally:
+        fs.start()
+    t1 = time.monotonic()
+    back, back_code = wait_for("ok", 200)
+    caught = before.get("status") == "ok" and down.get("status") == "failing" and down_code == 503 \
+        and back.get("status") == "ok" and back_code == 200
+    return Verdict(caught, f"feature store stopped: {check} {down.get('status')} after {caught_s:.1f} s "
+                   f"({down.get('reason')}); /readyz {down_code}; /predict still answered {served}; "
+                   f"restarted: {back.get('status')} after {time.monotonic() - t1:.1f} s, /readyz {back_code}")
+
+
 def _json_allow_nan(payload: dict[str, Any]) -> str:
     import json
 
@@ -153,5 +257,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
     Scenario("model raises", "software: model error", model_errors),
     Scenario("malformed input", "input: NaN, inf, shape, type, empty", bad_input),
+    Scenario("tampered model file", "deployment: artifact differs from manifest", tampered_artifact),
+    Scenario("model swapped in place", "deployment: older model while serving", replaced_artifact),
+    Scenario("feature store down", "software: downstream component outage", downstream_outage),
     Scenario("shifted stream", "data: distribution shift / train-serving skew", shifted_stream),
 ]

@@ -10,6 +10,10 @@ features; no download), and writes to DIR (default ``services/artifacts``):
 - ``reference.npz``  the training split (``X_train``, ``y_train``), a held-out
   split (``X_test``, ``y_test``), ``feature_names`` and the model's
   predictions on the training split (``pred_train``), for profiles and replays.
+- ``manifest.json``  the deployment manifest: SHA-256 of both files, the pinned
+  versions of the packages the model needs, the fingerprint of
+  ``services.features:prepare``; signed when ``--key`` names an Ed25519
+  private key (``guarded-serving keygen``). The example service verifies it.
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from services.features import prepare
+
 DEFAULT_DIR = Path(__file__).resolve().parent / "artifacts"
+MODEL_NAME, MODEL_VERSION = "breast_cancer", "1"
+#: Packages the pickled model needs at serving time, pinned in the manifest.
+MODEL_PACKAGES = ("scikit-learn", "numpy", "scipy")
 
 
-def train(out: Path = DEFAULT_DIR, seed: int = 0) -> Path:
+def train(out: Path = DEFAULT_DIR, seed: int = 0, key: Path | None = None) -> Path:
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
@@ -34,24 +43,38 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0) -> Path:
     X_train, X_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=0.3, random_state=seed, stratify=data.target)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    model.fit(X_train, y_train)
+    model.fit(prepare(X_train), y_train)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "model.pkl", "wb") as fh:
         pickle.dump(model, fh, protocol=5)
     np.savez(out / "reference.npz", X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
              feature_names=np.array([n.replace(" ", "_") for n in data.feature_names]),
              pred_train=model.predict_proba(X_train)[:, 1])
-    acc = float((model.predict(X_test) == y_test).mean())
+    acc = float((model.predict(prepare(X_test)) == y_test).mean())
+    write_manifest(out, key=key)
     print(f"trained breast_cancer model: test accuracy {acc:.3f}; artifacts in {out}")
     return out
+
+
+def write_manifest(out: Path = DEFAULT_DIR, *, key: Path | None = None) -> Path:
+    """Write ``out/manifest.json`` for the artifacts in ``out`` (signed with ``key`` if given)."""
+    from guarded_serving.integrity import create_manifest, sign_manifest
+
+    man = create_manifest(name=MODEL_NAME, version=MODEL_VERSION, root=out,
+                          artifacts=[("model", out / "model.pkl"), ("reference", out / "reference.npz")],
+                          packages=MODEL_PACKAGES, preprocessing="services.features:prepare")
+    if key is not None:
+        man = sign_manifest(man, key)
+    return man.save(out / "manifest.json")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--key", type=Path, help="sign the manifest with this Ed25519 private key (PEM)")
     args = ap.parse_args(argv)
-    train(args.out, args.seed)
+    train(args.out, args.seed, args.key)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,31 @@ guard.forced_export        bool     the call's trace was sampled out, and this s
                                     was exported anyway because the call was anomalous
 guard.input.problem        str      why the input was refused (invalid_input only)
 error.type                 str      exception class (OpenTelemetry semantic convention)
+guard.artifact.digest      str      SHA-256 of the deployment manifest's canonical encoding
+                                    (names the verified set of artifacts, pins, preprocessing)
+guard.artifact.manifest_version
+                           str      model version recorded in the manifest
+guard.artifact.verified    bool     artifacts (and preprocessing) matched the manifest at
+                                    the last check
+guard.latency.cause        str      slow calls only (SLO breached): gc_pause | cpu_saturation |
+                                    memory_pressure | unknown (the first of the causes)
+guard.latency.causes       str[]    every likely cause of the breach, most direct first
+guard.gc.pause_ms          float    GC pause time inside the call (slow calls only)
+guard.hardware.*           float    cached hardware snapshot: cpu_percent, load_per_cpu,
+                                    memory_available_percent, rss_mb, open_fds,
+                                    gpu<i>.{temperature_c,memory_used_mb,utilization_percent,power_w}
+guard.hardware.gpu<i>.     str[]    active clock-event (throttle) reasons, when any
+  clock_event_reasons
+guard.health.operational   str      worst status of the operational checks (ok|degraded|failing)
 guard.drift.status         str      ok | drift (latest pooled window or sequential alarm)
 guard.drift.features       str[]    features drifting in the latest pooled window
 guard.drift.skew.features  str[]    features with train-serving skew at startup
 guard.drift.alarm          bool     the sequential alarm (conformal test martingale) fired
 ========================== ======== ==================================================
+
+Span event ``guard.health.transition`` (attached to the next recorded guard
+span after a check changed status) carries ``guard.health.check``,
+``guard.health.from``, ``guard.health.to`` and ``guard.health.reason``.
 
 The drift component's background span ``guard <model> drift`` carries one
 event ``guard.drift.window`` per window test: ``guard.drift.pooled_rows``,
@@ -47,6 +67,21 @@ ANOMALOUS = "guard.anomalous"
 FORCED_EXPORT = "guard.forced_export"
 INPUT_PROBLEM = "guard.input.problem"
 ERROR_TYPE = "error.type"
+
+# Deployment integrity
+ARTIFACT_DIGEST = "guard.artifact.digest"
+ARTIFACT_MANIFEST_VERSION = "guard.artifact.manifest_version"
+ARTIFACT_VERIFIED = "guard.artifact.verified"
+# operational health
+LATENCY_CAUSE = "guard.latency.cause"
+LATENCY_CAUSES = "guard.latency.causes"
+GC_PAUSE_MS = "guard.gc.pause_ms"
+HEALTH_OPERATIONAL = "guard.health.operational"
+HEALTH_TRANSITION_EVENT = "guard.health.transition"
+HEALTH_CHECK = "guard.health.check"
+HEALTH_FROM = "guard.health.from"
+HEALTH_TO = "guard.health.to"
+HEALTH_REASON = "guard.health.reason"
 
 OUTCOME_OK = "ok"
 OUTCOME_ERROR = "error"

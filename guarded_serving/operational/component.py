@@ -1,0 +1,299 @@
+"""Operational health as one guard component: hardware, dependencies, downstream, GC pauses.
+
+:class:`OperationalHealth` owns three background workers (the hardware
+sampler, the dependency checker, the downstream prober) and a GC monitor.
+On the request path it does O(1) work in ``after_call``: a call that breached
+the latency SLO gets its likely cause (``gc_pause`` when a collection ran
+during it, ``cpu_saturation`` / ``memory_pressure`` from the cached hardware
+snapshot), and pending health transitions are attached as span events to the
+next recorded span. ``checks()`` and ``span_attributes()`` only read caches.
+
+Health transitions (a check going ok -> degraded -> failing and back) are
+detected in the background threads when verdicts change, logged at once on
+the ``guarded_serving.health`` logger (WARNING when worse, INFO when better)
+and queued as ``guard.health.transition`` span events.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from opentelemetry import trace
+
+from .. import health as H
+from ..component import Component
+from ..health import CheckResult
+from ..telemetry import attributes as A
+from .dependencies import DependencyChecker
+from .downstream import DownstreamProber, Probe
+from .gc_monitor import GcMonitor
+from .hardware import Provider, PsutilProvider, Thresholds
+from .sampler import HardwareSampler, HardwareSnapshot
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..config import GuardConfig
+    from ..guard import Guard
+
+__all__ = ["DEFAULT_READINESS_POLICY", "OperationalHealth"]
+
+_log = logging.getLogger("guarded_serving.health")
+_perf_ns = time.perf_counter_ns
+_SEVERITY = {H.OK: 0, H.UNAVAILABLE: 0, "unknown": 0, H.DEGRADED: 1, H.FAILING: 2}
+
+#: Checks whose ``failing`` does not make the service not ready unless configured otherwise:
+#: CPU saturation slows a replica but taking it out of rotation only moves the load.
+DEFAULT_READINESS_POLICY: dict[str, bool] = {"hardware.cpu": False, "hardware.sampler": False, "runtime.gc": False}
+
+
+class OperationalHealth(Component):
+    """Hardware, dependency and downstream health, and latency root causes.
+
+    Parameters
+    ----------
+    hardware_interval_s : float or None, default=5.0
+        Sampling interval of the hardware sampler; ``None`` turns it off.
+    providers : sequence of Provider, optional
+        Hardware providers; default :class:`~.hardware.PsutilProvider` plus
+        :class:`~.gpu.NvmlProvider` unless ``gpu=False``.
+    disk_paths : sequence of path, default=(".",)
+    gpu : bool or None, default=None
+        ``None``: use NVML when it works, report ``unavailable`` otherwise; ``False``: no GPU checks.
+    thresholds : Thresholds or mapping, optional
+    dependencies : mapping or list of names, optional
+    dependency_interval_s : float, default=300
+    import_timeout_s : float, default=30
+    probes : sequence of dict or Probe
+    probe_backoff_max_s : float, default=60
+    gc_tracking : bool, default=True
+    readiness_policy : mapping of str to bool, optional
+        Check name (or prefix, e.g. ``"hardware"``) -> whether its ``failing``
+        makes the service not ready; merged over :data:`DEFAULT_READINESS_POLICY`.
+    """
+
+    name = "operational"
+
+    def __init__(self, *, hardware_interval_s: float | None = 5.0, providers: Sequence[Provider] | None = None,
+                 disk_paths: Sequence[str] = (".",), gpu: bool | None = None,
+                 thresholds: Thresholds | Mapping[str, float] | None = None, dependencies: Any = None,
+                 dependency_interval_s: float = 300.0, import_timeout_s: float = 30.0,
+                 probes: Sequence[Any] = (), probe_backoff_max_s: float = 60.0, gc_tracking: bool = True,
+                 readiness_policy: Mapping[str, bool] | None = None) -> None:
+        if thresholds is None or isinstance(thresholds, Mapping):
+            thresholds = Thresholds().with_overrides(thresholds or {})
+        self.thresholds = thresholds
+        self.hardware_interval_s = hardware_interval_s
+        self._providers = providers
+        self.disk_paths = tuple(disk_paths)
+        self.gpu = gpu
+        self.dependency_interval_s = float(dependency_interval_s)
+        self.readiness_policy = {**DEFAULT_READINESS_POLICY, **dict(readiness_policy or {})}
+        self.sampler: HardwareSampler | None = None
+        self.dependencies = DependencyChecker(dependencies, import_timeout_s=import_timeout_s) \
+            if dependencies else None
+        self.prober = DownstreamProber(probes, backoff_max_s=probe_backoff_max_s, on_change=self._publish) \
+            if probes else None
+        self.gc = GcMonitor() if gc_tracking else None
+        self._slo_ms = float("inf")
+        self._pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
+        self._transitions: collections.deque[dict[str, Any]] = collections.deque(maxlen=32)
+        self._last: dict[str, str] = {}
+        self._publish_lock = threading.Lock()
+        self._attrs: Mapping[str, Any] = {}
+        self._pressure: tuple[str, ...] = ()
+        self._dep_stop = threading.Event()
+        self._dep_thread: threading.Thread | None = None
+        self._started = False
+        self.slow_calls = 0
+        self._gc_slow_at = float("-inf")
+        self.slow_calls_by_cause: dict[str, int] = {}
+        self.transitions = 0
+
+    @classmethod
+    def from_config(cls, cfg: "GuardConfig") -> "OperationalHealth":
+        return cls(hardware_interval_s=cfg.hardware_interval_s, disk_paths=cfg.disk_paths or (".",), gpu=cfg.gpu,
+                   thresholds=cfg.hardware_thresholds, dependencies=cfg.dependencies,
+                   dependency_interval_s=cfg.dependency_interval_s, import_timeout_s=cfg.import_timeout_s,
+                   probes=[p if isinstance(p, Probe) else
+                           {"timeout_s": cfg.probe_timeout_s, "interval_s": cfg.probe_interval_s, **p}
+                           for p in cfg.probes],
+                   probe_backoff_max_s=cfg.probe_backoff_max_s, gc_tracking=cfg.gc_tracking,
+                   readiness_policy=cfg.readiness_policy)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def bind(self, guard: "Guard") -> None:
+        self._slo_ms = float(guard.config.latency_slo_ms)
+
+    def _default_providers(self) -> list[Provider]:
+        providers: list[Provider] = [PsutilProvider(disk_paths=self.disk_paths)]
+        if self.gpu is not False:
+            from .gpu import NvmlProvider
+
+            providers.append(NvmlProvider())
+        return providers
+
+    def start(self) -> None:
+        self._started = True
+        if self.gc is not None:
+            self.gc.install()
+        if self.hardware_interval_s is not None and (self.sampler is None or not self.sampler.running):
+            providers = self._providers if self._providers is not None else self._default_providers()
+            self.sampler = HardwareSampler(providers, thresholds=self.thresholds,
+                                           interval_s=self.hardware_interval_s, on_sample=self._on_sample)
+            self.sampler.start()
+        if self.dependencies is not None and self._dep_thread is None:
+            self.dependencies.check(imports=False)  # installed / pinned: fast, before the first request
+            self._dep_stop.clear()
+            self._dep_thread = threading.Thread(target=self._dep_loop, name="guard-dependency-checker", daemon=True)
+            self._dep_thread.start()
+        if self.prober is not None:
+            self.prober.start()
+        self._publish()
+
+    def stop(self) -> None:
+        self._started = False
+        if self.gc is not None:
+            self.gc.uninstall()
+        if self.sampler is not None:
+            self.sampler.stop()
+        self._dep_stop.set()
+        if self._dep_thread is not None:
+            self._dep_thread.join(timeout=5)
+            self._dep_thread = None
+        if self.prober is not None:
+            self.prober.stop()
+
+    def _dep_loop(self) -> None:
+        assert self.dependencies is not None
+        while not self._dep_stop.is_set():
+            self.dependencies.check(imports=True)
+            self._publish()
+            if self._dep_stop.wait(self.dependency_interval_s):
+                return
+
+    def _on_sample(self, snap: HardwareSnapshot) -> None:
+        self._pressure = snap.pressure
+        self._publish()
+
+    # -- request path ---------------------------------------------------------------------
+    def after_call(self, call: "Call") -> None:
+        if self._pending:
+            self._emit_events()
+        if call.latency_ms <= self._slo_ms:
+            return
+        causes = []
+        if self.gc is not None:
+            t1 = _perf_ns()
+            paused = self.gc.overlap_ms(t1 - int(call.latency_ms * 1e6), t1)
+            if paused > 0.0:
+                causes.append("gc_pause")
+                self._gc_slow_at = time.monotonic()
+                call.attributes[A.GC_PAUSE_MS] = round(paused, 3)
+        causes.extend(self._pressure)
+        cause = causes[0] if causes else "unknown"
+        call.attributes[A.LATENCY_CAUSE] = cause
+        if causes:
+            call.attributes[A.LATENCY_CAUSES] = causes
+        self.slow_calls += 1
+        self.slow_calls_by_cause[cause] = self.slow_calls_by_cause.get(cause, 0) + 1
+
+    def _emit_events(self) -> None:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        while self._pending:
+            try:
+                ev = self._pending.popleft()
+            except IndexError:  # another thread took it
+                return
+            span.add_event(A.HEALTH_TRANSITION_EVENT, ev["attributes"], timestamp=ev["time_ns"])
+
+    # -- read side -----------------------------------------------------------------------
+    def _collect(self) -> list[CheckResult]:
+        out: list[CheckResult] = []
+        if self.sampler is not None:
+            out.extend(self.sampler.checks())
+        if self.dependencies is not None:
+            out.extend(self.dependencies.checks())
+        if self.prober is not None:
+            out.extend(self.prober.checks())
+        if self.gc is not None:
+            out.append(self._gc_check())
+        return [self._apply_policy(r) for r in out]
+
+    def _apply_policy(self, r: CheckResult) -> CheckResult:
+        best, gates = -1, None
+        for sel, allowed in self.readiness_policy.items():
+            if (r.name == sel or r.name.startswith(sel + ".")) and len(sel) > best:
+                best, gates = len(sel), allowed
+        if gates is None or gates == r.affects_readiness:
+            return r
+        return dataclasses.replace(r, affects_readiness=bool(gates))
+
+    def _gc_check(self) -> CheckResult:
+        g = self.gc
+        assert g is not None
+        recent = [p for p in g.recent() if p["ago_s"] <= 60.0]
+        worst = max((p["pause_ms"] for p in recent), default=0.0)
+        details = {**g.stats(), "pauses_last_60s": len(recent), "max_pause_last_60s_ms": round(worst, 3),
+                   "slow_calls_by_cause": dict(self.slow_calls_by_cause)}
+        ago = time.monotonic() - self._gc_slow_at
+        if ago <= 60.0:
+            return CheckResult("runtime.gc", H.DEGRADED, f"a call breached the {self._slo_ms:g} ms budget during a "
+                               f"GC pause {ago:.0f} s ago ({self.slow_calls_by_cause.get('gc_pause', 0)} such calls "
+                               f"in all; longest pause in the last 60 s {worst:.1f} ms)", details, False)
+        return CheckResult("runtime.gc", H.OK, f"{len(recent)} GC pauses in the last 60 s, longest {worst:.2f} ms; "
+                           "no slow call overlapped one in the last 60 s", details, False)
+
+    def checks(self) -> Iterable[CheckResult]:
+        if not self._started:  # no readings before start(): nothing to report yet
+            return ()
+        return self._collect()
+
+    def span_attributes(self) -> Mapping[str, Any]:
+        return self._attrs
+
+    def stats(self) -> Mapping[str, Any]:
+        out: dict[str, Any] = {"transitions": self.transitions, "recent_transitions": list(self._transitions),
+                               "slow_calls_by_cause": dict(self.slow_calls_by_cause)}
+        if self.sampler is not None:
+            snap = self.sampler.snapshot
+            out["hardware"] = {"samples": self.sampler.samples, "last_sample_ms": round(snap.sample_ms, 3),
+                               "pressure": list(snap.pressure)}
+        if self.gc is not None:
+            out["gc"] = self.gc.stats()
+        if self.dependencies is not None:
+            out["dependency_rounds"] = self.dependencies.rounds
+        return out
+
+    # -- transitions ---------------------------------------------------------------------
+    def _publish(self) -> None:
+        """Diff current verdicts against the last seen; log and queue transitions; refresh span attributes."""
+        with self._publish_lock:
+            results = self._collect()
+            for r in results:
+                old = self._last.get(r.name)
+                if _SEVERITY.get(old or "unknown", 0) == _SEVERITY[r.status]:
+                    self._last[r.name] = r.status
+                    continue
+                self._last[r.name] = r.status
+                self._transition(r, old or "unknown")
+            attrs = dict(self.sampler.snapshot.attributes) if self.sampler is not None else {}
+            attrs[A.HEALTH_OPERATIONAL] = H.worst(r.status for r in results)
+            self._attrs = attrs
+
+    def _transition(self, r: CheckResult, old: str) -> None:
+        self.transitions += 1
+        worse = _SEVERITY.get(r.status, 0) > _SEVERITY.get(old, 0)
+        _log.log(logging.WARNING if worse else logging.INFO, "health transition %s: %s -> %s: %s",
+                 r.name, old, r.status, r.reason,
+                 extra={"guard_check": r.name, "guard_from": old, "guard_to": r.status, "guard_reason": r.reason})
+        rec = {"check": r.name, "from": old, "to": r.status, "reason": r.reason, "at": time.time()}
+        self._transitions.append(rec)
+        self._pending.append({"time_ns": time.time_ns(), "attributes": {
+            A.HEALTH_CHECK: r.name, A.HEALTH_FROM: old, A.HEALTH_TO: r.status, A.HEALTH_REASON: r.reason}})

@@ -1,0 +1,108 @@
+"""LatencyTracker: quantiles in bounded memory, SLO counting, burn rates over windows."""
+
+import numpy as np
+import pytest
+
+from guarded_serving.operational.latency import LatencyTracker
+
+
+class FakeClock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def make(clock=None, **kw):
+    args = dict(slo_ms=100.0, slo_target=0.99, windows_s=(60, 600), quantile_window=1000)
+    args.update(kw)
+    return LatencyTracker(clock=clock or FakeClock(), **args)
+
+
+class TestQuantiles:
+    def test_quantiles_match_numpy(self):
+        """p50/p95/p99 equal numpy's quantiles of the recorded latencies."""
+        t = make()
+        rng = np.random.default_rng(0)
+        lat = rng.exponential(10, size=500)
+        for v in lat:
+            t.record(float(v))
+        s = t.snapshot()
+        np.testing.assert_allclose([s.p50_ms, s.p95_ms, s.p99_ms], np.quantile(lat, [0.5, 0.95, 0.99]))
+
+    def test_memory_is_bounded_to_recent_calls(self):
+        """Only the last `quantile_window` latencies count; the ring does not grow."""
+        t = make(quantile_window=100)
+        for _ in range(1000):
+            t.record(1000.0)
+        for _ in range(100):
+            t.record(1.0)
+        s = t.snapshot()
+        assert s.p99_ms == 1.0 and len(t._lat) == 100
+        assert s.calls == 1100
+
+    def test_empty_tracker_has_no_quantiles(self):
+        """Before any call the quantiles are None, not zero."""
+        s = make().snapshot()
+        assert s.p50_ms is None and s.calls == 0 and s.burn_rates == (None, None)
+
+    def test_negative_latency_is_clamped(self):
+        """A clock that went backwards records 0, never a negative latency."""
+        t = make()
+        t.record(-5.0)
+        assert t.snapshot().max_ms == 0.0
+
+
+class TestSLO:
+    def test_violations_counted_strictly_above_budget(self):
+        """Calls over the budget are violations; a call at exactly the budget is not."""
+        t = make()
+        assert t.record(100.0) is False
+        assert t.record(100.1) is True
+        assert t.snapshot().slo_violations == 1
+
+    def test_burn_rate_is_violation_rate_over_budget(self):
+        """Burn rate = violating fraction / (1 - target): 2% violations on a 99% SLO burns at 2x."""
+        t = make()
+        for i in range(100):
+            t.record(500.0 if i < 2 else 1.0)
+        s = t.snapshot()
+        assert s.burn_rates[0] == pytest.approx(2.0)
+        assert s.burn_rates[1] == pytest.approx(2.0)
+
+    def test_short_window_forgets_old_violations(self):
+        """Violations older than the short window leave it but stay in the long window."""
+        clock = FakeClock()
+        t = make(clock)
+        for _ in range(10):
+            t.record(500.0)
+        clock.t += 120  # past the 60 s window, inside 600 s
+        for _ in range(10):
+            t.record(1.0)
+        s = t.snapshot()
+        assert s.window_calls == (10, 20)
+        assert s.window_violations == (0, 10)
+        assert s.burn_rates[0] == 0.0 and s.burn_rates[1] == pytest.approx(50.0)
+
+    def test_long_gap_clears_every_bucket(self):
+        """After a gap longer than the long window, nothing old remains."""
+        clock = FakeClock()
+        t = make(clock)
+        for _ in range(10):
+            t.record(500.0, "error")
+        clock.t += 10_000
+        s = t.snapshot()
+        assert s.window_calls == (0, 0) and s.window_errors == (0, 0)
+        assert s.errors == 10  # lifetime counters stay
+
+    def test_invalid_and_rejected_do_not_enter_slo(self):
+        """Invalid and rejected inputs are counted apart: not in quantiles, SLO or error rate."""
+        t = make()
+        t.record(900.0, "invalid_input")
+        t.record(900.0, "rejected")
+        t.record(1.0, "error")
+        s = t.snapshot()
+        assert (s.invalid_inputs, s.rejected, s.errors, s.slo_violations) == (1, 1, 1, 0)
+        assert s.window_calls[0] == 1 and s.max_ms == 1.0
+        assert s.error_rates[0] == 1.0
