@@ -159,6 +159,38 @@ class GuardConfig:
         ``fallback(rows) -> results`` for flagged rows; required by ``edge_policy="fallback"``.
     edge_detector : {"combined", "tail", "mahalanobis", "knn"}, default="combined"
         Which of the profile's detectors scores rows.
+
+    Distribution shift and skew (:mod:`guarded_serving.drift`):
+
+    drift : bool, default=False
+        Turn on distribution-shift and skew monitoring (:mod:`guarded_serving.drift`).
+    drift_store : str or None, default=None
+        SQLite file pooling windows across the host's workers; ``None`` means
+        ``$GUARDED_STATE_DIR/drift-<name>.sqlite`` (default state dir ``.state/``).
+    drift_reference : str or None, default=None
+        ``.npz`` with ``reference`` (or ``X_train``), optional ``reference_predictions``
+        (or ``pred_train``), ``feature_names``, ``categorical``; ``None`` means the
+        edge-case component's profile.
+    drift_window : int, default=2000
+        Latest pooled rows each window test uses.
+    drift_min_samples : int, default=200
+        Smaller windows never alarm.
+    drift_alpha : float, default=0.01
+        Benjamini-Hochberg false discovery rate across features.
+    drift_min_effect : float, default=0.15
+        Smallest effect that alarms (Wasserstein-1 in reference std; total variation).
+    skew_first_n : int, default=500
+        Rows after startup compared with the training profile for skew.
+    skew_alpha : float, default=0.001
+        The (stricter) level of the skew check.
+    sequential_alpha : float, default=0.01
+        Bound on the probability that the sequential alarm ever fires on stationary data.
+    drift_interval_s : float, default=5.0
+        Period of the background flush-and-test thread.
+    drift_buffer_rows : int, default=10000
+        Bound of each worker's in-memory buffer between flushes.
+    drift_retention_rows : int, default=100000
+        Rows per stream the store keeps.
     """
 
     # --- foundation -----------------------------------------------------------
@@ -212,6 +244,19 @@ class GuardConfig:
     edge_detector: str = "combined"
 
     # --- distribution shift and skew ----------------------------------------------
+    drift: bool = False
+    drift_store: str | None = None
+    drift_reference: str | None = None
+    drift_window: int = 2000
+    drift_min_samples: int = 200
+    drift_alpha: float = 0.01
+    drift_min_effect: float = 0.15
+    skew_first_n: int = 500
+    skew_alpha: float = 0.001
+    sequential_alpha: float = 0.01
+    drift_interval_s: float = 5.0
+    drift_buffer_rows: int = 10_000
+    drift_retention_rows: int = 100_000
 
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -277,6 +322,26 @@ class GuardConfig:
         if self.profile is not None and not isinstance(self.profile, (str, os.PathLike)) \
                 and not hasattr(self.profile, "detector"):
             _fail("profile", self.profile, "None, a path to a profile file, or a Profile")
+        # distribution shift and skew
+        if not isinstance(self.drift, bool):
+            _fail("drift", self.drift, "True or False")
+        for fname in ("drift_store", "drift_reference"):
+            v = getattr(self, fname)
+            if v is not None and (not isinstance(v, str) or not v):
+                _fail(fname, v, "None or a non-empty path string")
+        _integer("drift_window", self.drift_window, lo=2)
+        _integer("drift_min_samples", self.drift_min_samples, lo=1)
+        _number("drift_alpha", self.drift_alpha, lo=0, hi=1, lo_open=True, hi_open=True,
+                valid="a level strictly between 0 and 1, e.g. 0.01")
+        _number("drift_min_effect", self.drift_min_effect, lo=0)
+        _integer("skew_first_n", self.skew_first_n, lo=2)
+        _number("skew_alpha", self.skew_alpha, lo=0, hi=1, lo_open=True, hi_open=True,
+                valid="a level strictly between 0 and 1, e.g. 0.001")
+        _number("sequential_alpha", self.sequential_alpha, lo=0, hi=1, lo_open=True, hi_open=True,
+                valid="a level strictly between 0 and 1, e.g. 0.01")
+        _number("drift_interval_s", self.drift_interval_s, lo=0, lo_open=True, valid="seconds > 0")
+        _integer("drift_buffer_rows", self.drift_buffer_rows, lo=1)
+        _integer("drift_retention_rows", self.drift_retention_rows, lo=1)
         if not isinstance(self.extra, dict):
             _fail("extra", self.extra, "a dict")
 

@@ -136,6 +136,10 @@ class Guard:
             comps.append(EdgeCaseComponent(cfg.profile, policy=cfg.edge_policy, fpr=cfg.edge_fpr,
                                            fallback=cfg.edge_fallback, detector=cfg.edge_detector))
         # distribution shift and skew
+        if cfg.drift:
+            from .drift.component import DriftComponent
+
+            comps.append(DriftComponent.from_config(cfg))
         return comps
 
     @property

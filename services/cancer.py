@@ -36,6 +36,10 @@ GUARDED_PROFILE        edge-case reference profile (default ARTIFACT_DIR/profile
 GUARDED_EDGE_POLICY    flag (default) | reject | fallback: what happens to rows unlike the
                        training data (fallback answers them with label -1, probability null)
 GUARDED_EDGE_FPR       target false-positive rate of the edge-case flag (default 0.01)
+GUARDED_STATE_DIR      where shared state lives, e.g. the drift store (default .state/ in the repo root)
+GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 2)
+GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
+GUARDED_WORKERS        BentoML worker processes (default 1); they pool drift windows
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -59,6 +63,8 @@ from services.features import prepare
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
+STATE_DIR = Path(os.environ.get("GUARDED_STATE_DIR") or Path(__file__).resolve().parent.parent / ".state")
+WORKERS = int(os.environ.get("GUARDED_WORKERS", "1"))
 
 
 def _manifest() -> str | None:
@@ -110,10 +116,18 @@ guard = Guard(
     edge_policy=os.environ.get("GUARDED_EDGE_POLICY", "flag"),
     edge_fpr=float(os.environ.get("GUARDED_EDGE_FPR", "0.01")),
     edge_fallback=abstain,
+    # distribution shift and skew: windows pooled across workers in a SQLite file
+    drift=True,
+    drift_reference=str(ARTIFACT_DIR / "reference.npz"),
+    drift_store=str(STATE_DIR / "drift-breast_cancer.sqlite"),
+    drift_window=500,
+    drift_min_samples=100,
+    skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
+    drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "2")),
 )
 
 
-@bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30})
+@bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30}, workers=WORKERS)
 @bentoml.asgi_app(health_app(guard), path="/guard")
 class CancerClassifier:
     def __init__(self) -> None:

@@ -249,6 +249,29 @@ def _json_allow_nan(payload: dict[str, Any]) -> str:
     return json.dumps(payload, allow_nan=True)
 
 
+def shifted_stream(r: Replay) -> Verdict:
+    """A feature offset by +2 training std: caught as drift (and skew) with the feature named in /guard/health."""
+    import time
+
+    j = r.feature_names.index("mean_radius")
+    Z = r.X_train[:400].copy()
+    Z[:, j] += 2 * r.X_train[:, j].std()
+    codes = {r.predict(Z[i:i + 8]).status_code for i in range(0, len(Z), 8)}
+    deadline = time.monotonic() + 20
+    feats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        h = r.health()["checks"]
+        feats = h.get("drift.features", {})
+        if "mean_radius" in feats.get("details", {}).get("drifted", []):
+            break
+        time.sleep(0.5)
+    skew = r.health()["checks"].get("drift.skew", {})
+    named = "mean_radius" in feats.get("details", {}).get("drifted", [])
+    return Verdict(codes == {200} and named,
+                   f"drift.features {feats.get('status')}: {feats.get('reason', 'no drift check')}\n      "
+                   f"drift.skew {skew.get('status')}: {skew.get('reason', '')}")
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("normal traffic", "baseline", normal_traffic),
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
@@ -258,4 +281,5 @@ SCENARIOS: list[Scenario] = [
     Scenario("model swapped in place", "deployment: older model while serving", replaced_artifact),
     Scenario("feature store down", "software: downstream component outage", downstream_outage),
     Scenario("edge case", "ML: input unlike the training data (unit error x1000)", edge_case),
+    Scenario("shifted stream", "data: distribution shift / train-serving skew", shifted_stream),
 ]

@@ -131,3 +131,15 @@ def test_merge_rows_types():
     assert merge_rows([1, 3], keep, [9], flagged, 3) == [1, 9, 3]
     with pytest.raises(TypeError, match="cannot merge"):
         merge_rows("abc", keep, "x", flagged, 3)
+
+
+def test_reason_header_is_a_valid_http_field_value():
+    """A long explanation cut at the header limit never ends in white space (h11 refuses that)."""
+    import h11
+
+    from guarded_serving.detectors.component import _header_safe
+
+    text = "x" * 999 + " " + "tail é\nmore"
+    value = _header_safe(text)
+    assert len(value) <= 1000 and value == value.strip()
+    h11.Response(status_code=200, headers=[("X-Guard-Edge-Reason", value)])  # raises if invalid

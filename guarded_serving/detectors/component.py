@@ -279,4 +279,5 @@ def _set_headers(headers: dict[str, str]) -> None:
 
 
 def _header_safe(text: str, limit: int = 1000) -> str:
-    return text.encode("ascii", "replace").decode("ascii").replace("\r", " ").replace("\n", " ")[:limit]
+    # HTTP field values may not start or end with white space (h11 refuses to send them)
+    return text.encode("ascii", "replace").decode("ascii").replace("\r", " ").replace("\n", " ")[:limit].strip()

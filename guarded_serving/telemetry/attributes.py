@@ -40,11 +40,24 @@ guard.edge.flagged_rows    int      how many rows were flagged
 guard.edge.rows            int[]    indices of the flagged rows (first 100)
 guard.edge.min_p_value     float    smallest conformal p-value in the call
 guard.edge.explanation     str      why, per flagged row (first 5 rows explained)
+guard.drift.status         str      ok | drift (latest pooled window or sequential alarm)
+guard.drift.features       str[]    features drifting in the latest pooled window
+guard.drift.skew.features  str[]    features with train-serving skew at startup
+guard.drift.alarm          bool     the sequential alarm (conformal test martingale) fired
 ========================== ======== ==================================================
 
 Span event ``guard.health.transition`` (attached to the next recorded guard
 span after a check changed status) carries ``guard.health.check``,
 ``guard.health.from``, ``guard.health.to`` and ``guard.health.reason``.
+
+The drift component's background span ``guard <model> drift`` carries one
+event ``guard.drift.window`` per window test: ``guard.drift.pooled_rows``,
+``guard.drift.window.rows``, ``guard.drift.features``, the ten largest effects
+(``guard.drift.top.features`` / ``.effect`` / ``.q_value`` / ``.psi``),
+``guard.drift.predictions``, ``guard.drift.sequential.log10_capital`` /
+``.alarm`` and ``guard.drift.skew.features`` / ``.kinds``. Metrics:
+``guard.drift.window_tests`` (counter), ``guard.drift.features_drifted`` and
+``guard.drift.martingale_log10`` (gauges).
 
 Later capabilities add, in the same namespace: ``guard.artifact.*`` (deployment
 integrity), ``guard.hardware.*`` / ``guard.health.*`` (operational health),

@@ -1,0 +1,510 @@
+"""The drift component: buffers on the request path, tests in the background.
+
+Request path (``after_call``): append references to the call's input matrix,
+result and conformal p-values (``call.state["edge.p_values"]``) to a bounded
+in-memory buffer. O(1); nothing is copied or computed there.
+
+Background thread (every ``interval_s``):
+
+1. flush the buffer to the shared store (inputs, model outputs, p-values:
+   three streams), so every worker of the host pools its rows;
+2. test the latest ``window`` pooled rows against the reference (features and
+   predictions), feed new pooled p-values to the sequential alarm, and, once
+   ``skew_first_n`` rows arrived after this worker started, run the skew check;
+3. cache the verdicts for ``health()`` / ``span_attributes()``, update the
+   metrics and emit one span ``guard <model> drift`` with an event
+   ``guard.drift.window`` carrying the window's results.
+
+The verdicts describe the pooled window, so every worker reports the same
+picture (give or take one interval).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .. import health as H
+from ..component import Component
+from ..store.base import WindowStore
+from .predictions import PredictionDrift, default_output_extractor
+from .sequential import ConformalMartingale
+from .skew import SkewCheck, SkewFinding
+from .windows import WindowReport, WindowTest
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..config import GuardConfig
+    from ..guard import Guard
+
+__all__ = ["DriftComponent", "default_state_dir"]
+
+_log = logging.getLogger("guarded_serving.drift")
+P_VALUES_KEY = "edge.p_values"
+
+
+def default_state_dir() -> Path:
+    """``$GUARDED_STATE_DIR``, else ``.state/`` under the working directory."""
+    return Path(os.environ.get("GUARDED_STATE_DIR") or Path.cwd() / ".state")
+
+
+class DriftComponent(Component):
+    """Windowed drift tests, prediction drift, a sequential alarm and startup skew.
+
+    Parameters
+    ----------
+    reference : ndarray of shape (n_samples, n_features), optional
+        Training (reference) rows. When None, taken at ``start()`` from the
+        ``edge_cases`` component's ``profile_`` (see :meth:`from_profile`).
+    feature_names : sequence of str, optional
+    categorical : sequence of int, default=()
+        Indices of categorical features.
+    reference_predictions : ndarray, optional
+        The model's outputs on reference rows; enables prediction drift.
+    store : WindowStore or path, optional
+        Shared store, or the path of a SQLite file; default
+        ``<state dir>/drift-<model>.sqlite``.
+    window : int, default=2000
+        Latest pooled rows tested.
+    alpha, min_effect, min_samples : window test settings (BH level, smallest
+        effect, smallest window that may alarm).
+    skew_first_n : int, default=500
+    skew_alpha : float, default=0.001
+    sequential_alpha : float, default=0.01
+    interval_s : float, default=5.0
+        Period of the background thread.
+    buffer_rows : int, default=10000
+        Bound of the in-memory buffer; older batches are dropped (and counted) beyond it.
+    retention_rows : int, default=100000
+        Rows per stream kept in the store.
+    output_extractor : callable, default=default_output_extractor
+        ``result -> ndarray or None``: the model's outputs from ``call.result``.
+    reference_path : path, optional
+        An .npz to read the reference from when the worker starts (see
+        :func:`load_reference_npz`); used when ``reference`` is None.
+    tracer_provider, meter_provider : optional
+        Default: the guard's (BentoML's inside a worker, else the global ones).
+    """
+
+    name = "drift"
+
+    def __init__(self, *, reference: np.ndarray | None = None, feature_names: Sequence[str] | None = None,
+                 categorical: Sequence[int] = (), reference_predictions: np.ndarray | None = None,
+                 store: WindowStore | str | os.PathLike[str] | None = None, window: int = 2000,
+                 alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
+                 skew_first_n: int = 500, skew_alpha: float = 0.001, sequential_alpha: float = 0.01,
+                 interval_s: float = 5.0, buffer_rows: int = 10_000, retention_rows: int = 100_000,
+                 output_extractor: Callable[[Any], np.ndarray | None] = default_output_extractor,
+                 reference_path: str | os.PathLike[str] | None = None,
+                 tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self.reference = reference
+        self.reference_path = reference_path
+        self.feature_names = feature_names
+        self.categorical = categorical
+        self.reference_predictions = reference_predictions
+        self.store = store
+        self.window = window
+        self.alpha = alpha
+        self.min_effect = min_effect
+        self.min_samples = min_samples
+        self.skew_first_n = skew_first_n
+        self.skew_alpha = skew_alpha
+        self.sequential_alpha = sequential_alpha
+        self.interval_s = interval_s
+        self.buffer_rows = buffer_rows
+        self.retention_rows = retention_rows
+        self.output_extractor = output_extractor
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self._lock = threading.Lock()
+        self._buf: deque[tuple[np.ndarray, Any, Any]] = deque()
+        self._buf_rows = 0
+        self._dropped = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._guard: Guard | None = None
+        self._model = "model"
+        self._checks: tuple[H.CheckResult, ...] = (
+            H.CheckResult("drift", H.UNAVAILABLE, "drift monitoring has not started yet", affects_readiness=False),)
+        self._span_attrs: Mapping[str, Any] = {}
+        self._stats: dict[str, Any] = {}
+        self._fitted = False
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def from_profile(cls, profile: Any, **kwargs: Any) -> "DriftComponent":
+        """Build from a reference profile with ``reference``, ``feature_names``,
+        ``categorical`` and ``reference_predictions`` attributes (duck-typed)."""
+        return cls(reference=np.asarray(profile.reference, dtype=float),
+                   feature_names=list(getattr(profile, "feature_names", None) or []) or None,
+                   categorical=tuple(getattr(profile, "categorical", None) or ()),
+                   reference_predictions=getattr(profile, "reference_predictions", None), **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg: "GuardConfig") -> "DriftComponent":
+        """Build from a guard config's drift section (``drift_reference`` .npz if given)."""
+        store = cfg.drift_store or (default_state_dir() / f"drift-{cfg.name}.sqlite")
+        return cls(store=store, window=cfg.drift_window, alpha=cfg.drift_alpha, min_effect=cfg.drift_min_effect,
+                   min_samples=cfg.drift_min_samples, skew_first_n=cfg.skew_first_n, skew_alpha=cfg.skew_alpha,
+                   sequential_alpha=cfg.sequential_alpha, interval_s=cfg.drift_interval_s,
+                   buffer_rows=cfg.drift_buffer_rows, retention_rows=cfg.drift_retention_rows,
+                   reference_path=cfg.drift_reference)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def bind(self, guard: "Guard") -> None:
+        self._guard = guard
+        self._model = guard.config.name
+        for name, v, lo in (("window", self.window, 2), ("min_samples", self.min_samples, 1),
+                            ("skew_first_n", self.skew_first_n, 2), ("buffer_rows", self.buffer_rows, 1),
+                            ("retention_rows", self.retention_rows, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name}={v!r} is invalid: expected an integer >= {lo}")
+        if not (self.interval_s > 0):
+            raise ValueError(f"interval_s={self.interval_s!r} is invalid: expected seconds > 0")
+        if not callable(self.output_extractor):
+            raise ValueError(f"output_extractor={self.output_extractor!r} is invalid: expected a callable")
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"guard-drift-{self._model}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=max(5.0, 2 * float(self.interval_s)))
+        self._thread = None
+
+    # -- request path ----------------------------------------------------------------
+    def after_call(self, call: "Call") -> None:
+        if call.inputs is None or call.error is not None:
+            return
+        n = call.inputs.shape[0]
+        item = (call.inputs, call.result, call.state.get(P_VALUES_KEY))
+        with self._lock:
+            self._buf.append(item)
+            self._buf_rows += n
+            while self._buf_rows > self.buffer_rows and len(self._buf) > 1:
+                old = self._buf.popleft()
+                self._buf_rows -= old[0].shape[0]
+                self._dropped += old[0].shape[0]
+
+    # -- read side -------------------------------------------------------------------
+    def checks(self) -> Iterable[H.CheckResult]:
+        return self._checks
+
+    def span_attributes(self) -> Mapping[str, Any]:
+        return self._span_attrs
+
+    def stats(self) -> Mapping[str, Any]:
+        with self._lock:
+            buffered, dropped = self._buf_rows, self._dropped
+        return {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped, "worker_pid": os.getpid()}
+
+    # -- background ------------------------------------------------------------------
+    def _setup(self) -> None:
+        """Resolve reference, store, telemetry; fit the tests. In the background thread."""
+        if self.reference is None and self.reference_path is not None:
+            for k, v in load_reference_npz(self.reference_path).items():
+                if k == "reference" or getattr(self, k) in (None, ()):
+                    setattr(self, k, v)
+        if self.reference is None and self._guard is not None:
+            try:
+                prof = getattr(self._guard.component("edge_cases"), "profile_", None)
+            except KeyError:
+                prof = None
+            if prof is not None:
+                self.reference = np.asarray(prof.reference, dtype=float)
+                self.feature_names = self.feature_names or list(getattr(prof, "feature_names", None) or []) or None
+                self.categorical = self.categorical or tuple(getattr(prof, "categorical", None) or ())
+                if self.reference_predictions is None:
+                    self.reference_predictions = getattr(prof, "reference_predictions", None)
+        if isinstance(self.store, WindowStore):
+            self._store: WindowStore = self.store
+        else:
+            from ..store.sqlite import SQLiteWindowStore
+
+            path = self.store or (default_state_dir() / f"drift-{self._model}.sqlite")
+            self._store = SQLiteWindowStore(path, retention=max(self.retention_rows, self.window, self.skew_first_n))
+        self._streams = {k: f"{self._model}:{k}" for k in ("inputs", "outputs", "p_values")}
+        self._wt: WindowTest | None = None
+        self._pd: PredictionDrift | None = None
+        self._skew: SkewCheck | None = None
+        if self.reference is not None:
+            ref = np.asarray(self.reference, dtype=float)
+            self._wt = WindowTest(alpha=self.alpha, min_effect=self.min_effect, min_samples=self.min_samples,
+                                  categorical=self.categorical, feature_names=self.feature_names).fit(ref)
+            self._skew = SkewCheck(first_n=self.skew_first_n, alpha=self.skew_alpha,
+                                   min_effect=max(self.min_effect, 0.2), categorical=self.categorical,
+                                   feature_names=self._wt.feature_names_in_).fit(ref)
+        if self.reference_predictions is not None:
+            self._pd = PredictionDrift(alpha=self.alpha, min_effect=self.min_effect,
+                                       min_samples=self.min_samples).fit(self.reference_predictions)
+        self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
+        self._start_pos = self._store.total(self._streams["inputs"])
+        self._pv_pos = self._store.total(self._streams["p_values"])
+        self._skew_result: tuple[list[SkewFinding], WindowReport] | None = None
+        self._feat: WindowReport | None = None
+        self._pred: WindowReport | None = None
+        self._last_total = -1
+        self._flushed = 0
+        self._tests = 0
+        self._store_error: str | None = None
+        self._setup_telemetry()
+
+    def _setup_telemetry(self) -> None:
+        from opentelemetry import metrics
+
+        from .._version import __version__
+        from ..telemetry.tracing import resolve_tracer_provider
+
+        provider = self.tracer_provider or getattr(self._guard, "_tracer_provider", None)
+        self._tracer = resolve_tracer_provider(provider).get_tracer("guarded_serving", __version__)
+        mp = self.meter_provider or getattr(self._guard, "_meter_provider", None)
+        meter = metrics.get_meter("guarded_serving", __version__, meter_provider=mp)
+        attrs = {"guard.model.name": self._model}
+        self._m_tests = meter.create_counter("guard.drift.window_tests", unit="{test}",
+                                             description="Window tests run by this worker.")
+        self._m_attrs = attrs
+
+        def drifted(options: Any) -> Any:
+            from opentelemetry.metrics import Observation
+
+            r = self._feat
+            yield Observation(len(r.drifted) if r is not None else 0, attrs)
+
+        def capital(options: Any) -> Any:
+            from opentelemetry.metrics import Observation
+
+            yield Observation(self._seq.log10_capital_, attrs)
+
+        meter.create_observable_gauge("guard.drift.features_drifted", [drifted], unit="{feature}",
+                                      description="Features drifting in the latest pooled window.")
+        meter.create_observable_gauge("guard.drift.martingale_log10", [capital], unit="1",
+                                      description="log10 of the sequential alarm's capital.")
+
+    def _run(self) -> None:
+        try:
+            self._setup()
+        except Exception as exc:
+            _log.exception("drift monitoring could not start")
+            self._checks = (H.CheckResult("drift", H.DEGRADED, f"drift monitoring could not start: "
+                                          f"{type(exc).__name__}: {exc}", affects_readiness=False),)
+            return
+        while True:
+            stopping = self._stop.wait(float(self.interval_s))
+            try:
+                self.run_once()
+            except Exception as exc:  # keep monitoring; show the problem
+                _log.exception("drift cycle failed")
+                self._store_error = f"{type(exc).__name__}: {exc}"
+                self._publish()
+            if stopping:
+                try:
+                    self._store.close()
+                except Exception:  # pragma: no cover - defensive
+                    pass
+                return
+
+    def run_once(self) -> None:
+        """One background cycle: flush, test, publish (also callable directly, e.g. in tests)."""
+        self.flush()
+        self._analyse()
+        self._store_error = None
+        self._publish()
+
+    def flush(self) -> int:
+        """Move the buffered rows to the store; return how many input rows were written."""
+        with self._lock:
+            items = list(self._buf)
+            self._buf.clear()
+            self._buf_rows = 0
+        if not items:
+            return 0
+        widths: dict[int, list[np.ndarray]] = {}
+        for x, _, _ in items:
+            widths.setdefault(x.shape[1], []).append(x)
+        n = 0
+        for w, xs in widths.items():
+            self._store.append(self._streams["inputs"], np.concatenate(xs, axis=0))
+            n += sum(len(x) for x in xs)
+        outs, pvs = [], []
+        for x, result, pv in items:
+            if self._pd is not None:
+                try:
+                    o = self.output_extractor(result)
+                    if o is not None and len(o) == len(x):
+                        outs.append(self._pd.columns(o))
+                except Exception:  # an output we cannot read is skipped, not fatal
+                    pass
+            if pv is not None:
+                p = np.asarray(pv, dtype=float).reshape(-1)
+                if len(p) == len(x) and np.all((p > 0) & (p <= 1)):
+                    pvs.append(p[:, None])
+        if outs:
+            self._store.append(self._streams["outputs"], np.concatenate(outs, axis=0))
+        if pvs:
+            self._store.append(self._streams["p_values"], np.concatenate(pvs, axis=0))
+        self._flushed += n
+        return n
+
+    def _analyse(self) -> None:
+        st = self._store
+        total = st.total(self._streams["inputs"])
+        new_window = total != self._last_total
+        if new_window and self._wt is not None:
+            W = st.window(self._streams["inputs"], self.window)
+            if W.size and W.shape[1] == self._wt.n_features_in_:
+                self._feat = self._wt.test(W)
+                self._tests += 1
+                self._m_tests.add(1, self._m_attrs)
+            if self._pd is not None:
+                P = st.window(self._streams["outputs"], self.window)
+                if P.size and P.shape[1] == self._pd.n_columns_:
+                    self._pred = self._pd.test(P)
+            if self._skew is not None and self._skew_result is None:
+                rows, _ = st.rows_after(self._streams["inputs"], self._start_pos, self.skew_first_n)
+                if len(rows) >= self.skew_first_n and rows.shape[1] == self._wt.n_features_in_:
+                    self._skew_result = self._skew.check(rows)
+        self._last_total = total
+        pv, self._pv_pos = st.rows_after(self._streams["p_values"], self._pv_pos, 1_000_000)
+        if pv.size:
+            self._seq.update(pv[:, 0])
+        self._stats = {"pooled_rows": total, "flushed_rows": self._flushed, "window_tests": self._tests,
+                       "p_values_seen": self._seq.n_seen_, "store": str(getattr(st, "path", type(st).__name__))}
+        if new_window:
+            self._emit_span(total)
+
+    # -- publishing --------------------------------------------------------------------
+    def _publish(self) -> None:
+        out: list[H.CheckResult] = []
+        if self._store_error:
+            out.append(H.CheckResult("drift.store", H.DEGRADED, f"the drift store failed: {self._store_error}",
+                                     {"store": self._stats.get("store")}, affects_readiness=False))
+        if self._wt is None:
+            out.append(H.CheckResult("drift.features", H.UNAVAILABLE,
+                                     "no reference profile: set drift_reference or enable edge cases",
+                                     affects_readiness=False))
+        else:
+            out.append(_window_check("drift.features", "features", self._feat, self._last_total))
+        if self._pd is not None:
+            out.append(_window_check("drift.predictions", "model outputs", self._pred, self._last_total))
+        out.append(self._sequential_check())
+        if self._skew is not None:
+            out.append(self._skew_check())
+        self._checks = tuple(out)
+        drifted = [f.feature for f in self._feat.drifted] if self._feat is not None else []
+        skewed = [f.feature for f in self._skew_result[0]] if self._skew_result else []
+        attrs: dict[str, Any] = {"guard.drift.status": "drift" if (drifted or self._seq.alarm) else "ok"}
+        if drifted:
+            attrs["guard.drift.features"] = tuple(drifted[:20])
+        if skewed:
+            attrs["guard.drift.skew.features"] = tuple(skewed[:20])
+        if self._seq.alarm:
+            attrs["guard.drift.alarm"] = True
+        self._span_attrs = attrs
+
+    def _sequential_check(self) -> H.CheckResult:
+        s = self._seq
+        d = s.to_dict()
+        if s.n_seen_ == 0:
+            return H.CheckResult("drift.sequential", H.UNAVAILABLE, "no conformal p-values yet "
+                                 f"(call.state[{P_VALUES_KEY!r}], set by the edge-case component)", d,
+                                 affects_readiness=False)
+        if s.alarm:
+            return H.CheckResult("drift.sequential", H.DEGRADED,
+                                 f"sequential alarm: conformal test martingale reached 10^{s.log10_max_:.1f} >= "
+                                 f"1/alpha={1 / s.alpha:g} after {s.alarm_at_} rows (false-alarm probability "
+                                 f"<= {s.alpha:g})", d, affects_readiness=False)
+        return H.CheckResult("drift.sequential", H.OK, f"{s.n_seen_} p-values, capital 10^{s.log10_capital_:.1f} "
+                             f"(alarm at 10^{s.threshold_:.1f})", d, affects_readiness=False)
+
+    def _skew_check(self) -> H.CheckResult:
+        if self._skew_result is None:
+            got = max(0, self._last_total - self._start_pos)
+            return H.CheckResult("drift.skew", H.OK, f"waiting for the first {self.skew_first_n} rows after "
+                                 f"startup ({min(got, self.skew_first_n)} so far)",
+                                 {"first_n": self.skew_first_n, "rows": got}, affects_readiness=False)
+        findings, rep = self._skew_result
+        details = {"first_n": self.skew_first_n, "alpha": self.skew_alpha,
+                   "findings": [f.to_dict() for f in findings]}
+        if not findings:
+            return H.CheckResult("drift.skew", H.OK, f"the first {rep.n} rows after startup match the training "
+                                 f"profile (BH level {self.skew_alpha:g})", details, affects_readiness=False)
+        text = "; ".join(f"{f.feature}: {f.kind} ({f.detail})" for f in findings[:5])
+        return H.CheckResult("drift.skew", H.DEGRADED, f"train-serving skew in {len(findings)} feature(s): {text}",
+                             details, affects_readiness=False)
+
+    def _emit_span(self, total: int) -> None:
+        span = self._tracer.start_span(f"guard {self._model} drift", attributes={"guard.model.name": self._model})
+        try:
+            if not span.is_recording():
+                return
+            ev: dict[str, Any] = {"guard.drift.pooled_rows": int(total)}
+            r = self._feat
+            if r is not None:
+                ev["guard.drift.window.rows"] = r.n
+                ev["guard.drift.features"] = tuple(f.feature for f in r.drifted)
+                ranked = sorted(r.features, key=lambda f: -(f.effect if f.effect == f.effect else -1.0))[:10]
+                ev["guard.drift.top.features"] = tuple(f.feature for f in ranked)
+                ev["guard.drift.top.effect"] = tuple(float(f.effect) for f in ranked)
+                ev["guard.drift.top.q_value"] = tuple(float(f.q_value) for f in ranked)
+                ev["guard.drift.top.psi"] = tuple(float(f.psi) for f in ranked)
+            if self._pred is not None:
+                ev["guard.drift.predictions"] = tuple(f.feature for f in self._pred.drifted)
+            ev["guard.drift.sequential.log10_capital"] = float(self._seq.log10_capital_)
+            ev["guard.drift.sequential.alarm"] = self._seq.alarm
+            if self._skew_result is not None:
+                ev["guard.drift.skew.features"] = tuple(f.feature for f in self._skew_result[0])
+                ev["guard.drift.skew.kinds"] = tuple(f.kind for f in self._skew_result[0])
+            span.add_event("guard.drift.window", {k: v for k, v in ev.items() if v != ()})
+        finally:
+            span.end()
+
+
+def _window_check(name: str, what: str, r: WindowReport | None, pooled: int) -> H.CheckResult:
+    if r is None:
+        return H.CheckResult(name, H.OK, f"no pooled {what} yet", {"pooled_rows": max(pooled, 0)},
+                             affects_readiness=False)
+    details = {"pooled_rows": pooled, **r.to_dict()}
+    if not r.judged:
+        return H.CheckResult(name, H.OK, f"{r.n} rows in the window, fewer than {r.min_samples} needed to judge",
+                             details, affects_readiness=False)
+    if r.drifted:
+        text = ", ".join(f"{f.feature} (effect {f.effect:.2f}, PSI {f.psi:.2f}, q={f.q_value:.1e})"
+                         for f in r.drifted[:5])
+        more = f" and {len(r.drifted) - 5} more" if len(r.drifted) > 5 else ""
+        return H.CheckResult(name, H.DEGRADED, f"{len(r.drifted)} {what} drifted over the last {r.n} pooled rows: "
+                             f"{text}{more}", details, affects_readiness=False)
+    return H.CheckResult(name, H.OK, f"no {what} drifted over the last {r.n} pooled rows "
+                         f"(BH level {r.alpha:g}, min effect {r.min_effect:g})", details, affects_readiness=False)
+
+
+def load_reference_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Reference arrays from an .npz: ``reference`` or ``X_train``; ``reference_predictions`` or
+    ``pred_train``; optional ``feature_names`` and ``categorical``."""
+    with np.load(path, allow_pickle=False) as z:
+        keys = set(z.files)
+        ref_key = "reference" if "reference" in keys else "X_train" if "X_train" in keys else None
+        if ref_key is None:
+            raise ValueError(f"{path}: expected an array 'reference' or 'X_train', found {sorted(keys)}")
+        out: dict[str, Any] = {"reference": z[ref_key].astype(float)}
+        for k in ("reference_predictions", "pred_train"):
+            if k in keys:
+                out["reference_predictions"] = z[k].astype(float)
+                break
+        if "feature_names" in keys:
+            out["feature_names"] = [str(n) for n in z["feature_names"]]
+        if "categorical" in keys:
+            out["categorical"] = tuple(int(i) for i in z["categorical"])
+    return out

@@ -1,0 +1,213 @@
+"""A :class:`~guarded_serving.store.base.WindowStore` in one SQLite file.
+
+Several processes (BentoML workers of one host) open the same file. It runs in
+WAL mode (readers never block the writer), with a ``busy_timeout`` so a writer
+waits for the lock instead of failing, and every append is one
+``BEGIN IMMEDIATE`` transaction that bumps the stream's total and inserts the
+batch together: a row is stored exactly once, with a position no other writer
+can take. A ``database is locked`` that outlasts the timeout is retried with
+backoff, a bounded number of times, and then raised (never silently dropped).
+
+Rows are stored per appended batch, as one float64 blob, so writes cost one
+insert per batch, not per row. Retention keeps the latest ``retention`` rows
+of each stream (whole batches; a little more may be kept).
+
+The connection is guarded by a lock: one store object may be shared by the
+threads of a process.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .base import WindowStore
+
+__all__ = ["SQLiteWindowStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    stream TEXT NOT NULL,
+    pos_end INTEGER NOT NULL,      -- the stream's total after this batch
+    n INTEGER NOT NULL,
+    ncols INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (stream, pos_end)
+);
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class SQLiteWindowStore(WindowStore):
+    """Shared windows in a SQLite file (WAL, busy timeout, bounded retention).
+
+    Parameters
+    ----------
+    path : str or Path
+        The database file; its directory is created if missing.
+    retention : int, default=200_000
+        Rows kept per stream (older batches are deleted on append).
+    busy_timeout_ms : int, default=5000
+        How long a writer waits for another's lock before retrying.
+    retries : int, default=20
+        Retries of a transaction that still finds the database locked.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, retention: int = 200_000,
+                 busy_timeout_ms: int = 5000, retries: int = 20) -> None:
+        if not isinstance(retention, int) or retention < 1:
+            raise ValueError(f"retention={retention!r} is invalid: expected an integer >= 1")
+        self.path = Path(path)
+        self.retention = retention
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self.retries = int(retries)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    # -- connection ----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        # A connection must not cross fork(): reopen in a child process.
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_ms / 1000.0,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._retry(lambda: conn.executescript(_SCHEMA))
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _retry(self, fn):  # type: ignore[no-untyped-def]
+        delay = 0.005
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == self.retries:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+
+    def _write(self, fn):  # type: ignore[no-untyped-def]
+        """Run ``fn(conn)`` inside one BEGIN IMMEDIATE transaction, with retries."""
+        with self._lock:
+            conn = self._connect()
+
+            def txn():  # type: ignore[no-untyped-def]
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return out
+
+            return self._retry(txn)
+
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
+        with self._lock:
+            conn = self._connect()
+            return self._retry(lambda: conn.execute(sql, args).fetchall())  # type: ignore[no-any-return]
+
+    # -- WindowStore -----------------------------------------------------------------
+    def append(self, stream: str, rows: np.ndarray) -> int:
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        if rows.ndim != 2:
+            raise ValueError(f"rows must be 2-D (n_rows, n_columns), got shape {rows.shape}")
+        n, ncols = rows.shape
+        if n == 0:
+            return self.total(stream)
+        blob = rows.tobytes()
+        key = "total:" + stream
+
+        def txn(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO counters(key, value) VALUES(?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (key, n))
+            total = int(conn.execute("SELECT value FROM counters WHERE key=?", (key,)).fetchone()[0])
+            conn.execute("INSERT INTO batches(stream, pos_end, n, ncols, data, ts) VALUES(?,?,?,?,?,?)",
+                         (stream, total, n, ncols, blob, time.time()))
+            conn.execute("DELETE FROM batches WHERE stream=? AND pos_end <= ?", (stream, total - self.retention))
+            return total
+
+        return int(self._write(txn))
+
+    def total(self, stream: str) -> int:
+        return self.counter("total:" + stream)
+
+    def incr(self, key: str, by: int = 1) -> int:
+        def txn(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO counters(key, value) VALUES(?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (key, int(by)))
+            return int(conn.execute("SELECT value FROM counters WHERE key=?", (key,)).fetchone()[0])
+
+        return int(self._write(txn))
+
+    def counter(self, key: str) -> int:
+        got = self._read("SELECT value FROM counters WHERE key=?", (key,))
+        return int(got[0][0]) if got else 0
+
+    def window(self, stream: str, n: int) -> np.ndarray:
+        if n <= 0:
+            return np.empty((0, 0))
+        # One consistent snapshot: read the total and the batches in one statement.
+        got = self._read(
+            "SELECT b.pos_end, b.n, b.ncols, b.data FROM batches b "
+            "WHERE b.stream=? AND b.pos_end > "
+            "(SELECT COALESCE(MAX(value), 0) FROM counters WHERE key=?) - ? ORDER BY b.pos_end",
+            (stream, "total:" + stream, n))
+        return _stack(got, keep_last=n)
+
+    def rows_after(self, stream: str, position: int, limit: int) -> tuple[np.ndarray, int]:
+        got = self._read("SELECT pos_end, n, ncols, data FROM batches WHERE stream=? AND pos_end > ? "
+                         "ORDER BY pos_end", (stream, int(position)))
+        out, pos, taken = [], int(position), 0
+        for pos_end, n, ncols, data in got:
+            a = np.frombuffer(data, dtype=np.float64).reshape(n, ncols)
+            start = max(0, n - (pos_end - pos))  # skip rows at or before `position`
+            a = a[start:]
+            room = limit - taken
+            if len(a) > room:
+                a = a[:room]
+                out.append(a)
+                pos = pos_end - n + start + room
+                taken += room
+                break
+            out.append(a)
+            taken += len(a)
+            pos = pos_end
+        if not out:
+            return np.empty((0, 0)), pos
+        return _concat(out), pos
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    widths = {p.shape[1] for p in parts}
+    if len(widths) > 1:  # the schema changed (e.g. a new model): keep the latest width only
+        w = parts[-1].shape[1]
+        parts = [p for p in parts if p.shape[1] == w]
+    return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0].copy()
+
+
+def _stack(got: list[tuple], keep_last: int) -> np.ndarray:
+    if not got:
+        return np.empty((0, 0))
+    parts = [np.frombuffer(data, dtype=np.float64).reshape(n, ncols) for _, n, ncols, data in got]
+    a = _concat(parts)
+    return a[-keep_last:] if len(a) > keep_last else a

@@ -1,0 +1,92 @@
+"""WindowTest: per-feature KS / chi-squared with PSI, Wasserstein and BH."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from guarded_serving.drift.windows import WindowTest, benjamini_hochberg
+
+
+def _ref(rng, n=3000):
+    X = rng.normal(size=(n, 4))
+    X[:, 3] = rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+    return X
+
+
+class TestStatistics:
+    def test_ks_matches_scipy(self):
+        """The vectorised KS statistic and p-value equal scipy's, with ties and NaN."""
+        rng = np.random.default_rng(0)
+        R = rng.normal(size=(800, 3))
+        R[:, 2] = rng.integers(0, 5, 800)
+        W = rng.normal(size=(600, 3)) + [0.2, 0.0, 0.0]
+        W[:, 2] = rng.integers(0, 5, 600)
+        W[:7, 1] = np.nan
+        rep = WindowTest().fit(R).test(W)
+        for j, f in enumerate(rep.features):
+            w = W[:, j][~np.isnan(W[:, j])]
+            ref = stats.ks_2samp(R[:, j], w, method="asymp")
+            assert f.statistic == pytest.approx(ref.statistic, abs=1e-12)
+            assert f.p_value == pytest.approx(ref.pvalue, rel=0.1, abs=1e-3)
+            assert f.effect == pytest.approx(stats.wasserstein_distance(R[:, j], w) / R[:, j].std(), rel=0.05, abs=0.01)
+
+    def test_benjamini_hochberg(self):
+        """BH q-values match the textbook step-up values."""
+        q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5, np.nan]))
+        assert np.allclose(q[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+        assert np.isnan(q[4])
+
+
+class TestVerdicts:
+    def test_stationary_windows_stay_quiet(self):
+        """Thirty stationary windows of 2000 rows raise no alarm."""
+        rng = np.random.default_rng(1)
+        t = WindowTest(categorical=[3]).fit(_ref(rng))
+        assert sum(len(t.test(_ref(rng, 2000)).drifted) for _ in range(30)) == 0
+
+    @pytest.mark.parametrize("shift", ["mean", "variance", "category", "unseen"])
+    def test_each_shift_is_caught(self, shift):
+        """A mean shift, a variance change, a doubled category and unseen categories are named."""
+        rng = np.random.default_rng(2)
+        t = WindowTest(categorical=[3], feature_names=["a", "b", "c", "cat"]).fit(_ref(rng))
+        W = _ref(rng, 1500)
+        if shift == "mean":
+            W[:, 0] += 0.5
+            want = "a"
+        elif shift == "variance":
+            W[:, 1] *= 1.6
+            want = "b"
+        elif shift == "category":
+            W[:, 3] = rng.choice(4, size=1500, p=[0.2, 0.3, 0.2, 0.3])
+            want = "cat"
+        else:
+            W[:300, 3] = 7.0
+            want = "cat"
+        rep = t.test(W)
+        assert [f.feature for f in rep.drifted] == [want]
+        if shift == "unseen":
+            assert rep.drifted[0].detail["unseen"] == 300
+
+    def test_small_windows_never_alarm(self):
+        """A window below min_samples is reported but never alarms, however shifted."""
+        rng = np.random.default_rng(3)
+        t = WindowTest(min_samples=200).fit(_ref(rng))
+        W = _ref(rng, 150)
+        W[:, 0] += 5
+        rep = t.test(W)
+        assert not rep.judged and rep.drifted == () and rep.features[0].p_value < 1e-10
+
+    def test_negligible_shift_in_huge_window_does_not_alarm(self):
+        """A significant but tiny shift stays below min_effect."""
+        rng = np.random.default_rng(4)
+        t = WindowTest(min_effect=0.1, max_reference=20000).fit(rng.normal(size=(20000, 1)))
+        f = t.test(rng.normal(size=(100000, 1)) + 0.05).features[0]
+        assert f.q_value < 0.01 and f.effect < 0.1 and not f.drifted
+
+    def test_window_of_wrong_width_is_an_error(self):
+        """A window with the wrong number of features raises naming the shape."""
+        t = WindowTest().fit(np.zeros((10, 3)) + np.arange(10)[:, None])
+        with pytest.raises(ValueError, match=r"\(n, 3\)"):
+            t.test(np.zeros((5, 2)))
