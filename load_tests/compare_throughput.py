@@ -89,7 +89,8 @@ def tree_cpu_s(pid: int) -> float:
 
 def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple[float, float, float, int, float]:
     """Serve ``kind``, warm up, drive; return (rps, p50 ms, p99 ms, failures, server CPU ms per request)."""
-    with BentoServer(TARGETS[kind], free_port(), env=env, cwd=ROOT) as server:
+    with tempfile.TemporaryDirectory(prefix="gs-state-") as state, \
+            BentoServer(TARGETS[kind], free_port(), env={**env, "GUARDED_STATE_DIR": state}, cwd=ROOT) as server:
         url = server.url + "/predict"
         drive(url, body, seconds=args.warmup, concurrency=args.concurrency)
         cpu0 = tree_cpu_s(server.proc.pid)

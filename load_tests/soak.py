@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -95,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
         jaeger = shared_jaeger()
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = jaeger.traces_endpoint
     try:
-        with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
+        with tempfile.TemporaryDirectory(prefix="gs-state-") as state, \
+                BentoServer("services.cancer:CancerClassifier", free_port(), env={**env, "GUARDED_STATE_DIR": state},
+                            cwd=ROOT) as server:
             stop = threading.Event()
             side_counts: dict = {}
             results = []

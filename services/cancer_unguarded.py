@@ -18,6 +18,7 @@ import bentoml
 import numpy as np
 
 from guarded_serving.serving.bentoml import tracing_config_from_env
+from services.features import prepare
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 
@@ -36,5 +37,5 @@ class CancerClassifierUnguarded:
     @bentoml.api
     def predict(self, inputs: np.ndarray) -> dict:
         """Classify rows of 30 features (malignant=0, benign=1)."""
-        proba = self.model.predict_proba(inputs)[:, 1]
+        proba = self.model.predict_proba(prepare(inputs))[:, 1]
         return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}

@@ -29,7 +29,7 @@ def post(server, api, payload):
 
 
 @pytest.fixture(scope="module")
-def traced(artifacts, jaeger):
+def traced(artifacts, jaeger, tmp_path_factory):
     """The example served with BentoML tracing to Jaeger; normal, flagged, slow, failing and invalid calls sent.
 
     Yields ``(spans, run_id)``: every span of this run as Jaeger's query API returns it.
@@ -39,7 +39,8 @@ def traced(artifacts, jaeger):
     X = np.load(artifacts / "reference.npz")["X_test"]
     env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts),
            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": jaeger.traces_endpoint,
-           "OTEL_RESOURCE_ATTRIBUTES": f"gs.test.run={run_id}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+           "OTEL_RESOURCE_ATTRIBUTES": f"gs.test.run={run_id}", "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "GUARDED_STATE_DIR": str(tmp_path_factory.mktemp("state"))}
     with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
         normal = post(server, "predict", {"inputs": X[:7].tolist()})
         assert normal.status_code == 200 and normal.headers["X-Guard-Edge"] == "ok"
