@@ -1,7 +1,7 @@
 """Guarded vs unguarded throughput of the example, tracing off and on, on this machine.
 
     PYTHONPATH=. python load_tests/compare_throughput.py [--seconds 15] [--concurrency 8]
-        [--rounds 1] [--tracing off,on] [--driver threads|locust]
+        [--rounds 1] [--tracing off,on] [--driver threads|locust] [--env KEY=VALUE ...]
 
 For each tracing mode it serves the guarded example (services.cancer) and its
 unguarded twin (services.cancer_unguarded) one after the other with `bentoml
@@ -113,13 +113,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--tracing", default="off,on", help="comma list of off,on (default both)")
     ap.add_argument("--driver", choices=("threads", "locust"), default="threads")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for both servers, e.g. GUARDED_PROFILE=none (repeatable)")
     args = ap.parse_args(argv)
     modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
     if not set(modes) <= {"off", "on"}:
         ap.error(f"--tracing={args.tracing!r} is invalid: expected a comma list of 'off' and 'on'")
     body = payload(args.rows)
+    extra = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--env={item!r} is invalid: expected KEY=VALUE")
+        extra[key] = value
     base_env = {"GUARDED_ARTIFACT_DIR": str(ROOT / "services" / "artifacts"),
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "", **extra}
     jaeger = None
     results: dict = {}
     try:
@@ -151,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
 
             stop_shared_jaeger()
 
-    print(f"\n{args.driver} driver, concurrency {args.concurrency}, {args.rows} row(s)/request, "
+    env_txt = ", env " + " ".join(args.env) if args.env else ""
+    print(f"\n{args.driver} driver, concurrency {args.concurrency}{env_txt}, {args.rows} row(s)/request, "
           f"{args.seconds:g} s per variant, {args.rounds} round(s) (median)")
     print(f"{'tracing':<8} {'variant':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/req':>11}")
     for mode, res in results.items():
