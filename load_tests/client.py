@@ -58,8 +58,12 @@ class LoadResult:
 
 def drive(url: str, payload: Any, *, seconds: float, concurrency: int = 8, max_requests: int | None = None,
           stop: threading.Event | None = None, timeout: float = 30.0) -> LoadResult:
-    """POST ``payload`` (JSON) to ``url`` from ``concurrency`` threads, flat out, until a bound is hit."""
-    body = json.dumps(payload, allow_nan=True).encode()
+    """POST ``payload`` (JSON) to ``url`` from ``concurrency`` threads, flat out, until a bound is hit.
+
+    ``payload`` may be a list of payloads: each thread cycles through them (from its own offset).
+    """
+    many = payload if isinstance(payload, list) else [payload]
+    bodies = [json.dumps(p, allow_nan=True).encode() for p in many]
     headers = {"content-type": "application/json"}
     stop = stop or threading.Event()
     deadline = time.monotonic() + seconds
@@ -73,8 +77,11 @@ def drive(url: str, payload: Any, *, seconds: float, concurrency: int = 8, max_r
         mine = lat[i]
         st: Counter = Counter()
         ex: Counter = Counter()
+        k = i
         with requests.Session() as s:
             while not stop.is_set() and time.monotonic() < deadline:
+                body = bodies[k % len(bodies)]
+                k += 1
                 if max_requests is not None:
                     with lock:
                         if issued[0] >= max_requests:

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = res["guarded"][0] / res["unguarded"][0] if res["unguarded"][0] else float("nan")
         res["ratio"] = ratio
         verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
-        print(f"{mode:<8} {'ratio':<10} {ratio:8.3f}   guarded/unguarded rps; {verdict} the >= {TARGET_RATIO:.0%} target")
+        print(f"{mode:<8} {'ratio':<10} {ratio:8.3f}   guarded/unguarded rps; "
+              f"{verdict} the >= {TARGET_RATIO:.0%} target")
         if len(res["paired"]) > 1:
             paired = ", ".join(f"{x:.3f}" for x in res["paired"])
             print(f"{mode:<8} {'per round':<10} {statistics.median(res['paired']):8.3f}   median of the rounds' "

@@ -4,11 +4,12 @@
         [--tracing off|on] [--warmup-minutes 1]
 
 Serves services.cancer with `bentoml serve` on 127.0.0.1, drives POST /predict
-(mostly normal rows, plus a steady trickle of invalid inputs and, with
-GUARDED_CHAOS, slow and failing calls so every guard path runs), and prints every
-``--interval`` seconds the resident memory of the whole server process tree (the
-bentoml arbiter and its workers) and the request counts. At the end it prints the
-growth after warm-up. Target: no growth beyond a few MB after warm-up. Not part of
+(mostly normal rows, one per request, cycling through the test split, plus a
+steady trickle of invalid inputs and, with GUARDED_CHAOS, slow and failing calls
+so every guard path runs), and prints every ``--interval`` seconds the resident
+memory of the whole server process tree (the bentoml arbiter and its workers)
+and the request counts. At the end it prints the growth after warm-up and the
+health checks that are not ok. Target: no growth beyond a few MB after warm-up. Not part of
 CI. With ``--tracing on`` spans go to the local Jaeger (scripts/jaeger.sh; started
 if needed and stopped again if this script started it).
 """
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
             side = threading.Thread(target=side_traffic, args=(server.url, X, stop, side_counts), daemon=True)
 
             def load() -> None:
-                results.append(drive(server.url + "/predict", {"inputs": X[:1].tolist()},
+                results.append(drive(server.url + "/predict", [{"inputs": [row]} for row in X.tolist()],
                                      seconds=args.minutes * 60, concurrency=args.concurrency, stop=stop))
 
             loader = threading.Thread(target=load, daemon=True)
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{after[-1] if after else float('nan'):.1f} MB, max {max(after) if after else float('nan'):.1f} MB, "
           f"growth {growth:+.1f} MB (target: a few MB at most)")
     print(f"health at the end: {health['status']}")
+    for name, check in health["checks"].items():
+        if check["status"] not in ("ok", "unavailable"):
+            print(f"  {name}: {check['status']}: {check['reason']}")
     return {"growth_mb": growth, "series": series, "failures": r.failures}
 
 

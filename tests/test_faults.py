@@ -341,5 +341,5 @@ def test_sigkill_during_store_writes_loses_nothing_committed(artifacts, tmp_path
 
     with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as again:
         assert drive(again.url + "/predict", {"inputs": X[:3].tolist()}, seconds=1, concurrency=2).failures == 0
-        pooled = lambda: requests.get(again.url + "/guard/stats", timeout=10).json()["drift"].get("pooled_rows", 0)  # noqa: E731
-        assert _wait(lambda: pooled() > total), "the restarted server did not pool on from the stored total"
+        stats = lambda: requests.get(again.url + "/guard/stats", timeout=10).json()["drift"]  # noqa: E731
+        assert _wait(lambda: stats().get("pooled_rows", 0) > total), "the restarted server did not pool on"
