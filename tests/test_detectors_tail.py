@@ -116,3 +116,20 @@ class TestLookupTable:
         for i in (0, 7, 9, len(rows) - 2, len(rows) - 1):
             assert d.outlyingness_one(rows[i:i + 1]) == pytest.approx(batch[i])
         assert np.isinf(batch[7]) and batch[9] > d.floor_score_
+
+
+class TestThreshold:
+    def test_contributions_are_clipped_excess_over_threshold(self, X):
+        """With a threshold t each feature contributes max(c - t, 0), out-of-range and missing values included."""
+        rows = np.r_[X[:200], [[np.nan, 1e6, -1e6, 0, 0, 0]]]
+        X2 = np.r_[X, [[np.nan] * 6]]
+        plain = TailDetector().fit(X2).contributions(rows)
+        t = np.log(100)
+        d = TailDetector(threshold=t).fit(X2)
+        np.testing.assert_allclose(d.contributions(rows), np.maximum(plain - t, 0))
+        np.testing.assert_allclose(d.outlyingness(rows), np.maximum(plain - t, 0).sum(axis=1))
+
+    def test_tail_probability_needs_no_threshold(self, X):
+        """tail_probability refuses a thresholded detector (its contributions are no longer -log p)."""
+        with pytest.raises(ValueError, match="threshold"):
+            TailDetector(threshold=1.0).fit(X).tail_probability(X[:1])

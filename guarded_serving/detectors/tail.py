@@ -61,6 +61,11 @@ class TailDetector(BaseDetector):
         90th percentile to max; at least 10% of the range).
     max_cells : int, default=65536
         Most cells of a feature's lookup table (see "Lookup table" above).
+    threshold : float, default=0.0
+        Each feature contributes ``max(c - threshold, 0)``: with ``threshold=log(100)`` only
+        values rarer than 1 in 100 (in either tail, or out of range, or rarely missing) count,
+        so many mildly unusual features do not add up to noise (the default detector's tail
+        part). ``tail_probability`` needs ``threshold=0``.
 
     Attributes
     ----------
@@ -79,8 +84,9 @@ class TailDetector(BaseDetector):
     """
 
     def __init__(self, *, categorical: Sequence[int] = (), levels: np.ndarray | None = None,
-                 excess_weight: float = 10.0, max_cells: int = 65536) -> None:
+                 excess_weight: float = 10.0, max_cells: int = 65536, threshold: float = 0.0) -> None:
         self.categorical = tuple(categorical)
+        self.threshold = threshold
         self.levels = levels
         self.excess_weight = excess_weight
         self.max_cells = max_cells
@@ -131,6 +137,7 @@ class TailDetector(BaseDetector):
         floor_w = np.maximum(self.scale_ * 0.1, 1e-12)
         self.lower_width_ = np.maximum(qn[:, i10] - lo, floor_w) if num.size else np.zeros(0)
         self.upper_width_ = np.maximum(hi - qn[:, i90], floor_w) if num.size else np.zeros(0)
+        self._t = float(self.threshold)
         self._build_table(num, lo, hi, const)
         floor = 1.0 / (self.n_samples_fit_ + 1.0)
         # a value missing where training never had one is as strange as it gets
@@ -155,7 +162,7 @@ class TailDetector(BaseDetector):
             vals, first = np.unique(qj, return_index=True)
             last = np.searchsorted(qj, vals, side="right") - 1
             lmin, lmax = levels[first], levels[np.clip(last, 0, len(levels) - 1)]
-            sc = -np.log(np.maximum(np.minimum(lmax, 1.0 - lmin), floor))
+            sc = np.maximum(-np.log(np.maximum(np.minimum(lmax, 1.0 - lmin), floor)) - self._t, 0.0)
             width = hi[k] - lo[k]
             if const[k] or vals.size < 2:
                 g = 1
@@ -233,8 +240,9 @@ class TailDetector(BaseDetector):
             u = np.clip(Xn * self._scale + self._shift, self._low + 1.0, self._high - 1.0)
             c = np.where(inside, self._table.take(np.where(nan, self._low + 1.0, u).astype(np.intp)), c)
         excess = np.where(below, (lo - Xn) / self.lower_width_, np.where(above, (Xn - hi) / self.upper_width_, 0.0))
-        c = np.where(below | above, self.floor_score_ + self.excess_weight * np.log1p(excess), c)
-        c = np.where(nan, self.missing_score_[num], c)
+        t = self._t
+        c = np.where(below | above, np.maximum(self.floor_score_ + self.excess_weight * np.log1p(excess) - t, 0.0), c)
+        c = np.where(nan, np.maximum(self.missing_score_[num] - t, 0.0), c)
         out[:, num] = c
         for j in self._cat:
             vals, _ = self.categories_[int(j)]
@@ -242,11 +250,13 @@ class TailDetector(BaseDetector):
             pos = np.clip(np.searchsorted(vals, col), 0, max(len(vals) - 1, 0))
             seen = (vals[pos] == col) if len(vals) else np.zeros(len(col), bool)
             sc = np.where(seen, self._cat_scores[int(j)][pos] if len(vals) else 0.0, self.floor_score_)
-            out[:, j] = np.where(np.isnan(col), self.missing_score_[j], sc)
+            out[:, j] = np.maximum(np.where(np.isnan(col), self.missing_score_[j], sc) - self._t, 0.0)
         return out
 
     def tail_probability(self, X: Any) -> np.ndarray:
         """Two-sided tail probability of each value (ndarray like ``X``), for explanations."""
+        if self._t:
+            raise ValueError(f"tail_probability needs threshold=0 (this detector has threshold={self.threshold!r})")
         c = self.contributions(X)
         return np.exp(-np.minimum(c, self.floor_score_))
 
