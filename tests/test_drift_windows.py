@@ -32,6 +32,27 @@ class TestStatistics:
             assert f.p_value == pytest.approx(ref.pvalue, rel=0.1, abs=1e-3)
             assert f.effect == pytest.approx(stats.wasserstein_distance(R[:, j], w) / R[:, j].std(), rel=0.05, abs=0.01)
 
+    @pytest.mark.parametrize("seed", range(6))
+    def test_ks_and_wasserstein_match_scipy_on_awkward_columns(self, seed):
+        """Exact KS statistic and Wasserstein-1 equal scipy's for ties, rounding, constants, NaN and out-of-range windows."""
+        rng = np.random.default_rng(100 + seed)
+        nr, nw = int(rng.integers(50, 1500)), int(rng.integers(1, 3000))
+        R = np.column_stack([rng.normal(size=nr), np.round(rng.normal(size=nr), 1), rng.integers(0, 3, nr),
+                             np.full(nr, 2.5), rng.exponential(size=nr) * 1e6, rng.normal(size=nr)])
+        W = np.column_stack([rng.normal(0.3, 2.0, nw), np.round(rng.normal(size=nw), 2), rng.integers(-1, 5, nw),
+                             rng.choice([2.5, 3.0], nw), rng.exponential(size=nw) * 1e6 + 5e5,
+                             rng.normal(size=nw) + 10.0])
+        W[rng.random(W.shape) < 0.05] = np.nan
+        rep = WindowTest(max_reference=nr).fit(R).test(W)
+        for j, f in enumerate(rep.features):
+            w = W[:, j][~np.isnan(W[:, j])]
+            assert f.n == w.size
+            if w.size == 0:
+                continue
+            assert f.statistic == pytest.approx(stats.ks_2samp(R[:, j], w).statistic, abs=1e-12)
+            sd = R[:, j].std() or 1.0
+            assert f.effect == pytest.approx(stats.wasserstein_distance(R[:, j], w) / sd, rel=0.05, abs=2e-3)
+
     def test_benjamini_hochberg(self):
         """BH q-values match the textbook step-up values."""
         q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5, np.nan]))
