@@ -106,6 +106,22 @@ class TestVerdicts:
         f = t.test(rng.normal(size=(100000, 1)) + 0.05).features[0]
         assert f.q_value < 0.01 and f.effect < 0.1 and not f.drifted
 
+    def test_recent_rows_catch_a_change_the_full_window_dilutes(self):
+        """With nested recent windows a shift in the last 300 of 2000 rows is named; the full window alone misses it."""
+        rng = np.random.default_rng(5)
+        R = rng.normal(size=(5000, 2))
+        W = rng.normal(size=(2000, 2))
+        W[-300:, 0] += 0.6
+        assert WindowTest(max_reference=5000).fit(R).test(W).drifted == ()
+        rep = WindowTest(max_reference=5000, recent=(250, 500, 1000)).fit(R).test(W)
+        assert [f.feature for f in rep.drifted] == ["x0"] and rep.drifted[0].detail["rows"] in (250, 500)
+
+    def test_recent_rows_keep_stationary_windows_quiet(self):
+        """Nested recent windows raise no alarm on thirty stationary windows."""
+        rng = np.random.default_rng(6)
+        t = WindowTest(categorical=[3], recent=(200, 400, 800)).fit(_ref(rng))
+        assert sum(len(t.test(_ref(rng, 2000)).drifted) for _ in range(30)) == 0
+
     def test_window_of_wrong_width_is_an_error(self):
         """A window with the wrong number of features raises naming the shape."""
         t = WindowTest().fit(np.zeros((10, 3)) + np.arange(10)[:, None])

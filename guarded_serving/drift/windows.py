@@ -126,6 +126,14 @@ class WindowTest:
         Names for reports; default ``x0, x1, ...``.
     max_reference : int, default=2000
         Reference rows kept (a fixed random subsample beyond this); bounds the cost.
+    recent : sequence of int, default=()
+        Also test the latest ``s`` rows of the window for each ``s`` here (those
+        with ``min_samples <= s <`` window size), so a recent change is not
+        diluted by older rows. A feature's p-value is then Bonferroni-combined:
+        ``L * min p_s`` over the ``L`` sizes tested, the minimum taken over the
+        sizes whose effect reaches ``min_effect`` (a subset, so the combined
+        p-value is still valid and BH still controls the FDR of the test). Each
+        size costs one more pass.
 
     Attributes
     ----------
@@ -136,13 +144,14 @@ class WindowTest:
 
     def __init__(self, *, alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  categorical: Sequence[int] = (), feature_names: Sequence[str] | None = None,
-                 max_reference: int = 2000) -> None:
+                 max_reference: int = 2000, recent: Sequence[int] = ()) -> None:
         self.alpha = alpha
         self.min_effect = min_effect
         self.min_samples = min_samples
         self.categorical = categorical
         self.feature_names = feature_names
         self.max_reference = max_reference
+        self.recent = recent
 
     # -- fit ------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: Any = None) -> "WindowTest":
@@ -204,16 +213,23 @@ class WindowTest:
             raise ValueError(f"window must have shape (n, {self.n_features_in_}), got {W.shape}")
         n = W.shape[0]
         names = self.feature_names_in_
-        rows: dict[int, tuple] = {}
-        if n >= 1 and len(self.numeric_):
-            D, p, w1, psi, nn = self._numeric(np.ascontiguousarray(W.T[self.numeric_]))
-            for j, i in enumerate(self.numeric_):
-                rows[i] = ("numeric", int(nn[j]), D[j], p[j], psi[j], w1[j], {})
-        elif len(self.numeric_):
-            for i in self.numeric_:
-                rows[i] = ("numeric", n, np.nan, np.nan, np.nan, np.nan, {})
-        for j, i in enumerate(self.categorical_):
-            rows[i] = ("categorical", *self._categorical(W[:, i], j))
+        sizes = sorted({int(s) for s in self.recent if self.min_samples <= int(s) < n})
+        rows = self._rows(W)
+        if sizes:  # nested recent windows, Bonferroni across the L sizes
+            L = len(sizes) + 1
+            alts = [self._rows(W[n - s:]) for s in sizes]
+            for i, full in rows.items():
+                cands = [(full, n)] + [(alt[i], s) for s, alt in zip(sizes, alts)]
+                ok = [(r, s) for r, s in cands if r[5] == r[5] and r[5] >= self.min_effect and r[3] == r[3]]
+                if ok:  # the smallest p-value among the sizes whose effect may alarm
+                    r, s = min(ok, key=lambda c: c[0][3])
+                    p_min = r[3]
+                    detail = r[6] if s == n else {**r[6], "rows": s}
+                else:   # nothing may alarm: report the full window, p combined over all sizes
+                    r, detail = full, full[6]
+                    ps = [c[0][3] for c in cands if c[0][3] == c[0][3]]
+                    p_min = min(ps) if ps else np.nan
+                rows[i] = (*r[:3], min(1.0, L * p_min) if p_min == p_min else p_min, *r[4:6], detail)
         order = sorted(rows)
         pvals = np.array([rows[i][3] for i in order], dtype=float)
         qvals = benjamini_hochberg(pvals)
@@ -226,6 +242,21 @@ class WindowTest:
             out.append(FeatureResult(names[i], kind, int(nn_i), float(stat), float(p_i), float(q),
                                      float(psi_i), float(eff), drifted, detail))
         return WindowReport(n, float(self.alpha), float(self.min_effect), int(self.min_samples), tuple(out))
+
+    def _rows(self, W: np.ndarray) -> dict[int, tuple]:
+        """Per feature: (kind, n, statistic, p-value, PSI, effect, detail) for the window ``W``."""
+        n = W.shape[0]
+        rows: dict[int, tuple] = {}
+        if n >= 1 and len(self.numeric_):
+            D, p, w1, psi, nn = self._numeric(np.ascontiguousarray(W.T[self.numeric_]))
+            for j, i in enumerate(self.numeric_):
+                rows[i] = ("numeric", int(nn[j]), D[j], p[j], psi[j], w1[j], {})
+        elif len(self.numeric_):
+            for i in self.numeric_:
+                rows[i] = ("numeric", n, np.nan, np.nan, np.nan, np.nan, {})
+        for j, i in enumerate(self.categorical_):
+            rows[i] = ("categorical", *self._categorical(W[:, i], j))
+        return rows
 
     # -- numeric machinery ----------------------------------------------------------
     def _fit_numeric(self, Xn: np.ndarray) -> None:
