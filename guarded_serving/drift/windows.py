@@ -24,7 +24,7 @@ a test is a few passes over the window: a grid cell per value, a table
 look-up, a short comparison for values that land in a cell holding reference
 values, and two ``bincount`` calls, for all features at once. KS is exact,
 PSI and Wasserstein-1 come from the same counts (see :meth:`WindowTest._numeric`).
-About 25-30 ms for 100 features x 10,000 rows against 2,000 reference rows
+About 26-32 ms (best of 20) for 100 features x 10,000 rows against 2,000 reference rows
 per feature on a loaded 2-core box (``benchmarks/bench_drift.py``).
 """
 
