@@ -7,6 +7,8 @@ Compares, on the same univariate streams (river's detectors are univariate):
 - ``window``: our window test (KS / chi-squared + BH + min effect 0.15 + min
   samples 200), the latest 1,000 rows against 5,000 reference rows, run every
   100 rows;
+- ``window + recent``: the same, also testing the latest 200 and 400 rows
+  (Bonferroni over the three sizes);
 - ``sequential``: our conformal test martingale (alpha 0.01) on conformal
   p-values of each row against the 5,000 reference rows (numeric: two
   one-sided scores x and -x; categorical: rarity -log freq, smoothed p-values);
@@ -62,9 +64,9 @@ def cat_stream(rng: np.random.Generator, n_pre: int, n_post: int, shifted: bool 
 
 
 # -- detectors: each returns the 0-based indices at which it alarmed --------------------
-def run_window(x: np.ndarray, ref: np.ndarray, categorical: bool) -> list[int]:
+def run_window(x: np.ndarray, ref: np.ndarray, categorical: bool, recent: tuple[int, ...] = ()) -> list[int]:
     t = WindowTest(alpha=0.01, min_effect=0.15, min_samples=200, categorical=[0] if categorical else [],
-                   max_reference=N_REF).fit(ref[:, None])
+                   max_reference=N_REF, recent=recent).fit(ref[:, None])
     out, alarmed = [], False
     for end in range(STEP, len(x) + 1, STEP):
         rep = t.test(x[max(0, end - WINDOW):end, None])
@@ -108,7 +110,9 @@ def _river(factory: Callable[[], object]) -> Callable[[np.ndarray, np.ndarray, b
 def detectors() -> dict[str, Callable[[np.ndarray, np.ndarray, bool], list[int]]]:
     from river import drift
 
-    return {"window (ours)": run_window, "sequential (ours)": run_sequential,
+    return {"window (ours)": run_window,
+            "window + recent 200/400 (ours)": lambda x, ref, cat: run_window(x, ref, cat, recent=(200, 400)),
+            "sequential (ours)": run_sequential,
             "ADWIN": _river(lambda: drift.ADWIN()), "PageHinkley": _river(lambda: drift.PageHinkley()),
             "KSWIN": _river(lambda: drift.KSWIN(seed=0))}
 

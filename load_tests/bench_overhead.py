@@ -48,7 +48,8 @@ def measure(fn, x, calls: int) -> np.ndarray:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=20000)
-    ap.add_argument("--components", default="", help="'default' to include the components built from config")
+    ap.add_argument("--artifacts", type=Path, default=Path(__file__).resolve().parent.parent / "services" / "artifacts",
+                    help="example artifacts (python -m services.train) for the all-capabilities variant")
     args = ap.parse_args(argv)
 
     from opentelemetry.sdk.trace import TracerProvider
@@ -77,6 +78,26 @@ def main(argv: list[str] | None = None) -> dict:
     meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
     with_metrics = measure(Guard(name="bench", n_features=30, meter_provider=meters)(model), x, args.calls)
     rows.append(("guarded, tracing off, SDK histogram", with_metrics))
+    if (args.artifacts / "profile.npz").exists():
+        import tempfile
+
+        # every capability on, as in the example service: manifest, operational health,
+        # edge-case scoring (profile) and drift buffers; row taken from the training data
+        x_in = np.load(args.artifacts / "reference.npz")["X_test"][:1].copy()
+        with tempfile.TemporaryDirectory() as tmp:
+            full = Guard(name="bench", n_features=30, manifest=str(args.artifacts / "manifest.json"),
+                         profile=str(args.artifacts / "profile.npz"), drift=True,
+                         drift_reference=str(args.artifacts / "reference.npz"),
+                         drift_store=str(Path(tmp) / "drift.sqlite"))
+            full.start()
+            time.sleep(3.0)
+            rows.append(("guarded, all capabilities, tracing off", measure(full(model), x_in, args.calls)))
+            full_t = Guard(full.config, tracer_provider=provider, drift_store=str(Path(tmp) / "drift2.sqlite"))
+            full_t.start()
+            time.sleep(3.0)  # let start-up work (first samples, dependency imports, hashes) finish
+            rows.append(("guarded, all capabilities, tracing on", measure(full_t(model), x_in, args.calls)))
+            full.stop()
+            full_t.stop()
     provider.shutdown()
     meters.shutdown()
 

@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         train.train(artifacts)
     port = args.port or free_port()
     receiver = OTLPReceiver().__enter__()
-    env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    import tempfile
+
+    state_dir = tempfile.TemporaryDirectory(prefix="gs-demo-state-")  # a fresh drift store each run
+    env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "GUARDED_STATE_DIR": state_dir.name}
     # operational health: a stand-in feature store the model depends on, probed by the guard
     from services.feature_store import FeatureStore
 
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
     receiver.__exit__(None, None, None)
     feature_store.stop()
+    state_dir.cleanup()
     return 1 if missed else 0
 
 

@@ -54,6 +54,16 @@ class Replay:
     def health(self) -> dict[str, Any]:
         return self.session.get(f"{self.url}/guard/health", timeout=10).json()
 
+    def wait_spans(self, predicate: Callable[[dict[str, Any]], bool], count: int,
+                   timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Spans matching ``predicate``, waiting up to ``timeout`` s for ``count`` (export is batched)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [s for s in self.spans() if predicate(s)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
 
 @dataclass
 class Scenario:
@@ -81,9 +91,11 @@ def slow_calls(r: Replay) -> Verdict:
         r.post("predict_chaos", {"inputs": r.X_test[:1].tolist(), "delay_ms": slo * 2})
     after = r.stats()
     n = after["slo_violations"] - before["slo_violations"]
-    forced = [s for s in r.spans() if s["attributes"].get("guard.slo.violated")]
+    slow = r.wait_spans(lambda s: s["attributes"].get("guard.slo.violated") is True, 3)
+    causes = sorted({str(s["attributes"].get("guard.latency.cause")) for s in slow})
     return Verdict(n == 3, f"{n} calls over the {slo:g} ms budget counted as SLO violations; "
-                   f"max latency {after['latency_ms']['max']:.0f} ms; {len(forced)} slow spans exported")
+                   f"max latency {after['latency_ms']['max']:.0f} ms; {len(slow)} slow spans exported "
+                   f"(guard.latency.cause: {', '.join(causes) or 'n/a'})")
 
 
 def model_errors(r: Replay) -> Verdict:
@@ -92,7 +104,7 @@ def model_errors(r: Replay) -> Verdict:
              for _ in range(2)]
     after = r.stats()
     n = after["errors"] - before["errors"]
-    errs = [s for s in r.spans() if s["attributes"].get("error.type") == "RuntimeError"]
+    errs = r.wait_spans(lambda s: s["attributes"].get("error.type") == "RuntimeError", 2)
     return Verdict(n == 2, f"model raised twice (HTTP {codes}); guard counted {n} errors; "
                    f"{len(errs)} spans with error.type=RuntimeError")
 
@@ -191,6 +203,25 @@ def replaced_artifact(r: Replay) -> Verdict:
                        f"while serving:\n      integrity.artifacts {check['status']}: {check['reason'][:160]}")
 
 
+def dependency_mismatch(r: Replay) -> Verdict:
+    """A deployment whose environment differs from the pinned one: health names the package, /readyz 503."""
+    import json
+
+    pins = {"numpy": "1.0.0", "scikit-learn": None}  # numpy pinned to a version that is not installed
+    server = _second_server(r.artifacts, GUARDED_DEPENDENCIES=json.dumps(pins))
+    try:
+        server.start(timeout=90, ready_status=503)  # it starts, but must not report ready
+        s = requests.Session()
+        ready = s.get(f"{server.url}/readyz", timeout=10).status_code
+        check = s.get(f"{server.url}/guard/health", timeout=10).json()["checks"].get("dependency.numpy", {})
+        served = s.post(f"{server.url}/predict", json={"inputs": r.X_test[:1].tolist()}, timeout=30).status_code
+    finally:
+        server.stop()
+    return Verdict(ready == 503 and check.get("status") == "failing",
+                   f"a second server pinned to numpy==1.0.0: /readyz {ready}; dependency.numpy "
+                   f"{check.get('status')}: {check.get('reason')}; /predict still answered {served}")
+
+
 def downstream_outage(r: Replay) -> Verdict:
     """Stop the feature store the model depends on; the guard must report it and turn not ready, then recover."""
     fs = getattr(r, "feature_store", None)
@@ -279,6 +310,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("malformed input", "input: NaN, inf, shape, type, empty", bad_input),
     Scenario("tampered model file", "deployment: artifact differs from manifest", tampered_artifact),
     Scenario("model swapped in place", "deployment: older model while serving", replaced_artifact),
+    Scenario("dependency mismatch", "software: installed package differs from the pin", dependency_mismatch),
     Scenario("feature store down", "software: downstream component outage", downstream_outage),
     Scenario("edge case", "ML: input unlike the training data (unit error x1000)", edge_case),
     Scenario("shifted stream", "data: distribution shift / train-serving skew", shifted_stream),

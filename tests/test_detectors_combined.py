@@ -49,3 +49,30 @@ def test_unit_error_on_breast_cancer_row_is_flagged():
     row = X[450:451].copy()
     row[0, 3] *= 1000
     assert prof.calibrator().p_values(prof.detector().outlyingness(row))[0] <= 0.01
+
+
+def test_tail_part_counts_only_rare_values():
+    """The default's tail part has threshold log(100), in a fitted detector and in one rebuilt from a profile."""
+    X = np.random.default_rng(0).normal(size=(3000, 5))
+    assert CombinedDetector().fit(X).detectors_["tail"].threshold == pytest.approx(np.log(100))
+    prof = build_profile(X)
+    assert prof.detector().detectors_["tail"].threshold == pytest.approx(np.log(100))
+    assert prof.detector("tail").threshold == 0.0
+
+
+def test_profile_without_tail_threshold_keeps_the_old_combination():
+    """A profile header without tail_threshold (built before it existed) rebuilds an unthresholded tail part."""
+    X = np.random.default_rng(0).normal(size=(3000, 5))
+    prof = build_profile(X)
+    del prof.header["combined"]["tail_threshold"]
+    prof._detectors.clear()
+    assert prof.detector().detectors_["tail"].threshold == 0.0
+
+
+def test_calibration_scores_match_the_rebuilt_detector():
+    """The stored combined calibration scores are the rebuilt default detector's scores (same standardisation)."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(4000, 6))
+    prof = build_profile(X, calibration_fraction=0.25)
+    p = prof.calibrator().p_values(prof.detector().outlyingness(rng.normal(size=(4000, 6))))
+    assert 0.003 <= (p <= 0.01).mean() <= 0.02

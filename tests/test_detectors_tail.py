@@ -74,3 +74,62 @@ class TestScores:
         c = d.contributions(np.array([[np.nan, np.nan]]))[0]
         assert c[0] == pytest.approx(-np.log(1 / 3), rel=0.02)
         assert c[1] == np.inf
+
+
+def _grid_scores(d, X):
+    """The grid score by a search over each feature's distinct quantiles (no lookup table)."""
+    c = d.contributions(X).copy()
+    for j in range(X.shape[1]):
+        qj = np.clip(d.quantiles_[j], d.min_[j], d.max_[j])
+        vals, first = np.unique(qj, return_index=True)
+        last = np.searchsorted(qj, vals, side="right") - 1
+        tail = np.minimum(d.levels_[last], 1 - d.levels_[first])
+        sc = -np.log(np.maximum(tail, 1 / (d.n_samples_fit_ + 1)))
+        x = X[:, j]
+        ok = (x >= d.min_[j]) & (x <= d.max_[j])
+        c[ok, j] = sc[np.searchsorted(vals, x[ok], side="right") - 1]
+    return c
+
+
+class TestLookupTable:
+    def test_discrete_features_score_exactly_like_the_grid(self):
+        """Integer-valued features (values at least a cell apart) get exactly the grid score, ties included."""
+        rng = np.random.default_rng(3)
+        X = np.c_[rng.poisson(4, 5000), rng.integers(-300, 300, 5000), rng.binomial(16, 0.2, 5000)].astype(float)
+        d = TailDetector().fit(X[:4000])
+        np.testing.assert_allclose(d.contributions(X[4000:]), _grid_scores(d, X[4000:]))
+
+    def test_continuous_features_within_one_grid_step(self, X):
+        """On continuous data a value differs from the grid score by at most one step of the grid, rarely."""
+        d = TailDetector().fit(X[:3000])
+        diff = np.abs(d.contributions(X[3000:]) - _grid_scores(d, X[3000:]))
+        assert diff.max() < np.log(2.5) and (diff < 1e-12).mean() > 0.9
+
+    def test_batch_single_row_and_contributions_agree(self, X):
+        """The blocked batch path, the single-row path and the contributions all give one score."""
+        d = TailDetector().fit(X)
+        rows = np.r_[X, X[:1000], X.max(axis=0, keepdims=True), X.min(axis=0, keepdims=True)]
+        rows[7, 1] = np.nan
+        rows[9, 2] = 1e6
+        batch = d.outlyingness(rows)
+        np.testing.assert_allclose(batch, d.contributions(rows).sum(axis=1))
+        for i in (0, 7, 9, len(rows) - 2, len(rows) - 1):
+            assert d.outlyingness_one(rows[i:i + 1]) == pytest.approx(batch[i])
+        assert np.isinf(batch[7]) and batch[9] > d.floor_score_
+
+
+class TestThreshold:
+    def test_contributions_are_clipped_excess_over_threshold(self, X):
+        """With a threshold t each feature contributes max(c - t, 0), out-of-range and missing values included."""
+        rows = np.r_[X[:200], [[np.nan, 1e6, -1e6, 0, 0, 0]]]
+        X2 = np.r_[X, [[np.nan] * 6]]
+        plain = TailDetector().fit(X2).contributions(rows)
+        t = np.log(100)
+        d = TailDetector(threshold=t).fit(X2)
+        np.testing.assert_allclose(d.contributions(rows), np.maximum(plain - t, 0))
+        np.testing.assert_allclose(d.outlyingness(rows), np.maximum(plain - t, 0).sum(axis=1))
+
+    def test_tail_probability_needs_no_threshold(self, X):
+        """tail_probability refuses a thresholded detector (its contributions are no longer -log p)."""
+        with pytest.raises(ValueError, match="threshold"):
+            TailDetector(threshold=1.0).fit(X).tail_probability(X[:1])

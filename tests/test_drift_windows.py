@@ -32,6 +32,27 @@ class TestStatistics:
             assert f.p_value == pytest.approx(ref.pvalue, rel=0.1, abs=1e-3)
             assert f.effect == pytest.approx(stats.wasserstein_distance(R[:, j], w) / R[:, j].std(), rel=0.05, abs=0.01)
 
+    @pytest.mark.parametrize("seed", range(6))
+    def test_ks_and_wasserstein_match_scipy_on_awkward_columns(self, seed):
+        """Exact KS statistic and Wasserstein-1 equal scipy's for ties, rounding, constants, NaN and out-of-range windows."""
+        rng = np.random.default_rng(100 + seed)
+        nr, nw = int(rng.integers(50, 1500)), int(rng.integers(1, 3000))
+        R = np.column_stack([rng.normal(size=nr), np.round(rng.normal(size=nr), 1), rng.integers(0, 3, nr),
+                             np.full(nr, 2.5), rng.exponential(size=nr) * 1e6, rng.normal(size=nr)])
+        W = np.column_stack([rng.normal(0.3, 2.0, nw), np.round(rng.normal(size=nw), 2), rng.integers(-1, 5, nw),
+                             rng.choice([2.5, 3.0], nw), rng.exponential(size=nw) * 1e6 + 5e5,
+                             rng.normal(size=nw) + 10.0])
+        W[rng.random(W.shape) < 0.05] = np.nan
+        rep = WindowTest(max_reference=nr).fit(R).test(W)
+        for j, f in enumerate(rep.features):
+            w = W[:, j][~np.isnan(W[:, j])]
+            assert f.n == w.size
+            if w.size == 0:
+                continue
+            assert f.statistic == pytest.approx(stats.ks_2samp(R[:, j], w).statistic, abs=1e-12)
+            sd = R[:, j].std() or 1.0
+            assert f.effect == pytest.approx(stats.wasserstein_distance(R[:, j], w) / sd, rel=0.05, abs=2e-3)
+
     def test_benjamini_hochberg(self):
         """BH q-values match the textbook step-up values."""
         q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5, np.nan]))
@@ -84,6 +105,22 @@ class TestVerdicts:
         t = WindowTest(min_effect=0.1, max_reference=20000).fit(rng.normal(size=(20000, 1)))
         f = t.test(rng.normal(size=(100000, 1)) + 0.05).features[0]
         assert f.q_value < 0.01 and f.effect < 0.1 and not f.drifted
+
+    def test_recent_rows_catch_a_change_the_full_window_dilutes(self):
+        """With nested recent windows a shift in the last 300 of 2000 rows is named; the full window alone misses it."""
+        rng = np.random.default_rng(5)
+        R = rng.normal(size=(5000, 2))
+        W = rng.normal(size=(2000, 2))
+        W[-300:, 0] += 0.6
+        assert WindowTest(max_reference=5000).fit(R).test(W).drifted == ()
+        rep = WindowTest(max_reference=5000, recent=(250, 500, 1000)).fit(R).test(W)
+        assert [f.feature for f in rep.drifted] == ["x0"] and rep.drifted[0].detail["rows"] in (250, 500)
+
+    def test_recent_rows_keep_stationary_windows_quiet(self):
+        """Nested recent windows raise no alarm on thirty stationary windows."""
+        rng = np.random.default_rng(6)
+        t = WindowTest(categorical=[3], recent=(200, 400, 800)).fit(_ref(rng))
+        assert sum(len(t.test(_ref(rng, 2000)).drifted) for _ in range(30)) == 0
 
     def test_window_of_wrong_width_is_an_error(self):
         """A window with the wrong number of features raises naming the shape."""

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from .combined import TAIL_THRESHOLD
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector, shrunk_covariance
 from .profile import Profile, new_header
@@ -194,8 +195,11 @@ class ProfileBuilder:
         ref = sample[:self.reference_size]
         ref_pred = None if spred is None else spred[:self.reference_size]
 
-        tail = TailDetector(categorical=self.categorical)._set_state(
-            n_samples=n, levels=levels, quantiles=q, minimum=mn, maximum=mx, missing_rate=missing, categories=cats)
+        state = dict(n_samples=n, levels=levels, quantiles=q, minimum=mn, maximum=mx, missing_rate=missing,
+                     categories=cats)
+        tail = TailDetector(categorical=self.categorical)._set_state(**state)
+        # the default combination's tail part counts only values rarer than 1 in 100
+        tail_part = TailDetector(categorical=self.categorical, threshold=TAIL_THRESHOLD)._set_state(**state)
         mah = MahalanobisDetector(categorical=self.categorical)._set_state(
             n_features=p, columns=num, location=mean, covariance=shrunk, shrinkage=shrink)
         knn = KNNDetector(categorical=self.categorical, n_neighbors=self.knn_neighbors)._set_state(
@@ -204,12 +208,14 @@ class ProfileBuilder:
                  "knn": knn.train_outlyingness()}
         center, spread = {}, {}
         for name, s in train.items():
-            med, q90 = np.quantile(s, [0.5, 0.9])
-            center[name], spread[name] = float(med), float(q90 - med if q90 > med else max(abs(med), 1.0))
+            center[name], spread[name] = _standardisation(s)
         parts = ["tail", "mahalanobis"]
         cal_scores = {"tail": tail.outlyingness(cal), "mahalanobis": mah.outlyingness(cal),
                       "knn": knn.outlyingness(cal)}
-        comb = np.max([(cal_scores[k] - center[k]) / spread[k] for k in parts], axis=0)
+        part_center = dict(center, tail=_standardisation(tail_part.outlyingness(sample))[0])
+        part_spread = dict(spread, tail=_standardisation(tail_part.outlyingness(sample))[1])
+        part_cal = dict(cal_scores, tail=tail_part.outlyingness(cal))
+        comb = np.max([(part_cal[k] - part_center[k]) / part_spread[k] for k in parts], axis=0)
         arrays: dict[str, np.ndarray] = {
             "levels": levels, "quantiles": q, "minimum": mn, "maximum": mx, "missing_rate": missing,
             "cat_values": np.concatenate([cats[j][0] for j in self.categorical]) if cats else np.zeros(0),
@@ -225,9 +231,16 @@ class ProfileBuilder:
             n_features=p, feature_names=self.feature_names, categorical=list(self.categorical), n_rows=int(n),
             n_calibration=int(len(cal)), n_rows_total=int(self.n_total), shrinkage=float(shrink),
             knn_neighbors=int(self.knn_neighbors), source=self.source,
-            combined={"parts": parts, "center": [center[k] for k in parts], "spread": [spread[k] for k in parts],
+            combined={"parts": parts, "center": [part_center[k] for k in parts],
+                      "spread": [part_spread[k] for k in parts], "tail_threshold": TAIL_THRESHOLD,
                       "all": {"center": center, "spread": spread}})
         return Profile(header, arrays)
+
+
+def _standardisation(s: np.ndarray) -> tuple[float, float]:
+    """Centre (median) and spread (90th minus 50th percentile) of training scores."""
+    med, q90 = np.quantile(s, [0.5, 0.9])
+    return float(med), float(q90 - med if q90 > med else max(abs(med), 1.0))
 
 
 def build_profile(X: Any, *, predictions: Any = None, feature_names: Sequence[str] | None = None,

@@ -1,5 +1,9 @@
 """The default detector: tail + Mahalanobis (and optionally kNN), standardised, the largest wins.
 
+The tail part counts only values rarer than 1 in 100 (``tail_threshold=log(100)``,
+see :class:`~.tail.TailDetector`): summing every feature's mild unusualness made the
+tail part noisy on wide data, where it then outvoted the Mahalanobis part.
+
 Each part's outlyingness is put on a common scale with the median and the
 spread (90th minus 50th percentile) of its scores on the training rows
 (leave-one-out for kNN), and the largest standardised score is the combination's. The tail
@@ -23,6 +27,7 @@ from .tail import TailDetector
 __all__ = ["CombinedDetector", "PARTS"]
 
 PARTS = ("tail", "mahalanobis", "knn")
+TAIL_THRESHOLD = float(np.log(100.0))
 
 
 class CombinedDetector(BaseDetector):
@@ -34,6 +39,8 @@ class CombinedDetector(BaseDetector):
     categorical : sequence of int, default=()
     n_neighbors : int, default=5
         For the kNN part.
+    tail_threshold : float, default=log(100)
+        ``threshold`` of the tail part.
 
     Attributes
     ----------
@@ -43,10 +50,11 @@ class CombinedDetector(BaseDetector):
     """
 
     def __init__(self, *, parts: Sequence[str] = ("tail", "mahalanobis"), categorical: Sequence[int] = (),
-                 n_neighbors: int = 5) -> None:
+                 n_neighbors: int = 5, tail_threshold: float = TAIL_THRESHOLD) -> None:
         self.parts = tuple(parts)
         self.categorical = tuple(categorical)
         self.n_neighbors = n_neighbors
+        self.tail_threshold = tail_threshold
 
     def fit(self, X: Any, y: Any = None) -> "CombinedDetector":
         """Fit every part on ``X`` and learn their standardisation."""
@@ -58,7 +66,7 @@ class CombinedDetector(BaseDetector):
         train: dict[str, np.ndarray] = {}
         for name in self.parts:
             if name == "tail":
-                d: Any = TailDetector(categorical=self.categorical).fit(X)
+                d: Any = TailDetector(categorical=self.categorical, threshold=self.tail_threshold).fit(X)
             elif name == "mahalanobis":
                 d = MahalanobisDetector(categorical=self.categorical).fit(X)
             else:

@@ -11,7 +11,8 @@ One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
     ``n_rows`` (rows the detectors were fitted on), ``n_calibration`` (held-out
     rows behind the calibration scores), ``n_rows_total``, ``shrinkage``
     (Ledoit-Wolf intensity), ``knn_neighbors``, ``combined`` (per-detector
-    ``center``/``spread`` of the standardisation), ``source`` (free text),
+    ``center``/``spread`` of the standardisation, and ``tail_threshold`` of its
+    tail part; absent means 0), ``source`` (free text),
     ``content_sha256`` (SHA-256 over every array below, in name order: name,
     dtype, shape and bytes), and ``has_reference_predictions``.
 ``levels`` (n_levels,), ``quantiles`` (n_features, n_levels)
@@ -145,6 +146,11 @@ class Profile:
                 reference=a["reference"], columns=num, location=a["mean"], scale=a["std"])
         comb = h["combined"]
         parts = {n: self.detector(n) for n in comb["parts"]}
+        threshold = float(comb.get("tail_threshold", 0.0))  # absent in profiles built before it existed
+        if threshold and "tail" in parts:
+            parts["tail"] = TailDetector(categorical=self.categorical, threshold=threshold)._set_state(
+                n_samples=h["n_rows"], levels=a["levels"], quantiles=a["quantiles"], minimum=a["minimum"],
+                maximum=a["maximum"], missing_rate=a["missing_rate"], categories=self.categories())
         return CombinedDetector.from_parts(parts, comb["center"], comb["spread"], categorical=self.categorical)
 
     # -- file format -------------------------------------------------------------------------

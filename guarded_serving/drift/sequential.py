@@ -12,31 +12,43 @@ The capital
 A *betting function* is a density :math:`f` on [0, 1] (:math:`\int_0^1 f = 1`).
 For a uniform :math:`p`, :math:`E f(p) = 1`, so the running product
 :math:`\prod_t f_t(p_t)` with :math:`f_t` chosen from the past is a nonnegative
-martingale with initial value 1 (a *test martingale*). We use the power
-functions :math:`f_\epsilon(p) = \epsilon p^{\epsilon - 1}`, :math:`0 < \epsilon \le 1`,
-which bet on small p-values (rows stranger than the reference); they are
-non-increasing in :math:`p`, so a super-uniform (conservative) p-value makes the
-product a test *super*-martingale, which is all Ville's inequality needs.
+martingale with initial value 1 (a *test martingale*). We mix two families,
+both betting on small p-values (rows stranger than the reference):
+
+- power functions :math:`f_\epsilon(p) = \epsilon p^{\epsilon - 1}`, :math:`0 < \epsilon \le 1`
+  (good for smooth shifts: a mean or variance change of a numeric score);
+- step functions :math:`f_{c,a}(p) = a` for :math:`p \le c`, :math:`b = (1 - a c) / (1 - c)`
+  above, with :math:`a \ge 1` and :math:`a c < 1` (good when a block of
+  p-values becomes more frequent: a category whose frequency rises has its
+  p-values spread over one interval :math:`[0, c]`).
+
+Both integrate to 1 and are non-increasing in :math:`p`, so a super-uniform
+(conservative) p-value makes the product a test *super*-martingale, which is
+all Ville's inequality needs.
 
 A plain product started at the first request sinks on stationary data (its
 log decreases linearly), so a change after a long stationary stretch would
-take long to detect. We therefore mix over *when* betting starts: with a prior
-:math:`\pi(s) = 1/(s(s+1))` over start times (:math:`\sum_{s \ge 1} \pi(s) = 1`) and
-equal weights :math:`w_\epsilon` over a few powers,
+take long to detect. We therefore mix over *when* betting starts, with a
+prior :math:`\pi(s) = g(s) - g(s + 1)` over start times, :math:`g(s) = 1/\ln(s + e - 1)`
+(so :math:`g(1) = 1`, :math:`\sum_{s \ge 1} \pi(s) = 1` and :math:`\sum_{s > t} \pi(s) = g(t + 1)`
+exactly), and equal weights :math:`w_f` over the betting functions:
 
-.. math:: C_t = \sum_\epsilon w_\epsilon \Big[\sum_{s \le t} \pi(s) \prod_{u=s}^{t} f_\epsilon(p_u)\Big] + \sum_{s > t} \pi(s),
+.. math:: C_t = \sum_f w_f \Big[\sum_{s \le t} \pi(s) \prod_{u=s}^{t} f(p_u)\Big] + g(t + 1),
 
 a convex combination of test martingales that start betting at time
 :math:`s` (holding capital 1 before), hence itself a test martingale. Per
-column the bracket obeys :math:`R_t = (R_{t-1} + \pi(t)) f_\epsilon(p_t)` (a
+column the bracket obeys :math:`R_t = (R_{t-1} + \pi(t)) f(p_t)` (a
 Shiryaev-Roberts-type recursion with summable weights), computed here for a
 whole batch at once with cumulative sums in log space. A change at time
-:math:`s` must then earn :math:`\log(1/\alpha) + \log(1/\pi(s)) \approx \log(1/\alpha) + 2\log s`,
-instead of paying for the whole stationary past; see Vovk, Nouretdinov,
-Gammerman, "Testing exchangeability on-line" (ICML 2003), Vovk et al.,
-"Retrain or not retrain: conformal test martingales for change-point
-detection" (COPA 2021), and Shin, Ramdas, Rinaldo, "E-detectors" (2022) for
-mixtures over start times.
+:math:`s` must then earn :math:`\log(1/\alpha) + \log(1/\pi(s)) \approx \log(1/\alpha) + \log s + 2 \log\log s`
+(the earlier prior :math:`1/(s(s+1))` cost :math:`2 \log s`: about 15 nats at
+:math:`s = 2000` against about 12 now), instead of paying for the whole
+stationary past; see Vovk, Nouretdinov, Gammerman, "Testing exchangeability
+on-line" (ICML 2003), Vovk et al., "Retrain or not retrain: conformal test
+martingales for change-point detection" (COPA 2021), and Shin, Ramdas,
+Rinaldo, "E-detectors" (2022) for mixtures over start times. Any summable
+prior is valid; a heavier tail only moves cost from early to late changes
+(:math:`\log(1/\pi(s))` must grow at least like :math:`\log s`).
 
 Several p-value columns (say, one per tail of a score) may be given at once:
 the capital is then the average of the columns' capitals, again a test
@@ -52,8 +64,11 @@ calibration set the p-values are uniform marginally but share that set, so
 the bound holds conditionally on a representative calibration set; the
 larger the set, the closer. Full online conformal p-values make it exact.)
 
-The price of anytime validity is delay: after a long stationary stretch the
-capital has to climb back from where it sank; the jumper bounds that climb.
+The price of anytime validity is delay: a change at row ``s`` has to earn
+about ``log(1/alpha) + log s`` nats of evidence, whatever happened before. A
+detector without a time-uniform bound (ADWIN tests each cut at a fixed
+``delta``) can alarm on less evidence, so on a small shift after a few
+thousand rows it can be faster; see ``docs/drift.md`` for measured figures.
 """
 
 from __future__ import annotations
@@ -86,14 +101,18 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray,
 
 
 class ConformalMartingale:
-    """Power martingale mixed over start times, on conformal p-values; alarm at ``1/alpha``.
+    """Power and step betting mixed over start times, on conformal p-values; alarm at ``1/alpha``.
 
     Parameters
     ----------
     alpha : float, default=0.01
         Bound on the probability of ever raising a false alarm on stationary data.
     epsilons : sequence of float, default=(0.9, 0.7, 0.5, 0.3, 0.1)
-        Power betting functions ``eps * p**(eps - 1)``, mixed with equal weights.
+        Power betting functions ``eps * p**(eps - 1)``.
+    steps : sequence of (float, float), default=((0.05, 3.0), (0.2, 2.0), (0.5, 1.5))
+        Step betting functions ``(c, a)``: ``a`` on ``p <= c``, ``(1 - a c) / (1 - c)``
+        above; ``0 < c < 1``, ``1 <= a < 1 / c``. All betting functions are
+        mixed with equal weights.
 
     Attributes
     ----------
@@ -107,9 +126,11 @@ class ConformalMartingale:
         Row count at which the alarm was first raised; latched until ``reset()``.
     """
 
-    def __init__(self, *, alpha: float = 0.01, epsilons: Sequence[float] = (0.9, 0.7, 0.5, 0.3, 0.1)) -> None:
+    def __init__(self, *, alpha: float = 0.01, epsilons: Sequence[float] = (0.9, 0.7, 0.5, 0.3, 0.1),
+                 steps: Sequence[tuple[float, float]] = ((0.05, 3.0), (0.2, 2.0), (0.5, 1.5))) -> None:
         self.alpha = alpha
         self.epsilons = epsilons
+        self.steps = steps
 
     def fit(self, X: Any = None, y: Any = None) -> "ConformalMartingale":
         """Validate the parameters and start at capital 1."""
@@ -118,7 +139,14 @@ class ConformalMartingale:
         eps = np.asarray(self.epsilons, dtype=np.float64)
         if eps.ndim != 1 or eps.size == 0 or np.any(eps <= 0) or np.any(eps > 1):
             raise ValueError(f"epsilons={self.epsilons!r} is invalid: expected numbers in (0, 1]")
+        steps = np.asarray(self.steps, dtype=np.float64).reshape(-1, 2) if len(self.steps) else np.zeros((0, 2))
+        c, a = steps[:, 0], steps[:, 1]
+        if np.any(~(c > 0) | ~(c < 1) | ~(a >= 1) | ~(a * c < 1)):
+            raise ValueError(f"steps={self.steps!r} is invalid: expected pairs (c, a) with 0 < c < 1 and 1 <= a < 1/c")
         self._eps = eps
+        self._cut = c
+        self._log_lo = np.log(a)
+        self._log_hi = np.log((1.0 - a * c) / (1.0 - c))
         self.threshold_ = math.log10(1.0 / float(self.alpha))
         self.reset()
         return self
@@ -148,20 +176,23 @@ class ConformalMartingale:
             raise ValueError("p-values must lie in (0, 1]")
         n, c = p.shape
         eps = self._eps
-        k = eps.size
+        lp = np.log(p)[:, :, None]
+        # log f(p) for every betting function: (n, c, k)
+        logf = np.concatenate([np.log(eps) + (eps - 1.0) * lp,
+                               np.where(p[:, :, None] <= self._cut, self._log_lo, self._log_hi)], axis=2)
+        k = logf.shape[2]
         if self._logR is None or self._logR.shape[0] != c:
             self._logR = np.full((c, k), -np.inf)
         t = self.n_seen_ + np.arange(1, n + 1, dtype=np.float64)  # 1-based times of this batch
-        log_pi = -np.log(t) - np.log1p(t)                          # pi(t) = 1/(t(t+1))
-        # log f_eps(p): (n, c, k); cumulative sums along time
-        logf = np.log(eps)[None, None, :] + (eps - 1.0)[None, None, :] * np.log(p)[:, :, None]
+        log_g = _log_g(t)                                          # log g(t) = log sum_{s >= t} pi(s)
+        tail = _log_g(t + 1.0)                                     # log sum_{s > t} pi(s)
+        log_pi = log_g + np.log1p(-np.exp(tail - log_g))           # pi(t) = g(t) - g(t + 1)
         csum = np.cumsum(logf, axis=0)
         prev = np.concatenate([np.zeros((1, c, k)), csum[:-1]], axis=0)  # c_{t-1}
         # R_t = exp(c_t) * (R_0 + sum_{s<=t} pi(s) exp(-c_{s-1}))
         terms = log_pi[:, None, None] - prev
         terms[0] = np.logaddexp(terms[0], self._logR)
         logR = csum + np.logaddexp.accumulate(terms, axis=0)
-        tail = -np.log1p(t)                                          # sum_{s>t} pi(s) = 1/(t+1)
         mix = _logmeanexp(logR.reshape(n, c * k), axis=1)
         logC = np.logaddexp(mix, tail)
         log10C = logC / math.log(10.0)
@@ -180,6 +211,11 @@ class ConformalMartingale:
         return {"n": self.n_seen_, "log10_capital": round(self.log10_capital_, 3),
                 "log10_max": round(self.log10_max_, 3), "threshold_log10": round(self.threshold_, 3),
                 "alpha": float(self.alpha), "alarm": self.alarm, "alarm_at": self.alarm_at_}
+
+
+def _log_g(t: np.ndarray) -> np.ndarray:
+    """log g(t), g(t) = 1 / ln(t + e - 1): the prior mass of start times >= t (g(1) = 1)."""
+    return -np.log(np.log(t + (math.e - 1.0)))  # type: ignore[no-any-return]
 
 
 def _logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
