@@ -38,3 +38,17 @@ def served_example(artifacts, otlp_receiver):
            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_BSP_MAX_QUEUE_SIZE": "65536"}
     with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def jaeger():
+    """The real Jaeger of scripts/jaeger.sh (built if missing, started if not running),
+    stopped at the end of the session only if this session started it."""
+    from tests.jaeger import shared_jaeger, stop_shared_jaeger
+
+    handle = shared_jaeger()
+    try:
+        yield handle
+    finally:
+        if handle.started:
+            stop_shared_jaeger()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from guarded_serving.operational.hardware import PsutilProvider, StaticProvider
 from guarded_serving.operational.sampler import HardwareSampler
@@ -51,6 +52,28 @@ def test_a_broken_provider_is_reported_not_fatal():
     checks = {c.name: c for c in s.sample().checks}
     assert checks["hardware.memory"].status == "ok"
     assert checks["hardware.sampler"].status == "degraded" and "sensor bus gone" in checks["hardware.sampler"].reason
+
+
+def test_malformed_readings_are_reported_and_the_thread_keeps_sampling():
+    """Readings that make the verdicts raise give a degraded hardware.sampler check; the thread lives on and recovers."""
+    p = StaticProvider({"memory": {"available_percent": 50.0}})
+    s = HardwareSampler([p], interval_s=0.05)
+    s.start()
+    try:
+        p.set({"memory": {"available_percent": "garbage"}})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "evaluate" not in s.snapshot.errors:
+            time.sleep(0.05)
+        checks = {c.name: c for c in s.checks()}
+        assert checks["hardware.sampler"].status == "degraded" and "evaluate: ValueError" in checks["hardware.sampler"].reason
+        p.set({"memory": {"available_percent": 50.0}})
+        n = s.samples
+        while time.monotonic() < deadline and (s.samples <= n + 1 or s.snapshot.errors):
+            time.sleep(0.05)
+        assert s.running and not s.snapshot.errors
+        assert {c.name: c.status for c in s.checks()} == {"hardware.memory": "ok"}
+    finally:
+        s.stop()
 
 
 def test_memory_pressure_is_a_latency_hint():

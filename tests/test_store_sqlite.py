@@ -93,3 +93,12 @@ class TestConcurrency:
         rows = s.window("s", 10**6)
         assert len(rows) == expected
         assert len({(a, b) for a, b in rows.tolist()}) == expected
+
+
+def test_unwritable_directory_is_diagnosed(tmp_path):
+    """After a failed write the store names why the state directory cannot be written, or nothing if it can."""
+    from guarded_serving.store.sqlite import _unwritable
+
+    assert _unwritable(tmp_path) is None and not list(tmp_path.iterdir())  # the probe is removed
+    reason = _unwritable(tmp_path / "gone")
+    assert reason is not None and "cannot write to the state directory" in reason and "No such file" in reason

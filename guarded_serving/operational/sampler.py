@@ -102,13 +102,17 @@ class HardwareSampler:
                 merged.update(p.readings())
             except Exception as exc:  # a broken provider is reported, never fatal
                 errors[type(p).__name__] = f"{type(exc).__name__}: {exc}"
-        checks = evaluate(merged, self.thresholds)
+        try:
+            checks = evaluate(merged, self.thresholds)
+            attrs, hints = span_attributes_of(merged), pressure(merged, self.thresholds)
+        except Exception as exc:  # malformed readings: reported, never fatal to the sampling thread
+            errors["evaluate"] = f"{type(exc).__name__}: {exc}"
+            checks, attrs, hints = [], {}, ()
         if errors:
-            checks.append(CheckResult("hardware.sampler", H.DEGRADED,
-                                      "hardware provider raised: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
-                                      dict(errors), affects_readiness=False))
-        snap = HardwareSnapshot(time.time(), merged, tuple(checks), span_attributes_of(merged),
-                                pressure(merged, self.thresholds), (time.perf_counter() - t0) * 1000.0, errors)
+            reason = "hardware sampling raised (serving goes on): " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+            checks.append(CheckResult("hardware.sampler", H.DEGRADED, reason, dict(errors), affects_readiness=False))
+        snap = HardwareSnapshot(time.time(), merged, tuple(checks), attrs, hints,
+                                (time.perf_counter() - t0) * 1000.0, errors)
         self.snapshot = snap
         self.samples += 1
         if self.on_sample is not None:
@@ -133,7 +137,10 @@ class HardwareSampler:
             s = ref()
             if s is None:
                 return
-            s.sample()
+            try:
+                s.sample()
+            except Exception:  # pragma: no cover - sample() reports its own errors; never end the thread
+                _log.exception("hardware sample raised; sampling goes on")
             del s
 
     def start(self) -> None:

@@ -78,9 +78,24 @@ class BentoServer:
             return ""
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to the whole server process group."""
+        """Send ``sig`` to the server's process group and to every descendant.
+
+        BentoML's workers run in sessions of their own, outside the server's process
+        group, so they are signalled one by one (found with psutil).
+        """
         if self.proc is not None and self.proc.poll() is None:
+            import psutil
+
+            try:
+                children = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                children = []
             os.killpg(self.proc.pid, sig)
+            for child in children:
+                try:
+                    child.send_signal(sig)
+                except psutil.NoSuchProcess:
+                    pass
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None:
@@ -91,7 +106,7 @@ class BentoServer:
                 self.proc.wait(timeout=timeout)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.kill(signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 self.proc.wait(timeout=5)

@@ -101,19 +101,26 @@ class SQLiteWindowStore(WindowStore):
     def _write(self, fn):  # type: ignore[no-untyped-def]
         """Run ``fn(conn)`` inside one BEGIN IMMEDIATE transaction, with retries."""
         with self._lock:
-            conn = self._connect()
+            try:
+                conn = self._connect()
 
-            def txn():  # type: ignore[no-untyped-def]
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    out = fn(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
+                def txn():  # type: ignore[no-untyped-def]
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        out = fn(conn)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return out
+
+                return self._retry(txn)
+            except sqlite3.OperationalError as exc:
+                # SQLite says "disk I/O error" or "readonly database"; say why, when the directory tells.
+                why = _unwritable(self.path.parent)
+                if why is None:
                     raise
-                conn.execute("COMMIT")
-                return out
-
-            return self._retry(txn)
+                raise sqlite3.OperationalError(f"{exc} ({why})") from exc
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         with self._lock:
@@ -211,3 +218,18 @@ def _stack(got: list[tuple], keep_last: int) -> np.ndarray:
     parts = [np.frombuffer(data, dtype=np.float64).reshape(n, ncols) for _, n, ncols, data in got]
     a = _concat(parts)
     return a[-keep_last:] if len(a) > keep_last else a
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why files cannot be written in ``directory`` (read-only filesystem, permissions, full disk), or None.
+
+    Called only after a write failed: it creates and removes one probe file.
+    """
+    probe = directory / f".write-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"\0")
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write to the state directory {directory}: {exc.strerror or exc}"
+    return None

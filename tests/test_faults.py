@@ -1,0 +1,345 @@
+"""Fault injection against the served example: tracing backends that vanish or never exist, a hardware
+sampler that raises, a state directory that turns read-only, and SIGKILL during store writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import requests
+
+from guarded_serving.serving.process import BentoServer
+from guarded_serving.testing import free_port
+from load_tests.client import drive
+from tests.conftest import ROOT
+from tests.jaeger import PrivateJaeger, tags_of
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "CancerClassifier"
+GUARD_SPAN = "guard breast_cancer"
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def post(server, api, payload):
+    return requests.post(f"{server.url}/{api}", data=json.dumps(payload, allow_nan=True),
+                         headers={"content-type": "application/json"}, timeout=30)
+
+
+def test_jaeger_stopped_mid_load(artifacts, tmp_path):
+    """Jaeger stops during a load run: every prediction still succeeds, server RSS stays bounded,
+    and guard spans arrive again once Jaeger is back."""
+    X = np.load(artifacts / "reference.npz")["X_test"]
+    run_id = uuid.uuid4().hex[:12]
+    mine = lambda s: s["processTags"].get("gs.test.run") == run_id  # noqa: E731
+    with PrivateJaeger() as jaeger:
+        env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": jaeger.traces_endpoint,
+               "OTEL_RESOURCE_ATTRIBUTES": f"gs.test.run={run_id}", "OTEL_BSP_SCHEDULE_DELAY": "100",
+               "GUARDED_STATE_DIR": str(tmp_path)}
+        with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
+            url = server.url + "/predict"
+            before = drive(url, {"inputs": X[:1].tolist()}, seconds=4, concurrency=4)
+            assert before.failures == 0 and before.ok > 0
+            assert jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and s["operationName"] == GUARD_SPAN)
+            rss_before = tree_rss_mb(server.proc.pid)
+
+            jaeger.stop()
+            samples: list[float] = []
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(0.5):
+                    samples.append(tree_rss_mb(server.proc.pid))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            try:
+                outage = drive(url, {"inputs": X[:1].tolist()}, seconds=12, concurrency=4)
+            finally:
+                done.set()
+                sampler.join(5)
+            assert outage.failures == 0, (outage.statuses, outage.exceptions)
+            assert outage.ok > 100
+            growth = max(samples) - rss_before
+            print(f"RSS before outage {rss_before:.1f} MB, max during outage {max(samples):.1f} MB "
+                  f"({outage.ok} calls in {outage.seconds:.0f} s)")
+            # The batch span processor's queue is bounded (2048 spans): spans are dropped, not hoarded.
+            assert growth < 40, f"server RSS grew {growth:.1f} MB during the Jaeger outage ({outage.ok} calls)"
+
+            jaeger.start()  # same ports, empty memory store: whatever arrives now was exported after the outage
+            after = drive(url, {"inputs": X[:2].tolist()}, seconds=3, concurrency=2)
+            assert after.failures == 0
+            resumed = jaeger.query.wait_spans(
+                SERVICE, lambda s: mine(s) and s["operationName"] == GUARD_SPAN
+                and tags_of(s).get("guard.batch_size") == 2, timeout=60)
+            assert resumed, f"no guard span reached Jaeger after it came back:\n{server.log_tail()}"
+            health = requests.get(server.url + "/guard/health", timeout=10)
+            assert health.status_code == 200 and health.json()["ready"] is True
+
+
+def test_otlp_endpoint_closed_from_start(artifacts, tmp_path):
+    """With the OTLP endpoint on a closed port from the start, the service serves normally:
+    predictions succeed, failures are still 500s, health and stats answer."""
+    X = np.load(artifacts / "reference.npz")["X_test"]
+    closed = free_port()  # nothing listens here
+    env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts),
+           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{closed}/v1/traces",
+           "OTEL_BSP_SCHEDULE_DELAY": "100", "GUARDED_STATE_DIR": str(tmp_path)}
+    with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
+        load = drive(server.url + "/predict", {"inputs": X[:3].tolist()}, seconds=4, concurrency=4)
+        assert load.failures == 0 and load.ok > 50
+        assert post(server, "predict_chaos", {"inputs": X[:1].tolist(), "fail": True}).status_code == 500
+        slow = post(server, "predict_chaos", {"inputs": X[:1].tolist(), "delay_ms": 150})
+        assert slow.status_code == 200 and len(slow.json()["label"]) == 1
+        stats = requests.get(server.url + "/guard/stats", timeout=10).json()
+        assert stats["ok"] == load.ok + 1 and stats["errors"] == 1
+        health = requests.get(server.url + "/guard/health", timeout=10)
+        assert health.status_code == 200 and health.json()["ready"] is True
+        assert server.proc.poll() is None
+
+
+def _sampler_check(server) -> tuple[int, dict]:
+    r = requests.get(server.url + "/guard/health", timeout=10)
+    return r.status_code, r.json()["checks"].get("hardware.sampler", {"status": "ok", "reason": ""})
+
+
+def _wait_sampler(server, predicate, timeout: float = 15.0) -> tuple[int, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, check = _sampler_check(server)
+        if predicate(check) or time.monotonic() > deadline:
+            return code, check
+        time.sleep(0.2)
+
+
+def test_sampler_that_raises(artifacts, tmp_path):
+    """A hardware provider that raises, then returns readings that make the verdicts raise, under load:
+    health reports each (degraded, ready), every prediction succeeds, and the sampler recovers."""
+    X = np.load(artifacts / "reference.npz")["X_test"]
+    trigger = tmp_path / "sampler-fault"
+    env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "GUARDED_FAULT_TRIGGER": str(trigger)}
+    with BentoServer("tests.fault_services:FaultySamplerClassifier", free_port(), env=env, cwd=ROOT) as server:
+        url = server.url + "/predict"
+        assert _sampler_check(server)[1]["status"] == "ok"
+        for mode, expected in (("raise", "OSError: injected sensor failure"), ("garbage", "evaluate: ValueError")):
+            trigger.write_text(mode)
+            stop = threading.Event()
+            results = []
+            loader = threading.Thread(target=lambda: results.append(
+                drive(url, {"inputs": X[:2].tolist()}, seconds=20, concurrency=2, stop=stop)))
+            loader.start()
+            try:
+                code, check = _wait_sampler(server, lambda c: expected in c.get("reason", ""))
+            finally:
+                stop.set()
+                loader.join(30)
+            assert code == 200, "a broken sampler must not make the service unready"
+            assert check["status"] == "degraded" and expected in check["reason"], check
+            assert results[0].failures == 0 and results[0].ok > 0
+        trigger.unlink()
+        code, check = _wait_sampler(server, lambda c: c["status"] == "ok")
+        assert code == 200 and check["status"] == "ok", check
+        health = requests.get(server.url + "/guard/health", timeout=10).json()
+        assert health["checks"]["hardware.memory"]["status"] in ("ok", "degraded", "unavailable")
+
+
+# -- the state directory (drift store, SQLite) -------------------------------------------
+
+STREAM = "breast_cancer:inputs"
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def fragile_state(tmp_path):
+    """A real ext4 filesystem (loop device, ``errors=remount-ro``) mounted as the state directory.
+
+    Yields ``(state_dir, make_read_only)``: ``make_read_only()`` raises a filesystem error through
+    ext4's ``trigger_fs_error``, and the kernel turns the filesystem read-only at once, as it does on
+    a real disk error; writes through files already open then fail with EROFS (a plain remount or
+    chmod cannot do that while a database is open for writing).
+    """
+    image, state = tmp_path / "state.img", tmp_path / "state"
+    state.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a loop-device filesystem")
+    made = _run("truncate", "-s", "48M", str(image)).returncode == 0 \
+        and _run("mkfs.ext4", "-q", "-F", str(image)).returncode == 0 \
+        and _run("mount", "-o", "loop,errors=remount-ro", str(image), str(state)).returncode == 0
+    if not made:
+        pytest.skip("cannot make and mount an ext4 loop filesystem here (mkfs.ext4, loop devices)")
+    dev = _run("findmnt", "-n", "-o", "SOURCE", str(state)).stdout.strip()
+    trigger = Path("/sys/fs/ext4") / Path(dev).name / "trigger_fs_error"
+
+    def make_read_only() -> None:
+        trigger.write_text("injected by test_state_dir_becomes_read_only\n")
+
+    try:
+        if not trigger.exists():
+            pytest.skip(f"{trigger} is missing: this kernel cannot inject an ext4 error")
+        yield state, make_read_only
+    finally:
+        if _run("umount", str(state)).returncode != 0:
+            _run("umount", "-l", str(state))
+        if dev.startswith("/dev/loop"):
+            _run("losetup", "-d", dev)
+
+
+def _health(server) -> tuple[int, dict]:
+    r = requests.get(server.url + "/guard/health", timeout=10)
+    return r.status_code, r.json()
+
+
+def _wait(predicate, timeout: float = 20.0, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def test_state_dir_becomes_read_only(artifacts, fragile_state):
+    """The state directory's filesystem turns read-only under load: every prediction succeeds, and
+    health says the drift store failed and why, while the service stays ready."""
+    state, make_read_only = fragile_state
+    X = np.load(artifacts / "reference.npz")["X_test"]
+    env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "GUARDED_STATE_DIR": str(state),
+           "GUARDED_DRIFT_INTERVAL_S": "0.2"}
+    with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
+        url = server.url + "/predict"
+        first = drive(url, {"inputs": X[:4].tolist()}, seconds=2, concurrency=2)
+        assert first.failures == 0
+        stats = lambda: requests.get(server.url + "/guard/stats", timeout=10).json()["drift"]  # noqa: E731
+        assert _wait(lambda: stats().get("pooled_rows", 0) > 0)
+        assert "drift.store" not in _health(server)[1]["checks"]
+
+        make_read_only()
+        stop = threading.Event()
+        results = []
+        loader = threading.Thread(target=lambda: results.append(
+            drive(url, {"inputs": X[:4].tolist()}, seconds=20, concurrency=2, stop=stop)))
+        loader.start()
+        try:
+            failed = _wait(lambda: (lambda h: h[1]["checks"].get("drift.store") and h)(_health(server)))
+        finally:
+            stop.set()
+            loader.join(30)
+        assert failed, "health never reported the read-only state directory"
+        code, report = failed
+        store = report["checks"]["drift.store"]
+        assert code == 200 and report["ready"] is True
+        assert store["status"] == "degraded" and "Read-only file system" in store["reason"], store
+        print("health while read-only:", store["reason"])
+        assert str(state) in str(store["details"].get("store")), store
+        assert results[0].failures == 0 and results[0].ok > 0
+        more = drive(url, {"inputs": X[:1].tolist()}, seconds=1, concurrency=2)
+        assert more.failures == 0 and more.ok > 0
+
+
+def _committed(path) -> list[tuple[int, int, bytes]]:
+    """(pos_end, n, data) of every committed input batch, read by a separate connection."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn.execute("SELECT pos_end, n, data FROM batches WHERE stream=? ORDER BY pos_end",
+                            (STREAM,)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # the first worker is still creating the schema
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def _workers(server) -> list[psutil.Process]:
+    return [p for p in psutil.Process(server.proc.pid).children(recursive=True) if "worker" in " ".join(p.cmdline())]
+
+
+def _check_store(db, before) -> int:
+    """The store file is intact, keeps every batch in ``before``, positions have no gap; returns the total."""
+    conn = sqlite3.connect(str(db))
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        total = conn.execute("SELECT value FROM counters WHERE key=?", ("total:" + STREAM,)).fetchone()[0]
+    finally:
+        conn.close()
+    after = _committed(db)
+    assert set(before) <= set(after), "a batch committed before the kill is gone or changed"
+    spans = [(pos - n, pos) for pos, n, _ in after]
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "gap or overlap in stored positions"
+    assert total == spans[-1][1]
+    return int(total)
+
+
+def test_sigkill_during_store_writes_loses_nothing_committed(artifacts, tmp_path):
+    """Two workers flush to the store every 0.1 s under load. SIGKILL of one worker, then of the
+    whole server, mid-write: no committed batch is lost or changed, the file stays intact with no
+    gap in positions, and a restarted server pools on from the stored total."""
+    X = np.load(artifacts / "reference.npz")["X_test"]
+    db = tmp_path / "state" / "drift-breast_cancer.sqlite"
+    env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "GUARDED_STATE_DIR": str(db.parent),
+           "GUARDED_DRIFT_INTERVAL_S": "0.1", "GUARDED_WORKERS": "2"}
+    server = BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT)
+    stop = threading.Event()
+    try:
+        server.start()
+        workers = _workers(server)
+        assert len(workers) == 2
+        loader = threading.Thread(target=drive, args=(server.url + "/predict", {"inputs": X[:3].tolist()}),
+                                  kwargs={"seconds": 40, "concurrency": 4, "stop": stop}, daemon=True)
+        loader.start()
+        assert _wait(lambda: db.exists() and len(_committed(db)) >= 20), "no writes reached the store"
+
+        before = _committed(db)  # committed before the kill; writes go on until it
+        time.sleep(0.2)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(10)
+        _check_store(db, before)
+        n = len(_committed(db))
+        assert _wait(lambda: len(_committed(db)) > n + 5), "writes stopped after one worker was killed"
+
+        before = _committed(db)
+        time.sleep(0.2)
+        alive = _workers(server)
+        server.kill(signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        psutil.wait_procs(alive, timeout=10)
+        assert not [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        stop.set()
+        server.stop()
+    total = _check_store(db, before)
+
+    with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as again:
+        assert drive(again.url + "/predict", {"inputs": X[:3].tolist()}, seconds=1, concurrency=2).failures == 0
+        stats = lambda: requests.get(again.url + "/guard/stats", timeout=10).json()["drift"]  # noqa: E731
+        assert _wait(lambda: stats().get("pooled_rows", 0) > total), "the restarted server did not pool on"

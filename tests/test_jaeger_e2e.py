@@ -1,0 +1,136 @@
+"""End to end against a real Jaeger: the guarded example traces over OTLP, Jaeger's query API shows the guard spans."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+import requests
+
+from guarded_serving.serving.process import BentoServer
+from guarded_serving.testing import free_port
+from tests.conftest import ROOT
+from tests.jaeger import tags_of
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "CancerClassifier"
+GUARD_SPAN = "guard breast_cancer"
+DOCUMENTED = ("guard.model.name", "guard.model.version", "guard.latency_ms", "guard.slo.latency_ms",
+              "guard.slo.violated", "guard.outcome", "guard.batch_size", "guard.anomalous")
+
+
+def post(server, api, payload):
+    return requests.post(f"{server.url}/{api}", data=json.dumps(payload, allow_nan=True),
+                         headers={"content-type": "application/json"}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def traced(artifacts, jaeger, tmp_path_factory):
+    """The example served with BentoML tracing to Jaeger; normal, flagged, slow, failing and invalid calls sent.
+
+    Yields ``(spans, run_id)``: every span of this run as Jaeger's query API returns it.
+    """
+    run_id = uuid.uuid4().hex[:12]
+    since_us = int(time.time() * 1e6) - 1_000_000
+    X = np.load(artifacts / "reference.npz")["X_test"]
+    env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts),
+           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": jaeger.traces_endpoint,
+           "OTEL_RESOURCE_ATTRIBUTES": f"gs.test.run={run_id}", "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "GUARDED_STATE_DIR": str(tmp_path_factory.mktemp("state"))}
+    with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
+        normal = post(server, "predict", {"inputs": X[:7].tolist()})
+        assert normal.status_code == 200 and normal.headers["X-Guard-Edge"] == "ok"
+        odd = X[:5].copy()
+        odd[1, 3] *= 1000  # mean_area in the wrong unit: an edge case, flagged (policy "flag")
+        flagged = post(server, "predict", {"inputs": odd.tolist()})
+        assert flagged.status_code == 200 and flagged.headers["X-Guard-Edge"].startswith("flagged; rows=1;")
+        assert post(server, "predict_chaos", {"inputs": X[:3].tolist(), "delay_ms": 250}).status_code == 200
+        assert post(server, "predict_chaos", {"inputs": X[:4].tolist(), "fail": True}).status_code == 500
+        bad = X[:1].tolist()
+        bad[0][5] = float("nan")
+        assert post(server, "predict", {"inputs": bad}).status_code == 400
+        # Flush: wait until Jaeger holds all five guard spans of this run (the batch processor
+        # exports every 100 ms).
+        mine = lambda s: s["processTags"].get("gs.test.run") == run_id  # noqa: E731
+        jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and s["operationName"] == GUARD_SPAN,
+                                count=5, since_us=since_us)
+    spans = [s for s in jaeger.query.spans(SERVICE, since_us=since_us) if mine(s)]
+    return spans, run_id
+
+
+def guard_span(spans, **tags):
+    found = [s for s in spans if s["operationName"] == GUARD_SPAN
+             and all(tags_of(s).get(k) == v for k, v in tags.items())]
+    assert len(found) == 1, f"expected one guard span with {tags}, got {len(found)}"
+    return found[0]
+
+
+class TestJaegerEndToEnd:
+    def test_every_call_has_a_guard_span_in_jaeger(self, traced):
+        """Jaeger's /api/traces returns one guard span per call, from the CancerClassifier service."""
+        spans, _ = traced
+        guards = [s for s in spans if s["operationName"] == GUARD_SPAN]
+        assert sorted(tags_of(s)["guard.outcome"] for s in guards) == ["error", "invalid_input", "ok", "ok", "ok"]
+        assert {s["serviceName"] for s in guards} == {SERVICE}
+
+    def test_guard_spans_are_children_of_bentoml_server_spans(self, traced):
+        """Each guard span's CHILD_OF reference points at BentoML's POST server span in the same trace."""
+        spans, _ = traced
+        by_id = {s["spanID"]: s for s in spans}
+        for g in (s for s in spans if s["operationName"] == GUARD_SPAN):
+            refs = [r for r in g["references"] if r["refType"] == "CHILD_OF"]
+            assert len(refs) == 1
+            parent = by_id[refs[0]["spanID"]]
+            assert parent["traceID"] == g["traceID"]
+            assert parent["operationName"].startswith("POST /predict")
+            assert tags_of(parent)["span.kind"] == "server"
+            assert tags_of(g)["span.kind"] == "internal"
+
+    def test_documented_attributes_present(self, traced):
+        """A normal call's span carries every documented guard.* attribute with its value."""
+        spans, _ = traced
+        tags = tags_of(guard_span(spans, **{"guard.batch_size": 7}))
+        assert set(DOCUMENTED) <= set(tags)
+        assert tags["guard.model.name"] == "breast_cancer" and tags["guard.model.version"] == "1"
+        assert tags["guard.outcome"] == "ok" and tags["guard.slo.violated"] is False
+        assert tags["guard.anomalous"] is False and tags["guard.slo.latency_ms"] == 100.0
+        assert "guard.edge.flagged" not in tags and tags["guard.edge.policy"] == "flag"
+        assert "error" not in tags
+
+    def test_flagged_call_carries_edge_verdict(self, traced):
+        """The batch with a wrong-unit row is exported with its edge verdict: flagged row 1, explanation, anomalous."""
+        spans, _ = traced
+        tags = tags_of(guard_span(spans, **{"guard.batch_size": 5}))
+        assert tags["guard.edge.flagged"] is True and tags["guard.edge.flagged_rows"] == 1
+        assert tags["guard.anomalous"] is True and tags["guard.outcome"] == "ok"
+        assert "mean_area" in tags["guard.edge.explanation"]
+        assert tags["guard.edge.min_p_value"] < 0.01
+        assert "error" not in tags
+
+    def test_slow_call_marked_violated(self, traced):
+        """The 250 ms call breached the 100 ms budget: violated, anomalous, latency recorded."""
+        spans, _ = traced
+        tags = tags_of(guard_span(spans, **{"guard.batch_size": 3}))
+        assert tags["guard.slo.violated"] is True and tags["guard.anomalous"] is True
+        assert tags["guard.latency_ms"] >= 250
+
+    def test_failing_call_carries_error_tags(self, traced):
+        """The model failure is an error span in Jaeger: error=true, error.type, status message, exception log."""
+        spans, _ = traced
+        g = guard_span(spans, **{"guard.outcome": "error"})
+        tags = tags_of(g)
+        assert tags["error"] is True and tags["otel.status_code"] == "ERROR"
+        assert tags["error.type"] == "RuntimeError" and "injected model failure" in tags["otel.status_description"]
+        events = [{f["key"]: f["value"] for f in log["fields"]} for log in g["logs"]]
+        assert any(e.get("event") == "exception" and e.get("exception.type") == "RuntimeError" for e in events)
+
+    def test_invalid_input_carries_problem(self, traced):
+        """The NaN input is an invalid_input span naming the row and feature."""
+        spans, _ = traced
+        tags = tags_of(guard_span(spans, **{"guard.outcome": "invalid_input"}))
+        assert tags["error"] is True and tags["error.type"] == "InvalidInputError"
+        assert "row 0, feature 5 is NaN" in tags["guard.input.problem"]
