@@ -37,7 +37,7 @@ GUARDED_EDGE_POLICY    flag (default) | reject | fallback: what happens to rows 
                        training data (fallback answers them with label -1, probability null)
 GUARDED_EDGE_FPR       target false-positive rate of the edge-case flag (default 0.01)
 GUARDED_STATE_DIR      where shared state lives, e.g. the drift store (default .state/ in the repo root)
-GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 2)
+GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
 GUARDED_WORKERS        BentoML worker processes (default 1); they pool drift windows
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
@@ -123,7 +123,7 @@ guard = Guard(
     drift_window=500,
     drift_min_samples=100,
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
-    drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "2")),
+    drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
 )
 
 

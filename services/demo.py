@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     state_dir = tempfile.TemporaryDirectory(prefix="gs-demo-state-")  # a fresh drift store each run
     env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_BSP_SCHEDULE_DELAY": "200",
-           "GUARDED_STATE_DIR": state_dir.name}
+           "GUARDED_STATE_DIR": state_dir.name, "GUARDED_DRIFT_INTERVAL_S": "1"}
     # operational health: a stand-in feature store the model depends on, probed by the guard
     from services.feature_store import FeatureStore
 

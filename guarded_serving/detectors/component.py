@@ -260,14 +260,21 @@ def merge_rows(model: Any, model_rows: np.ndarray, fallback: Any, fallback_rows:
                     "or a dict of them from the model and the fallback")
 
 
+_RESPONSE_VAR: Any = None
+
+
 def _bentoml_response() -> Any:
-    if "bentoml" not in sys.modules:
-        return None
-    try:
-        from bentoml._internal.context import _response_var
-    except Exception:  # pragma: no cover - bentoml internals moved
-        return None
-    return _response_var.get(None)
+    """BentoML's per-request response context, or None outside a BentoML request."""
+    global _RESPONSE_VAR
+    if _RESPONSE_VAR is None:
+        if "bentoml" not in sys.modules:
+            return None
+        try:
+            from bentoml._internal.context import _response_var
+        except Exception:  # pragma: no cover - bentoml internals moved
+            return None
+        _RESPONSE_VAR = _response_var  # looked up once, not on every request
+    return _RESPONSE_VAR.get(None)
 
 
 def _set_headers(headers: dict[str, str]) -> None:
