@@ -27,6 +27,12 @@ class Component:
     #: Stable name, used as the key of this component's ``stats()`` entry.
     name: str = "component"
 
+    #: Which spans carry ``span_attributes()``: ``"every"`` recorded span, or only
+    #: ``"anomalous"`` ones (context that explains an anomaly). With the guard's
+    #: ``span_detail="full"`` every span carries all of them. Attribute count is
+    #: what OTLP encoding costs, so context stays off normal spans by default.
+    span_scope: str = "every"
+
     def bind(self, guard: "Guard") -> None:
         """Called once when the guard is built. Validate eagerly here; no threads yet."""
 
@@ -51,7 +57,7 @@ class Component:
         return ()
 
     def span_attributes(self) -> Mapping[str, Any]:
-        """Attributes put on every recorded span; return a cached mapping."""
+        """Attributes put on recorded spans (see ``span_scope``); return a cached mapping."""
         return {}
 
     def stats(self) -> Mapping[str, Any]:

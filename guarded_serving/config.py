@@ -93,6 +93,11 @@ class GuardConfig:
     readiness_checks : tuple of str or None, default=None
         Names of the checks whose ``failing`` makes the service not ready;
         ``None`` means every check.
+    span_detail : {"compact", "full"}, default="compact"
+        ``compact``: normal spans carry the core attributes and the deployment's
+        digest; the context of hardware, edge-case and drift components goes on
+        anomalous spans only (each attribute costs OTLP encoding per span).
+        ``full``: every span carries everything.
     manifest : str or path or None, default=None
         Deployment manifest (``guarded-serving manifest create``) verified at
         construction and re-verified while serving; see
@@ -211,6 +216,7 @@ class GuardConfig:
     max_batch_rows: int = 10_000
     allow_nan: bool = False
     readiness_checks: tuple[str, ...] | None = None
+    span_detail: str = "compact"
 
     # --- operational health (hardware, dependencies, downstream) ---------------
     operational: bool = True
@@ -342,6 +348,8 @@ class GuardConfig:
         _number("drift_interval_s", self.drift_interval_s, lo=0, lo_open=True, valid="seconds > 0")
         _integer("drift_buffer_rows", self.drift_buffer_rows, lo=1)
         _integer("drift_retention_rows", self.drift_retention_rows, lo=1)
+        if self.span_detail not in ("compact", "full"):
+            _fail("span_detail", self.span_detail, "'compact' or 'full'")
         if not isinstance(self.extra, dict):
             _fail("extra", self.extra, "a dict")
 

@@ -102,6 +102,7 @@ class Guard:
         self._static_attrs = {A.MODEL_NAME: config.name, A.MODEL_VERSION: config.version,
                               A.SLO_LATENCY_MS: float(config.latency_slo_ms)}
         self._component_errors: dict[str, str] = {}
+        self._full_spans = config.span_detail == "full"
 
     # -- components -----------------------------------------------------------------
     def _default_components(self) -> list[Component]:
@@ -333,10 +334,12 @@ class Guard:
         span.set_attribute(A.SLO_VIOLATED, violated)
         span.set_attribute(A.OUTCOME, outcome)
         span.set_attribute(A.ANOMALOUS, anomalous)
+        full = anomalous or self._full_spans
         for c in self._components:
-            attrs = c.span_attributes()
-            if attrs:
-                span.set_attributes(attrs)
+            if full or c.span_scope == "every":
+                attrs = c.span_attributes()
+                if attrs:
+                    span.set_attributes(attrs)
         if call is not None:
             if call.inputs is not None:
                 span.set_attribute(A.BATCH_SIZE, int(call.inputs.shape[0]))

@@ -369,3 +369,42 @@ class TestComponents:
         """Passing something that is not a Component fails when the guard is built."""
         with pytest.raises(Exception, match="expected guarded_serving.Component"):
             Guard(name="m", components=[object()])
+
+
+class TestSpanDetail:
+    class Context(Component):
+        name = "ctx"
+        span_scope = "anomalous"
+
+        def span_attributes(self):
+            return {"guard.ctx.reading": 1.5}
+
+    class Always(Component):
+        name = "always"
+
+        def span_attributes(self):
+            return {"guard.always.digest": "abc"}
+
+    def _spans(self, **kw):
+        provider, exporter = in_memory_tracer_provider()
+        g = Guard(name="m", latency_slo_ms=5, tracer_provider=provider,
+                  components=[self.Context(), self.Always()], **kw)
+
+        @g
+        def f(x, delay=0.0):
+            time.sleep(delay)
+
+        f(X)
+        f(X, delay=0.02)
+        return exporter.get_finished_spans()
+
+    def test_compact_keeps_context_for_anomalies(self):
+        """By default a normal span carries 'every'-scope attributes only; an anomalous one carries all."""
+        normal, slow = self._spans()
+        assert normal.attributes["guard.always.digest"] == "abc" and "guard.ctx.reading" not in normal.attributes
+        assert slow.attributes["guard.ctx.reading"] == 1.5 and slow.attributes["guard.always.digest"] == "abc"
+
+    def test_full_detail_puts_everything_on_every_span(self):
+        """span_detail='full' attaches every component's attributes to normal spans too."""
+        normal, _ = self._spans(span_detail="full")
+        assert normal.attributes["guard.ctx.reading"] == 1.5

@@ -98,7 +98,9 @@ class TestJaegerEndToEnd:
         assert tags["guard.model.name"] == "breast_cancer" and tags["guard.model.version"] == "1"
         assert tags["guard.outcome"] == "ok" and tags["guard.slo.violated"] is False
         assert tags["guard.anomalous"] is False and tags["guard.slo.latency_ms"] == 100.0
-        assert "guard.edge.flagged" not in tags and tags["guard.edge.policy"] == "flag"
+        assert "guard.edge.flagged" not in tags
+        assert "guard.edge.policy" not in tags and "guard.hardware.rss_mb" not in tags  # compact: context on anomalies
+        assert len(tags["guard.artifact.digest"]) == 64  # the deployment's digest is on every span
         assert "error" not in tags
 
     def test_flagged_call_carries_edge_verdict(self, traced):
@@ -109,6 +111,7 @@ class TestJaegerEndToEnd:
         assert tags["guard.anomalous"] is True and tags["guard.outcome"] == "ok"
         assert "mean_area" in tags["guard.edge.explanation"]
         assert tags["guard.edge.min_p_value"] < 0.01
+        assert tags["guard.edge.policy"] == "flag" and tags["guard.hardware.rss_mb"] > 0  # full context
         assert "error" not in tags
 
     def test_slow_call_marked_violated(self, traced):

@@ -77,6 +77,7 @@ class EdgeCaseComponent(Component):
     """
 
     name = "edge_cases"
+    span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
 
     def __init__(self, profile: str | os.PathLike[str] | Profile, *, policy: str = "flag", fpr: float = 0.01,
                  fallback: Callable[[np.ndarray], Any] | None = None, detector: str = "combined",

@@ -94,6 +94,7 @@ class DriftComponent(Component):
     """
 
     name = "drift"
+    span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
 
     def __init__(self, *, reference: np.ndarray | None = None, feature_names: Sequence[str] | None = None,
                  categorical: Sequence[int] = (), reference_predictions: np.ndarray | None = None,

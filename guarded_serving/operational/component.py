@@ -77,6 +77,7 @@ class OperationalHealth(Component):
     """
 
     name = "operational"
+    span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
 
     def __init__(self, *, hardware_interval_s: float | None = 5.0, providers: Sequence[Provider] | None = None,
                  disk_paths: Sequence[str] = (".",), gpu: bool | None = None,
