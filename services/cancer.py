@@ -17,6 +17,8 @@ Configuration (environment, all optional):
 GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
 GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
 GUARDED_CHAOS          1 enables /predict_chaos
+GUARDED_TRACE_SAMPLE_RATIO  fraction of normal calls given a guard span (default 1.0);
+                       anomalous calls are always exported
 GUARDED_MANIFEST       deployment manifest to verify at startup and while serving
                        (default: manifest.json in the artifacts directory when it
                        exists, as written by services.train; "none" disables)
@@ -100,6 +102,7 @@ guard = Guard(
     name="breast_cancer",
     version="1",
     latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
+    trace_sample_ratio=float(os.environ.get("GUARDED_TRACE_SAMPLE_RATIO", "1.0")),
     n_features=30,
     manifest=_manifest(),
     manifest_public_key=os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY") or None,
