@@ -33,18 +33,28 @@ def test_default_guard_reports_real_hardware_checks():
 
 
 def test_span_carries_the_cached_hardware_snapshot():
-    """Every recorded span gets guard.hardware.* from the cache and the operational status."""
-    op = OperationalHealth(providers=[StaticProvider({"cpu": {"percent": 12.0, "count": 2, "load_1m": 0.5,
-                                                              "load_per_cpu": 0.25}})])
-    g, exp = _guard(op)
-    f = g(lambda x: 1)
-    try:
-        f([[1.0]])
-    finally:
-        g.stop()
-    (span,) = exp.get_finished_spans()
-    assert span.attributes["guard.hardware.cpu_percent"] == 12.0
-    assert span.attributes["guard.health.operational"] == "ok"
+    """Spans get guard.hardware.* from the cache: anomalous ones always, every one with span_detail='full'."""
+    def spans(**kw):
+        op = OperationalHealth(providers=[StaticProvider({"cpu": {"percent": 12.0, "count": 2, "load_1m": 0.5,
+                                                                  "load_per_cpu": 0.25}})])
+        g, exp = _guard(op, **kw)
+        f = g(lambda x, fail=False: 1 / 0 if fail else 1)
+        try:
+            f([[1.0]])
+            try:
+                f([[1.0]], fail=True)
+            except ZeroDivisionError:
+                pass
+        finally:
+            g.stop()
+        return exp.get_finished_spans()
+
+    normal, failed = spans()
+    assert "guard.hardware.cpu_percent" not in normal.attributes  # compact: context on anomalies only
+    assert failed.attributes["guard.hardware.cpu_percent"] == 12.0
+    assert failed.attributes["guard.health.operational"] == "ok"
+    normal, _ = spans(span_detail="full")
+    assert normal.attributes["guard.hardware.cpu_percent"] == 12.0
 
 
 def test_slow_call_overlapping_a_gc_pause_names_gc_as_cause():
