@@ -25,31 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from guarded_serving.serving.process import BentoServer  # noqa: E402
+from guarded_serving.serving.process import BentoServer, tree_rss_mb  # noqa: E402
 from guarded_serving.testing import free_port  # noqa: E402
 from load_tests.client import drive  # noqa: E402
-
-
-def tree_rss_mb(pid: int) -> tuple[float, int]:
-    """(RSS in MB, process count) of ``pid`` and its descendants."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0, 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 2**20, len(procs)
 
 
 def side_traffic(url: str, X: np.ndarray, stop: threading.Event, counts: dict) -> None:

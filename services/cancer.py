@@ -51,7 +51,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import pickle
 import time
 from pathlib import Path
 
@@ -62,6 +61,7 @@ from bentoml.exceptions import NotFound
 from guarded_serving import ConfigError, Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
 from services.features import prepare
+from services.train import load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
@@ -134,11 +134,7 @@ guard = Guard(
 @bentoml.asgi_app(health_app(guard), path="/guard")
 class CancerClassifier:
     def __init__(self) -> None:
-        model_path = ARTIFACT_DIR / "model.pkl"
-        if not model_path.exists():
-            raise FileNotFoundError(f"{model_path} not found: run `python -m services.train` first")
-        with open(model_path, "rb") as fh:
-            self.model = pickle.load(fh)
+        self.model = load_model(ARTIFACT_DIR)
         guard.start()
         gc.collect()
         gc.freeze()  # keep the loaded model out of gen-2 collections (p99 pauses)

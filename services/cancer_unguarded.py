@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import os
-import pickle
 from pathlib import Path
 
 import bentoml
@@ -19,6 +18,7 @@ import numpy as np
 
 from guarded_serving.serving.bentoml import tracing_config_from_env
 from services.features import prepare
+from services.train import load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 
@@ -26,11 +26,7 @@ ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolv
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30})
 class CancerClassifierUnguarded:
     def __init__(self) -> None:
-        model_path = ARTIFACT_DIR / "model.pkl"
-        if not model_path.exists():
-            raise FileNotFoundError(f"{model_path} not found: run `python -m services.train` first")
-        with open(model_path, "rb") as fh:
-            self.model = pickle.load(fh)
+        self.model = load_model(ARTIFACT_DIR)
         gc.collect()
         gc.freeze()  # as in the guarded service, so the comparison is like for like
 

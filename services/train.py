@@ -65,6 +65,15 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0, key: Path | None = None) -> Pa
     return out
 
 
+def load_model(artifact_dir: Path = DEFAULT_DIR):
+    """The pickled model of ``artifact_dir``; a clear error when it was never trained."""
+    model_path = Path(artifact_dir) / "model.pkl"
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path} not found: run `python -m services.train` first")
+    with open(model_path, "rb") as fh:
+        return pickle.load(fh)
+
+
 def write_manifest(out: Path = DEFAULT_DIR, *, key: Path | None = None) -> Path:
     """Write ``out/manifest.json`` for the artifacts in ``out`` (signed with ``key`` if given)."""
     from guarded_serving.integrity import create_manifest, sign_manifest

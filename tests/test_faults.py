@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from guarded_serving.serving.process import BentoServer
+from guarded_serving.serving.process import BentoServer, tree_rss_mb
 from guarded_serving.testing import free_port
 from load_tests.client import drive
 from tests.conftest import ROOT
@@ -29,22 +29,6 @@ pytestmark = pytest.mark.integration
 
 SERVICE = "CancerClassifier"
 GUARD_SPAN = "guard breast_cancer"
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MB."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 2**20
 
 
 def post(server, api, payload):
@@ -67,7 +51,7 @@ def test_jaeger_stopped_mid_load(artifacts, tmp_path):
             before = drive(url, {"inputs": X[:1].tolist()}, seconds=4, concurrency=4)
             assert before.failures == 0 and before.ok > 0
             assert jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and s["operationName"] == GUARD_SPAN)
-            rss_before = tree_rss_mb(server.proc.pid)
+            rss_before = tree_rss_mb(server.proc.pid)[0]
 
             jaeger.stop()
             samples: list[float] = []
@@ -75,7 +59,7 @@ def test_jaeger_stopped_mid_load(artifacts, tmp_path):
 
             def sample() -> None:
                 while not done.wait(0.5):
-                    samples.append(tree_rss_mb(server.proc.pid))
+                    samples.append(tree_rss_mb(server.proc.pid)[0])
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()

@@ -11,7 +11,25 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["BentoServer"]
+__all__ = ["BentoServer", "tree_rss_mb"]
+
+
+def tree_rss_mb(pid: int) -> tuple[float, int]:
+    """(resident memory in MB, process count) of ``pid`` and all its descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0, 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20, len(procs)
 
 
 class BentoServer:
