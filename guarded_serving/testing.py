@@ -17,7 +17,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["OTLPReceiver", "free_port", "in_memory_tracer_provider", "wait_http"]
+__all__ = ["OTLPReceiver", "free_port", "in_memory_tracer_provider", "wait_http", "wait_until"]
 
 
 def in_memory_tracer_provider() -> tuple[Any, Any]:
@@ -54,6 +54,17 @@ def wait_http(url: str, *, timeout: float = 60.0, status: int = 200) -> bool:
             pass
         time.sleep(0.2)
     return False
+
+
+def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate()`` until it returns something truthy or ``timeout`` seconds pass;
+    return its last value (a bounded loop for background work to catch up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
 
 
 def _any_value(v: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,18 +10,12 @@ import pytest
 from guarded_serving import Component, ConfigError, Guard
 from guarded_serving.drift.component import DriftComponent
 from guarded_serving.drift.sequential import conformal_p_values
-from guarded_serving.testing import in_memory_tracer_provider
+from guarded_serving.testing import in_memory_tracer_provider, wait_until
 
 NAMES = ["f0", "f1", "f2"]
 
 
-def _wait(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+_wait = wait_until
 
 
 def _pooled(guard):

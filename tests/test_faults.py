@@ -3,6 +3,7 @@ sampler that raises, a state directory that turns read-only, and SIGKILL during 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 import requests
 
 from guarded_serving.serving.process import BentoServer, tree_rss_mb
-from guarded_serving.testing import free_port
+from guarded_serving.testing import free_port, wait_until
 from load_tests.client import drive
 from tests.conftest import ROOT
 from tests.jaeger import PrivateJaeger, tags_of
@@ -202,13 +203,7 @@ def _health(server) -> tuple[int, dict]:
     return r.status_code, r.json()
 
 
-def _wait(predicate, timeout: float = 20.0, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
+_wait = functools.partial(wait_until, interval=0.2)
 
 
 def test_state_dir_becomes_read_only(artifacts, fragile_state):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 
 from guarded_serving import ConfigError, Guard
 from guarded_serving.integrity import IntegrityError, Manifest, generate_keypair, sign_manifest
 from guarded_serving.integrity.hashing import sha256_file
-from guarded_serving.testing import in_memory_tracer_provider
+from guarded_serving.testing import in_memory_tracer_provider, wait_until
 
 from tests.integrity_helpers import deployment, flip_byte, run_unprivileged, shared_tmpdir, trained, unprivileged
 
@@ -21,13 +20,7 @@ def _guard(d, **kw):
     return Guard(name="cancer", version="1", manifest=str(d / "manifest.json"), **kw)
 
 
-def _wait(pred, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+_wait = wait_until
 
 
 class TestStartup:
