@@ -79,7 +79,7 @@ def main(argv=None):
 
 def throughput(reps):
     """Rows per second of each detector's batch path on synthetic Gaussian rows (fit on 50,000)."""
-    from guarded_serving.detectors import CombinedDetector, MahalanobisDetector, TailDetector
+    from guarded_serving.edge_cases import CombinedDetector, MahalanobisDetector, TailDetector
 
     big = np.random.default_rng(1).normal(size=(1_000_000, 30))
     print("\nbatch throughput, 1,000,000 rows x 30 features (best of %d):" % reps)

@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from guarded_serving.detectors import (CombinedDetector, ConformalCalibrator, KNNDetector,  # noqa: E402
+from guarded_serving.edge_cases import (CombinedDetector, ConformalCalibrator, KNNDetector,  # noqa: E402
                                        MahalanobisDetector, TailDetector)
 
 ALPHA = 0.01

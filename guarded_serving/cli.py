@@ -21,7 +21,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 #: Modules providing ``add_subparser(subparsers)``, one per capability.
 COMMAND_MODULES: tuple[str, ...] = (
     "guarded_serving.integrity.cli",  # manifest create|verify, keygen
-    "guarded_serving.detectors.cli",  # profile
+    "guarded_serving.edge_cases.cli",  # profile
 )
 
 

@@ -132,7 +132,7 @@ class Guard:
             comps.append(OperationalHealth.from_config(op_cfg))
         # edge cases: reference profile, out-of-distribution scores, policies
         if cfg.profile is not None:
-            from .detectors.component import EdgeCaseComponent
+            from .edge_cases.component import EdgeCaseComponent
 
             comps.append(EdgeCaseComponent(cfg.profile, policy=cfg.edge_policy, fpr=cfg.edge_fpr,
                                            fallback=cfg.edge_fallback, detector=cfg.edge_detector))

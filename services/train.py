@@ -16,7 +16,7 @@ features; no download), and writes to DIR (default ``services/artifacts``):
   private key (``guarded-serving keygen``). The example service verifies it.
 - ``profile.npz``    the edge-case reference profile of the training split
   (detectors fitted on 70% of it, calibrated on the held-out 30%), with the
-  model's predictions on it (see ``guarded_serving.detectors.profile``).
+  model's predictions on it (see ``guarded_serving.edge_cases.profile``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0, key: Path | None = None) -> Pa
     pred_train = model.predict_proba(prepare(X_train))[:, 1]
     np.savez(out / "reference.npz", X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
              feature_names=np.array(feature_names), pred_train=pred_train)
-    from guarded_serving.detectors import build_profile
+    from guarded_serving.edge_cases import build_profile
 
     prof = build_profile(X_train, predictions=pred_train, feature_names=feature_names,
                          calibration_fraction=0.3, seed=seed, source="breast_cancer train split")

@@ -1,9 +1,9 @@
-"""Tests for guarded_serving.detectors.builder: streaming build and calibrated flag rates."""
+"""Tests for guarded_serving.edge_cases.builder: streaming build and calibrated flag rates."""
 
 import numpy as np
 import pytest
 
-from guarded_serving.detectors import ProfileBuilder, build_profile
+from guarded_serving.edge_cases import ProfileBuilder, build_profile
 from guarded_serving.errors import ConfigError
 
 from tests._edge_data import shuttle

@@ -1,9 +1,9 @@
-"""Tests for guarded_serving.detectors.mahalanobis."""
+"""Tests for guarded_serving.edge_cases.mahalanobis."""
 
 import numpy as np
 import pytest
 
-from guarded_serving.detectors.mahalanobis import MahalanobisDetector, ledoit_wolf_shrinkage
+from guarded_serving.edge_cases.mahalanobis import MahalanobisDetector, ledoit_wolf_shrinkage
 
 
 def test_shrinkage_matches_scikit_learn():

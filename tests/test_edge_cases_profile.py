@@ -1,4 +1,4 @@
-"""Tests for guarded_serving.detectors.profile: the versioned file format."""
+"""Tests for guarded_serving.edge_cases.profile: the versioned file format."""
 
 import json
 import zipfile
@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from guarded_serving.detectors import FORMAT, ProfileError, build_profile, load_profile
+from guarded_serving.edge_cases import FORMAT, ProfileError, build_profile, load_profile
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""Tests for guarded_serving.detectors.conformal."""
+"""Tests for guarded_serving.edge_cases.conformal."""
 
 import numpy as np
 import pytest
 
-from guarded_serving.detectors.conformal import ConformalCalibrator
+from guarded_serving.edge_cases.conformal import ConformalCalibrator
 
 
 def test_p_value_formula_and_threshold():

@@ -1,8 +1,8 @@
-"""Tests for guarded_serving.detectors.knn."""
+"""Tests for guarded_serving.edge_cases.knn."""
 
 import numpy as np
 
-from guarded_serving.detectors.knn import KNNDetector
+from guarded_serving.edge_cases.knn import KNNDetector
 
 
 def test_far_rows_score_higher_and_reference_is_bounded():

@@ -8,7 +8,7 @@ first of ``X``, ``X_train``, ``data``, or the only array) or a ``.csv`` (a heade
 row gives feature names; empty, ``NA``, ``NaN`` or ``?`` fields are missing
 values; categorical columns hold numeric codes). Rows are streamed in chunks
 with a progress line on stderr, so millions of rows fit in bounded memory.
-Also runnable as ``python -m guarded_serving.detectors.cli``.
+Also runnable as ``python -m guarded_serving.edge_cases.cli``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Tests for guarded_serving.detectors.component: the edge-case component inside a Guard (in process)."""
+"""Tests for guarded_serving.edge_cases.component: the edge-case component inside a Guard (in process)."""
 
 import numpy as np
 import pytest
 
 from guarded_serving import ConfigError, Guard, InvalidInputError, RejectedInputError
-from guarded_serving.detectors import build_profile
-from guarded_serving.detectors.component import merge_rows
+from guarded_serving.edge_cases import build_profile
+from guarded_serving.edge_cases.component import merge_rows
 from guarded_serving.testing import in_memory_tracer_provider
 
 
@@ -137,7 +137,7 @@ def test_reason_header_is_a_valid_http_field_value():
     """A long explanation cut at the header limit never ends in white space (h11 refuses that)."""
     import h11
 
-    from guarded_serving.detectors.component import _header_safe
+    from guarded_serving.edge_cases.component import _header_safe
 
     text = "x" * 999 + " " + "tail é\nmore"
     value = _header_safe(text)

@@ -1,9 +1,9 @@
-"""Tests for guarded_serving.detectors.combined: the default detector catches realistic corruptions."""
+"""Tests for guarded_serving.edge_cases.combined: the default detector catches realistic corruptions."""
 
 import numpy as np
 import pytest
 
-from guarded_serving.detectors import CombinedDetector, build_profile
+from guarded_serving.edge_cases import CombinedDetector, build_profile
 
 from tests._edge_data import corrupt, shuttle
 

@@ -1,10 +1,10 @@
-"""Tests for guarded_serving.detectors.tail."""
+"""Tests for guarded_serving.edge_cases.tail."""
 
 import numpy as np
 import pytest
 
-from guarded_serving.detectors.base import NotFittedError
-from guarded_serving.detectors.tail import TailDetector
+from guarded_serving.edge_cases.base import NotFittedError
+from guarded_serving.edge_cases.tail import TailDetector
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for guarded_serving.detectors.cli: the `profile` subcommand on real files."""
+"""Tests for guarded_serving.edge_cases.cli: the `profile` subcommand on real files."""
 
 import argparse
 import subprocess
@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
-from guarded_serving.detectors import load_profile
-from guarded_serving.detectors.cli import add_subparser, main
+from guarded_serving.edge_cases import load_profile
+from guarded_serving.edge_cases.cli import add_subparser, main
 
 
 def test_csv_with_header_categorical_by_name_and_missing(tmp_path):
@@ -25,11 +25,11 @@ def test_csv_with_header_categorical_by_name_and_missing(tmp_path):
 
 
 def test_npy_with_predictions_as_module(tmp_path):
-    """python -m guarded_serving.detectors.cli reads .npy data and predictions."""
+    """python -m guarded_serving.edge_cases.cli reads .npy data and predictions."""
     X = np.random.default_rng(1).normal(size=(2000, 4))
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "pred.npy", X[:, 0] > 0)
-    r = subprocess.run([sys.executable, "-m", "guarded_serving.detectors.cli", str(tmp_path / "X.npy"), "-o",
+    r = subprocess.run([sys.executable, "-m", "guarded_serving.edge_cases.cli", str(tmp_path / "X.npy"), "-o",
                         str(tmp_path / "p.npz"), "--predictions", str(tmp_path / "pred.npy")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

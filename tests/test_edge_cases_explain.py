@@ -1,10 +1,10 @@
-"""Tests for guarded_serving.detectors.explain."""
+"""Tests for guarded_serving.edge_cases.explain."""
 
 import numpy as np
 import pytest
 
-from guarded_serving.detectors import build_profile
-from guarded_serving.detectors.explain import explain_rows
+from guarded_serving.edge_cases import build_profile
+from guarded_serving.edge_cases.explain import explain_rows
 
 
 @pytest.fixture(scope="module")
