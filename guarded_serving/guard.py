@@ -8,13 +8,17 @@
     class Classifier:
         @bentoml.api
         @guard
-        def predict(self, inputs: np.ndarray) -> np.ndarray:
+        def predict(self, inputs: np.ndarray, ctx: bentoml.Context) -> np.ndarray:
             ...
 
-Per call, on the request path, the guard: times the call (monotonic clock),
-validates the input matrix, runs its components' request-path hooks, opens
-at most one span, and accounts latency, SLO, errors and outcome in O(1).
-Everything slower runs in components' background threads.
+This module holds the request path only. The capabilities (latency SLO,
+integrity, operational health, edge cases, drift) are components built from
+the configuration's sections by their own factories
+(:mod:`guarded_serving.registry`), bound with a read-only
+:class:`~guarded_serving.context.GuardContext`, and ordered by the keys they
+provide and need. Per call the guard: times the call (monotonic clock),
+validates the input matrix, runs the components' request-path hooks, opens
+at most one span, and ends it whatever happens (see ``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,8 +40,10 @@ from ._version import __version__
 from .call import Call
 from .component import Component
 from .config import GuardConfig
+from .context import GuardContext
 from .errors import ConfigError, InvalidInputError, RejectedInputError
-from .operational.latency import LatencyTracker
+from .keys import INPUT_SCHEMA, SLO_VIOLATED
+from .registry import capabilities
 from .telemetry import attributes as A
 from .telemetry.metrics import GuardMetrics
 from .telemetry.tracing import resolve_tracer_provider, sampled_parent_context
@@ -49,6 +55,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("guarded_serving")
 _MISSING = object()
 _perf_ns = time.perf_counter_ns
+_HOOKS = ("before_call", "after_call")
 
 
 class Guard:
@@ -59,14 +66,16 @@ class Guard:
     config : GuardConfig, optional
         A prebuilt configuration. Keyword arguments build one (or override it).
     tracer_provider : opentelemetry.trace.TracerProvider, optional
-        Provider for the guard's spans. Default: BentoML's inside a BentoML
-        worker, else the global provider (no-op until an application sets one).
+        Provider for the guard's spans. Default: the one a serving integration
+        supplies (BentoML's inside a BentoML worker, once
+        :mod:`guarded_serving.serving.bentoml` is imported), else the global provider.
     meter_provider : opentelemetry.metrics.MeterProvider, optional
         Provider for the latency histogram; default the global one.
     components : iterable of Component
-        Extra components (detectors, health sources) to run with this guard.
+        Components of your own (rules, detectors, health sources). They are placed
+        among the built-in ones by the keys they provide and need.
     **settings
-        Any :class:`GuardConfig` field, e.g. ``name="iris", latency_slo_ms=200``.
+        Any :class:`GuardConfig` setting, e.g. ``name="iris", latency_slo_ms=200``.
 
     Notes
     -----
@@ -82,18 +91,33 @@ class Guard:
         elif settings:
             config = config.replace(**settings)
         self.config = config
-        self._tracer_provider = tracer_provider
-        self._meter_provider = meter_provider
-        self.tracker = LatencyTracker(slo_ms=config.latency_slo_ms, slo_target=config.slo_target,
-                                      windows_s=config.burn_rate_windows_s,
-                                      quantile_window=config.latency_window)
-        self._components: list[Component] = [*components, *self._default_components()]
-        for c in self._components:
+        self._explicit_tracer_provider = tracer_provider
+        self.context = GuardContext(config, meter_provider=meter_provider,
+                                    tracer_provider_resolver=lambda: resolve_tracer_provider(tracer_provider))
+        comps: list[Component] = []
+        for cap in capabilities():
+            c = cap.from_config(config.section(cap.name), self.context)
+            if c is not None:
+                comps.append(c)
+        for c in components:
             if not isinstance(c, Component):
                 raise ConfigError(f"components contains {c!r}: expected guarded_serving.Component instances")
-            c.bind(self)
-        self._before = [c.before_call for c in self._components if _overrides(c, "before_call")]
-        self._after = [c.after_call for c in self._components if _overrides(c, "after_call")]
+            comps.append(c)
+        self._components = _resolve_order(comps)
+        for c in self._components:
+            c.bind(self.context)
+            self.context._publish(c.name, c.resources())
+        self._before = [(c.name, c.before_call) for c in self._components if _overrides(c, "before_call")]
+        self._after = [(c.name, c.after_call) for c in self._components if _overrides(c, "after_call")]
+        # input validation: the guard's settings, completed by the input schema a component publishes
+        schema = self.context.get(INPUT_SCHEMA, None)
+        self._n_features = config.n_features if config.n_features is not None else (
+            schema.n_features if schema is not None else None)
+        nan_mask = schema.nan_allowed if schema is not None else None
+        self._allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
+        self._feature_names = tuple(schema.feature_names) if schema is not None else ()
+        self._max_rows = config.max_batch_rows
+        self._sample_ratio = config.trace_sample_ratio
         self._start_lock = threading.Lock()
         self._started = False
         self._tracer: trace.Tracer | None = None
@@ -101,50 +125,13 @@ class Guard:
         self._span_name = f"guard {config.name}"
         self._static_attrs = {A.MODEL_NAME: config.name, A.MODEL_VERSION: config.version,
                               A.SLO_LATENCY_MS: float(config.latency_slo_ms)}
-        self._component_errors: dict[str, str] = {}
+        self._component_errors: dict[tuple[str, str], str] = {}
         self._full_spans = config.span_detail == "full"
 
     # -- components -----------------------------------------------------------------
-    def _default_components(self) -> list[Component]:
-        """Components built from the config (operational health, integrity, edge cases, drift)."""
-        cfg = self.config
-        comps: list[Component] = []
-        # deployment integrity: manifest, signature, permissions, artifact hashes
-        if cfg.manifest is not None or cfg.writable_dirs:
-            from .integrity.component import IntegrityGuard
-
-            comps.append(IntegrityGuard.from_config(cfg))
-        # operational health: hardware sampler, dependencies, downstream probes, GC-pause causes
-        if cfg.operational:
-            from .operational.component import OperationalHealth
-
-            op_cfg = cfg
-            if cfg.dependencies is None and cfg.manifest is not None:
-                # no explicit list: check the packages the manifest pinned at training time
-                # (an unreadable manifest is the integrity component's to report)
-                from .integrity.manifest import Manifest
-
-                try:
-                    pins = dict(Manifest.load(cfg.manifest).packages)
-                except Exception:
-                    pins = {}
-                op_cfg = cfg.replace(dependencies=pins) if pins else cfg
-            comps.append(OperationalHealth.from_config(op_cfg))
-        # edge cases: reference profile, out-of-distribution scores, policies
-        if cfg.profile is not None:
-            from .edge_cases.component import EdgeCaseComponent
-
-            comps.append(EdgeCaseComponent(cfg.profile, policy=cfg.edge_policy, fpr=cfg.edge_fpr,
-                                           fallback=cfg.edge_fallback, detector=cfg.edge_detector))
-        # distribution shift and skew
-        if cfg.drift:
-            from .drift.component import DriftComponent
-
-            comps.append(DriftComponent.from_config(cfg))
-        return comps
-
     @property
     def components(self) -> tuple[Component, ...]:
+        """The bound components, in the order their hooks run."""
         return tuple(self._components)
 
     def component(self, name: str) -> Component:
@@ -153,6 +140,11 @@ class Guard:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    @property
+    def n_features(self) -> int | None:
+        """Columns the input matrix must have (the config's, else the profile's), or None."""
+        return self._n_features
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> "Guard":
@@ -166,9 +158,10 @@ class Guard:
         with self._start_lock:
             if self._started:
                 return self
-            provider = resolve_tracer_provider(self._tracer_provider)
+            provider = resolve_tracer_provider(self._explicit_tracer_provider)
+            self.context._set_tracer_provider(provider)
             self._tracer = provider.get_tracer("guarded_serving", __version__)
-            self._metrics = GuardMetrics(self.config.name, self.config.version, self._meter_provider)
+            self._metrics = GuardMetrics(self.config.name, self.config.version, self.context.meter_provider)
             for c in self._components:
                 c.start()
             self._started = True
@@ -191,7 +184,7 @@ class Guard:
         """Wrap ``func`` (function or method, sync or async), keeping its signature."""
         if not callable(func):
             raise TypeError(f"@guard expects a function, got {type(func).__name__}")
-        input_name, input_index = self._find_input(func)
+        input_name, input_index, ctx_name, ctx_index = self._find_arguments(func)
         prepare, finish = self._prepare, self._finish
 
         if inspect.iscoroutinefunction(func):
@@ -201,9 +194,10 @@ class Guard:
                     self.start()
                 t0 = _perf_ns()
                 span, token = self._open_span()
-                call = None
+                call = Call(args, kwargs, None, input_name, input_index,
+                            _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
-                    call = prepare(args, kwargs, input_name, input_index)
+                    prepare(call)
                     if not call.answered:
                         call.result = await func(*call.args, **call.kwargs)
                 except Exception as exc:
@@ -222,9 +216,10 @@ class Guard:
                     self.start()
                 t0 = _perf_ns()
                 span, token = self._open_span()
-                call = None
+                call = Call(args, kwargs, None, input_name, input_index,
+                            _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
-                    call = prepare(args, kwargs, input_name, input_index)
+                    prepare(call)
                     if not call.answered:
                         call.result = func(*call.args, **call.kwargs)
                 except Exception as exc:
@@ -239,26 +234,30 @@ class Guard:
         wrapper.guard = self
         return wrapper  # type: ignore[no-any-return]
 
-    def _find_input(self, func: Callable[..., Any]) -> tuple[str | None, int | None]:
+    def _find_arguments(self, func: Callable[..., Any]) -> tuple[str | None, int | None, str | None, int | None]:
+        """The input parameter (name, position) and the request-context parameter, if declared."""
         sig = inspect.signature(func)
         params = list(sig.parameters.values())
         skip = 1 if params and params[0].name in ("self", "cls") else 0
+        ctx = next((p for p in params[skip:] if _is_request_context(p)), None)
+        ctx_index = params.index(ctx) if ctx is not None and ctx.kind in (ctx.POSITIONAL_ONLY,
+                                                                          ctx.POSITIONAL_OR_KEYWORD) else None
         name = self.config.input_arg
         if name is None:
-            cands = [p for p in params[skip:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            cands = [p for p in params[skip:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p is not ctx]
             if not cands:
-                return None, None
+                return None, None, ctx and ctx.name, ctx_index
             name = cands[0].name
         elif name not in sig.parameters:
             raise ConfigError(f"input_arg={name!r} is invalid: {func.__qualname__} has parameters "
                               f"{[p.name for p in params]}")
         p = sig.parameters[name]
         index = params.index(p) if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) else None
-        return name, index
+        return name, index, ctx and ctx.name, ctx_index
 
     # -- request path -----------------------------------------------------------------
     def _open_span(self) -> tuple[Any, Any]:
-        ratio = self.config.trace_sample_ratio
+        ratio = self._sample_ratio
         if ratio < 1.0 and random.random() >= ratio:
             return None, None
         span = self._tracer.start_span(self._span_name, kind=SpanKind.INTERNAL,  # type: ignore[union-attr]
@@ -267,68 +266,79 @@ class Guard:
             return None, None
         return span, otel_context.attach(trace.set_span_in_context(span))
 
-    def _prepare(self, args: tuple, kwargs: dict, input_name: str | None, input_index: int | None) -> Call:
+    def _prepare(self, call: Call) -> None:
+        """Validate the input matrix into ``call.inputs``, then run the before_call hooks."""
+        args, kwargs, index, name = call.args, call.kwargs, call._input_index, call.input_name
         value: Any = _MISSING
-        if input_index is not None and len(args) > input_index:
-            value = args[input_index]
-        elif input_name is not None:
-            value = kwargs.get(input_name, _MISSING)
-        inputs = None
+        if index is not None and len(args) > index:
+            value = args[index]
+        elif name is not None:
+            value = kwargs.get(name, _MISSING)
         if value is not _MISSING:
-            cfg = self.config
-            inputs = as_feature_matrix(value, input_name or "input", n_features=cfg.n_features,
-                                       max_rows=cfg.max_batch_rows, allow_nan=cfg.allow_nan)
-        call = Call(args, kwargs, inputs, input_name, input_index)
-        for hook in self._before:
-            self._run_hook(hook, call)
-        return call
+            call.inputs = as_feature_matrix(value, name or "input", n_features=self._n_features,
+                                            max_rows=self._max_rows, allow_nan=self._allow_nan,
+                                            feature_names=self._feature_names)
+        for owner, hook in self._before:
+            try:
+                hook(call)
+            except (InvalidInputError, RejectedInputError):
+                raise
+            except Exception as exc:  # a broken component must not break serving
+                self._component_failed(owner, "before_call", exc)
 
-    def _run_hook(self, hook: Callable[[Call], None], call: Call) -> None:
+    def _component_failed(self, owner: str, hook: str, exc: BaseException) -> None:
+        key = (owner, hook)
+        if key not in self._component_errors:
+            _log.error("guard component %s raised in %s; serving goes on", owner, hook, exc_info=exc)
+        self._component_errors[key] = f"{type(exc).__name__}: {exc}"
+
+    def _finish(self, call: Call, exc: BaseException | None, t0: int, span: Any, token: Any) -> Any:
+        """Account and annotate the call; never raises, always ends the span and detaches the context."""
         try:
-            hook(call)
-        except (InvalidInputError, RejectedInputError):
-            raise
-        except Exception as exc:  # a broken detector must not break serving
-            owner = getattr(hook, "__self__", None)
-            name = getattr(owner, "name", repr(owner))
-            if name not in self._component_errors:
-                _log.exception("guard component %s raised; serving goes on", name)
-            self._component_errors[name] = f"{type(exc).__name__}: {exc}"
-
-    def _finish(self, call: Call | None, exc: BaseException | None, t0: int, span: Any, token: Any) -> Any:
-        t1 = _perf_ns()
-        latency_ms = (t1 - t0) / 1e6
-        if exc is None:
-            outcome = A.OUTCOME_OK
-        elif isinstance(exc, InvalidInputError):
-            outcome = A.OUTCOME_INVALID
-        elif isinstance(exc, RejectedInputError):
-            outcome = A.OUTCOME_REJECTED
-        else:
-            outcome = A.OUTCOME_ERROR
-        if call is not None:
-            call.latency_ms = latency_ms
-            call.error = exc
-            for hook in self._after:
-                self._run_hook(hook, call)
-        flagged = call is not None and call.flagged
-        violated = self.tracker.record(latency_ms, outcome, flagged)
-        anomalous = violated or flagged or outcome != A.OUTCOME_OK
-        if self._metrics is not None:
-            self._metrics.record(latency_ms / 1000.0, outcome)
-        # A span can be recording yet not sampled (BentoML's sampler records
-        # everything, RECORD_ONLY when sampled out): only a sampled span is exported.
-        exported = span is not None and span.get_span_context().trace_flags.sampled
-        if span is not None:
+            t1 = _perf_ns()
+            call.latency_ms = latency_ms = (t1 - t0) / 1e6
+            if exc is None:
+                outcome = A.OUTCOME_OK
+            elif isinstance(exc, InvalidInputError):
+                outcome = A.OUTCOME_INVALID
+            elif isinstance(exc, RejectedInputError):
+                outcome = A.OUTCOME_REJECTED
+            else:
+                outcome = A.OUTCOME_ERROR
+            call.outcome, call.error = outcome, exc
+            for owner, hook in self._after:
+                try:
+                    hook(call)
+                except Exception as hook_exc:
+                    self._component_failed(owner, "after_call", hook_exc)
+            violated = call.state.get(SLO_VIOLATED, False)
+            anomalous = violated or call.flagged or outcome != A.OUTCOME_OK
+            if self._metrics is not None:
+                self._metrics.record(latency_ms / 1000.0, outcome)
+            # A span can be recording yet not sampled (BentoML's sampler records
+            # everything, RECORD_ONLY when sampled out): only a sampled span is exported.
+            exported = span is not None and span.get_span_context().trace_flags.sampled
             if exported:
                 self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
-            span.end()
-            otel_context.detach(token)
-        if anomalous and not exported and self._tracer is not None:
-            self._export_anomaly(call, exc, outcome, latency_ms, violated, t1 - t0)
-        return None if call is None else call.result
+            if anomalous and not exported and self._tracer is not None:
+                if span is not None:  # end the unsampled span first: the export's parent is the caller's
+                    span, live = None, span
+                    self._end_span(live, token)
+                self._export_anomaly(call, exc, outcome, latency_ms, violated, t1 - t0)
+        except Exception as guard_exc:  # the guard's own failure never costs the caller the result
+            self._component_failed("guard", "finish", guard_exc)
+        finally:
+            if span is not None:
+                self._end_span(span, token)
+        return call.result
 
-    def _annotate(self, span: Any, call: Call | None, exc: BaseException | None, outcome: str,
+    def _end_span(self, span: Any, token: Any) -> None:
+        try:
+            span.end()
+        finally:
+            otel_context.detach(token)
+
+    def _annotate(self, span: Any, call: Call, exc: BaseException | None, outcome: str,
                   latency_ms: float, violated: bool, anomalous: bool) -> None:
         span.set_attribute(A.LATENCY_MS, latency_ms)
         span.set_attribute(A.SLO_VIOLATED, violated)
@@ -337,14 +347,16 @@ class Guard:
         full = anomalous or self._full_spans
         for c in self._components:
             if full or c.span_scope == "every":
-                attrs = c.span_attributes()
-                if attrs:
-                    span.set_attributes(attrs)
-        if call is not None:
-            if call.inputs is not None:
-                span.set_attribute(A.BATCH_SIZE, int(call.inputs.shape[0]))
-            if call.attributes:
-                span.set_attributes(call.attributes)
+                try:
+                    attrs = c.span_attributes()
+                    if attrs:
+                        span.set_attributes(attrs)
+                except Exception as e:
+                    self._component_failed(c.name, "span_attributes", e)
+        if call.inputs is not None:
+            span.set_attribute(A.BATCH_SIZE, int(call.inputs.shape[0]))
+        if call.attributes:
+            span.set_attributes(call.attributes)
         if exc is not None:
             span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
             if outcome == A.OUTCOME_INVALID:
@@ -352,58 +364,54 @@ class Guard:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
-    def _export_anomaly(self, call: Call | None, exc: BaseException | None, outcome: str,
+    def _export_anomaly(self, call: Call, exc: BaseException | None, outcome: str,
                         latency_ms: float, violated: bool, duration_ns: int) -> None:
         end_ns = time.time_ns()
         span = self._tracer.start_span(  # type: ignore[union-attr]
             self._span_name, context=sampled_parent_context(), kind=SpanKind.INTERNAL,
             attributes=self._static_attrs, start_time=end_ns - duration_ns)
-        if span.is_recording():
-            span.set_attribute(A.FORCED_EXPORT, True)
-            self._annotate(span, call, exc, outcome, latency_ms, violated, True)
-        span.end(end_time=end_ns)
+        try:
+            if span.is_recording():
+                span.set_attribute(A.FORCED_EXPORT, True)
+                self._annotate(span, call, exc, outcome, latency_ms, violated, True)
+        finally:
+            span.end(end_time=end_ns)
 
     # -- read side --------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters and latency quantiles of this worker (JSON-serialisable)."""
-        s = self.tracker.snapshot()
-        short, long_ = self.config.burn_rate_windows_s
-        out: dict[str, Any] = {
-            "model": self.config.name,
-            "version": self.config.version,
-            "calls": s.calls,
-            "ok": s.calls - s.errors - s.invalid_inputs - s.rejected,
-            "errors": s.errors,
-            "invalid_inputs": s.invalid_inputs,
-            "rejected": s.rejected,
-            "flagged": s.flagged,
-            "slo_violations": s.slo_violations,
-            "latency_ms": {"p50": s.p50_ms, "p95": s.p95_ms, "p99": s.p99_ms, "max": s.max_ms,
-                           "slo": self.config.latency_slo_ms},
-            "burn_rate": {f"{short}s": s.burn_rates[0], f"{long_}s": s.burn_rates[1]},
-            "error_rate": {f"{short}s": s.error_rates[0], f"{long_}s": s.error_rates[1]},
-        }
+        out: dict[str, Any] = {"model": self.config.name, "version": self.config.version}
         for c in self._components:
-            extra = c.stats()
-            if extra:
+            try:
+                extra = c.stats()
+            except Exception as exc:
+                self._component_failed(c.name, "stats", exc)
+                extra = {"error": f"stats() raised {type(exc).__name__}: {exc}"}
+            if not extra:
+                continue
+            if c.stats_at_top:
+                out.update(extra)
+            else:
                 out[c.name] = dict(extra)
         return out
 
     def health(self) -> dict[str, Any]:
         """Overall status and every check: ``{"status", "ready", "checks": {...}}``."""
-        s = self.tracker.snapshot()
-        results: list[H.CheckResult] = [self._latency_check(s), self._error_check(s)]
+        results: list[H.CheckResult] = []
         for c in self._components:
             try:
                 results.extend(c.checks())
             except Exception as exc:
+                self._component_failed(c.name, "checks", exc)
                 results.append(H.CheckResult(f"{c.name}", H.DEGRADED,
                                              f"the {c.name} check itself raised {type(exc).__name__}: {exc}"))
         if self._component_errors:
             results.append(H.CheckResult(
                 "guard.components", H.DEGRADED,
-                "component hooks raised on the request path (serving went on): "
-                + "; ".join(f"{k}: {v}" for k, v in self._component_errors.items()),
+                "component hooks raised (serving went on): "
+                + "; ".join(f"{name}.{hook}: {text}" for (name, hook), text in self._component_errors.items()),
+                {"errors": [{"component": name, "hook": hook, "error": text}
+                            for (name, hook), text in self._component_errors.items()]},
                 affects_readiness=False))
         report = H.aggregate(results, self.config.readiness_checks)
         report["model"] = {"name": self.config.name, "version": self.config.version}
@@ -413,41 +421,48 @@ class Guard:
         """False when a readiness-gating check is ``failing`` (wire to ``__is_ready__``)."""
         return bool(self.health()["ready"])
 
-    def _latency_check(self, s: Any) -> H.CheckResult:
-        cfg = self.config
-        (short, long_), (b_s, b_l) = cfg.burn_rate_windows_s, s.burn_rates
-        details = {"slo_ms": cfg.latency_slo_ms, "target": cfg.slo_target,
-                   "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
-                   "burn_rate_short": b_s, "burn_rate_long": b_l,
-                   "window_calls_short": s.window_calls[0], "window_violations_short": s.window_violations[0]}
-        if s.window_calls[0] < cfg.min_window_calls:
-            return H.CheckResult("latency_slo", H.OK, f"{s.window_calls[0]} calls in the last {short} s, "
-                                 f"fewer than {cfg.min_window_calls} needed to judge the SLO", details)
-        budget_txt = (f"{s.window_violations[0]} of {s.window_calls[0]} calls in the last {short} s took longer "
-                      f"than {cfg.latency_slo_ms:g} ms; error budget burning at {b_s:.1f}x")
-        if b_s is not None and b_l is not None and b_s >= cfg.burn_rate_failing and b_l >= cfg.burn_rate_failing \
-                and s.window_calls[1] >= cfg.min_window_calls:
-            return H.CheckResult("latency_slo", H.FAILING, budget_txt + f" (>= {cfg.burn_rate_failing:g}x over "
-                                 f"both {short} s and {long_} s)", details)
-        if b_s is not None and b_s >= cfg.burn_rate_degraded:
-            return H.CheckResult("latency_slo", H.DEGRADED, budget_txt + f" (>= {cfg.burn_rate_degraded:g}x)", details)
-        return H.CheckResult("latency_slo", H.OK, budget_txt, details)
 
-    def _error_check(self, s: Any) -> H.CheckResult:
-        cfg = self.config
-        short = cfg.burn_rate_windows_s[0]
-        n, e, rate = s.window_calls[0], s.window_errors[0], s.error_rates[0]
-        details = {"window_s": short, "window_calls": n, "window_errors": e, "error_rate": rate,
-                   "errors_total": s.errors}
-        if n < cfg.min_window_calls:
-            return H.CheckResult("model_errors", H.OK, f"{e} errors in {n} calls in the last {short} s "
-                                 f"(fewer than {cfg.min_window_calls} calls: not judged)", details)
-        text = f"{e} of {n} calls in the last {short} s raised ({rate:.1%})"
-        if rate >= cfg.error_rate_failing:
-            return H.CheckResult("model_errors", H.FAILING, text, details)
-        if rate >= cfg.error_rate_degraded:
-            return H.CheckResult("model_errors", H.DEGRADED, text, details)
-        return H.CheckResult("model_errors", H.OK, text, details)
+def _resolve_order(components: list[Component]) -> list[Component]:
+    """Components in hook order: providers of a key before the components that need it,
+    otherwise as given. A duplicate name or a cycle of needs is a ConfigError."""
+    seen: dict[str, Component] = {}
+    for c in components:
+        if c.name in seen:
+            raise ConfigError(f"two components are named {c.name!r} ({type(seen[c.name]).__name__} and "
+                              f"{type(c).__name__}): component names must be unique within a guard")
+        seen[c.name] = c
+    providers: dict[Any, list[Component]] = {}
+    for c in components:
+        for k in c.provides:
+            providers.setdefault(k, []).append(c)
+    placed: list[Component] = []
+    pending = list(components)
+    while pending:
+        for c in pending:
+            deps = {p.name for k in c.needs for p in providers.get(k, ()) if p is not c}
+            if deps <= {p.name for p in placed}:
+                placed.append(c)
+                pending.remove(c)
+                break
+        else:
+            raise ConfigError("components need each other in a cycle: " + ", ".join(
+                f"{c.name} needs {[k.name for k in c.needs]}" for c in pending))
+    return placed
+
+
+def _is_request_context(p: inspect.Parameter) -> bool:
+    """A parameter through which the framework passes the request context (``ctx: bentoml.Context``)."""
+    ann = p.annotation
+    text = ann if isinstance(ann, str) else getattr(ann, "__qualname__", "")
+    return (isinstance(text, str) and text.rsplit(".", 1)[-1] == "Context") or (
+        ann is inspect.Parameter.empty and p.name in ("ctx", "context"))
+
+
+def _response_of(args: tuple, kwargs: dict, name: str | None, index: int | None) -> Any:
+    if name is None:
+        return None
+    ctx = kwargs.get(name) if index is None or len(args) <= index else args[index]
+    return getattr(ctx, "response", None)
 
 
 def _overrides(component: Component, method: str) -> bool:

@@ -17,6 +17,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .serving.process import wait_http
+
 __all__ = ["OTLPReceiver", "free_port", "in_memory_tracer_provider", "wait_http", "wait_until"]
 
 
@@ -37,23 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_http(url: str, *, timeout: float = 60.0, status: int = 200) -> bool:
-    """Poll ``url`` until it answers ``status`` or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == status:
-                    return True
-        except urllib.error.HTTPError as e:
-            if e.code == status:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -7,7 +7,7 @@ Cost: O(rows x features) vectorised checks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ _NUMERIC = frozenset("fiub")
 
 
 def as_feature_matrix(value: Any, field: str, *, n_features: int | None, max_rows: int,
-                      allow_nan: bool) -> np.ndarray:
+                      allow_nan: bool | np.ndarray, feature_names: Sequence[str] = ()) -> np.ndarray:
     """Return ``value`` as a 2-D float array of shape (n_rows, n_features), or raise.
 
     Parameters
@@ -28,6 +28,11 @@ def as_feature_matrix(value: Any, field: str, *, n_features: int | None, max_row
         The guarded function's input argument.
     field : str
         The parameter's name, used in error messages.
+    allow_nan : bool or ndarray of bool of shape (n_features,)
+        Where NaN is accepted as a missing value: nowhere, everywhere, or per feature
+        (a reference profile's missing-value policy).
+    feature_names : sequence of str
+        Named in messages about a feature.
     """
     if isinstance(value, np.ndarray):
         x = value
@@ -56,12 +61,19 @@ def as_feature_matrix(value: Any, field: str, *, n_features: int | None, max_row
     finite = np.isfinite(x)
     if not finite.all():
         bad = ~finite
-        if allow_nan:
+        per_feature = not isinstance(allow_nan, (bool, np.bool_))
+        if per_feature:
+            bad &= ~(np.isnan(x) & np.asarray(allow_nan, dtype=bool)[None, :])
+        elif allow_nan:
             bad &= ~np.isnan(x)
         if bad.any():
             r, c = (int(v) for v in np.argwhere(bad)[0])
             kind = "NaN" if np.isnan(x[r, c]) else ("inf" if x[r, c] > 0 else "-inf")
             n_bad = int(bad.sum())
             more = f" ({n_bad} non-finite values in all)" if n_bad > 1 else ""
-            raise InvalidInputError(field, f"row {r}, feature {c} is {kind}; values must be finite{more}")
+            name = f" ({feature_names[c]})" if c < len(feature_names) else ""
+            if kind == "NaN" and per_feature:
+                raise InvalidInputError(field, f"row {r}, feature {c}{name} is NaN; training data never had missing "
+                                               f"values there, so values must be finite{more}")
+            raise InvalidInputError(field, f"row {r}, feature {c}{name} is {kind}; values must be finite{more}")
     return x

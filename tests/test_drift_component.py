@@ -9,6 +9,7 @@ import pytest
 
 from guarded_serving import Component, ConfigError, Guard
 from guarded_serving.drift.component import DriftComponent
+from guarded_serving.keys import EDGE_P_VALUES
 from guarded_serving.drift.sequential import conformal_p_values
 from guarded_serving.testing import in_memory_tracer_provider, wait_until
 
@@ -43,15 +44,15 @@ class ConformalEdge(Component):
     """A real conformal scorer standing in for the edge-case component: per-row p-values into call.state."""
 
     name = "edge_cases"
+    provides = (EDGE_P_VALUES,)
 
     def __init__(self, calibration: np.ndarray) -> None:
         self.center = calibration.mean(axis=0)
         self.cal = np.sort(((calibration - self.center) ** 2).sum(axis=1))
-        self.profile_ = None
 
     def before_call(self, call):
         s = ((call.inputs - self.center) ** 2).sum(axis=1)
-        call.state["edge.p_values"] = conformal_p_values(self.cal, s)
+        call.state[EDGE_P_VALUES] = conformal_p_values(self.cal, s)
 
 
 class TestInGuard:

@@ -6,6 +6,7 @@ import pytest
 from guarded_serving import ConfigError, Guard, InvalidInputError, RejectedInputError
 from guarded_serving.edge_cases import build_profile
 from guarded_serving.edge_cases.component import merge_rows
+from guarded_serving.keys import EDGE_P_VALUES, INPUT_SCHEMA, REFERENCE
 from guarded_serving.testing import in_memory_tracer_provider
 
 
@@ -38,12 +39,14 @@ def _guarded(path, **kw):
 
 
 def test_contract_for_drift(profile_path, data):
-    """The component is named edge_cases and exposes profile_ with names, categorical, reference and predictions."""
+    """The component publishes REFERENCE (names, categorical, rows, predictions) and INPUT_SCHEMA through
+    the context, and the guard takes its feature count from the schema without rewriting the config."""
     guard, model, _ = _guarded(profile_path)
-    prof = guard.component("edge_cases").profile_
-    assert prof.feature_names == ["a", "b", "c", "colour"] and prof.categorical == (3,)
-    assert prof.reference.shape[1] == 4 and prof.reference_predictions is not None
-    assert guard.config.n_features == 4
+    ref = guard.context.get(REFERENCE)
+    assert list(ref.feature_names) == ["a", "b", "c", "colour"] and tuple(ref.categorical) == (3,)
+    assert ref.reference.shape[1] == 4 and ref.reference_predictions is not None
+    assert guard.context.get(INPUT_SCHEMA).n_features == 4
+    assert guard.n_features == 4 and guard.config.n_features is None
 
 
 def test_p_values_in_call_state_and_flag_rate(profile_path, data):
@@ -55,7 +58,7 @@ def test_p_values_in_call_state_and_flag_rate(profile_path, data):
     X = data[4000:]
     call = Call((X,), {}, X, "x", 0)
     comp.before_call(call)
-    p = call.state["edge.p_values"]
+    p = call.state[EDGE_P_VALUES]
     assert p.shape == (len(X),) and 0.0 < (p <= 0.01).mean() < 0.025
 
 

@@ -363,7 +363,7 @@ class TestComponents:
         g = Guard(name="m", components=[Broken()])
         assert g(lambda x: 5)(X) == 5
         check = g.health()["checks"]["guard.components"]
-        assert check["status"] == "degraded" and "broken: ZeroDivisionError: oops" in check["reason"]
+        assert check["status"] == "degraded" and "broken.after_call: ZeroDivisionError: oops" in check["reason"]
 
     def test_non_component_rejected_at_construction(self):
         """Passing something that is not a Component fails when the guard is built."""

@@ -64,18 +64,18 @@ class TestGuardChecks:
         """Below min_window_calls even 100% slow calls leave the SLO check ok."""
         g = Guard(name="m", latency_slo_ms=1, min_window_calls=20)
         for _ in range(5):
-            g.tracker.record(50.0)
+            g.component("slo").tracker.record(50.0)
         assert g.health()["checks"]["latency_slo"]["status"] == "ok"
 
     def test_burn_rate_degrades_then_fails(self):
         """A moderate burn degrades the SLO check; a fast burn over both windows fails it."""
         g = Guard(name="m", latency_slo_ms=10, min_window_calls=10)
         for i in range(100):
-            g.tracker.record(50.0 if i < 5 else 1.0)  # 5% -> 5x burn
+            g.component("slo").tracker.record(50.0 if i < 5 else 1.0)  # 5% -> 5x burn
         c = g.health()["checks"]["latency_slo"]
         assert c["status"] == "degraded" and "5 of 100 calls" in c["reason"]
         for _ in range(100):
-            g.tracker.record(50.0)  # 105/200 -> 52x burn
+            g.component("slo").tracker.record(50.0)  # 105/200 -> 52x burn
         rep = g.health()
         assert rep["checks"]["latency_slo"]["status"] == "failing" and not rep["ready"]
         assert g.is_ready() is False
@@ -84,10 +84,10 @@ class TestGuardChecks:
         """Errors over the short window degrade, then fail, the model_errors check."""
         g = Guard(name="m", min_window_calls=10)
         for i in range(100):
-            g.tracker.record(1.0, "error" if i < 10 else "ok")
+            g.component("slo").tracker.record(1.0, "error" if i < 10 else "ok")
         assert g.health()["checks"]["model_errors"]["status"] == "degraded"
         for _ in range(100):
-            g.tracker.record(1.0, "error")
+            g.component("slo").tracker.record(1.0, "error")
         assert g.health()["checks"]["model_errors"]["status"] == "failing"
 
     def test_check_that_raises_is_reported(self):

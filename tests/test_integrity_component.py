@@ -155,7 +155,7 @@ class TestServing:
             assert g.stats()["integrity"]["mismatches"] == 1
         finally:
             g.stop()
-        assert g.component("integrity")._thread is None
+        assert g.component("integrity")._worker is None
 
     def test_permissions_only_without_manifest(self, tmp_path):
         """With writable_dirs and no manifest only the permission check runs."""

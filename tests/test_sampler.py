@@ -88,7 +88,7 @@ def test_dropped_sampler_thread_ends_by_itself():
 
     s = HardwareSampler([StaticProvider({})], interval_s=0.01)
     s.start()
-    t = s._thread
+    t = s._worker._thread
     del s
     gc.collect()
     t.join(10)

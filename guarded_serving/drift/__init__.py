@@ -5,13 +5,26 @@
 - :mod:`.sequential` -- an anytime-valid conformal test martingale.
 - :mod:`.skew` -- startup train-serving skew, and an offline preprocessing comparison.
 - :mod:`.component` -- :class:`DriftComponent`, off the request path, pooled through a store.
+- :mod:`.capability` -- the ``drift`` configuration section and its factory.
+
+Names are imported on first use (scipy.stats takes about half a second to import),
+so building a configuration does not pay for drift statistics it does not run.
 """
 
-from .component import DriftComponent
-from .predictions import PredictionDrift
-from .sequential import ConformalMartingale, conformal_p_values
-from .skew import SkewCheck, compare_preprocessing
-from .windows import WindowTest, benjamini_hochberg
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["ConformalMartingale", "DriftComponent", "PredictionDrift", "SkewCheck", "WindowTest",
            "benjamini_hochberg", "compare_preprocessing", "conformal_p_values"]
+
+_WHERE = {"ConformalMartingale": "sequential", "conformal_p_values": "sequential", "DriftComponent": "component",
+          "PredictionDrift": "predictions", "SkewCheck": "skew", "compare_preprocessing": "skew",
+          "WindowTest": "windows", "benjamini_hochberg": "windows"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,11 @@
 """The drift component: buffers on the request path, tests in the background.
 
 Request path (``after_call``): append references to the call's input matrix,
-result and conformal p-values (``call.state["edge.p_values"]``) to a bounded
-in-memory buffer. O(1); nothing is copied or computed there.
+result and conformal p-values (``call.state[EDGE_P_VALUES]``, when a component
+provides them) to a bounded in-memory buffer. O(1); nothing is copied or
+computed there.
 
-Background thread (every ``interval_s``):
+Background worker (a :class:`~guarded_serving.worker.PeriodicWorker`, every ``interval_s``):
 
 1. flush the buffer to the shared store (inputs, model outputs, p-values:
    three streams), so every worker of the host pools its rows;
@@ -24,16 +25,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .. import health as H
 from ..component import Component
+from ..keys import EDGE_P_VALUES, REFERENCE, ReferenceData
 from ..store.base import WindowStore
+from ..worker import PeriodicWorker
 from .predictions import PredictionDrift, default_output_extractor
 from .sequential import ConformalMartingale
 from .skew import SkewCheck, SkewFinding
@@ -41,18 +42,11 @@ from .windows import WindowReport, WindowTest
 
 if TYPE_CHECKING:
     from ..call import Call
-    from ..config import GuardConfig
-    from ..guard import Guard
+    from ..context import GuardContext
 
-__all__ = ["DriftComponent", "default_state_dir"]
+__all__ = ["DriftComponent", "load_reference_npz"]
 
 _log = logging.getLogger("guarded_serving.drift")
-P_VALUES_KEY = "edge.p_values"
-
-
-def default_state_dir() -> Path:
-    """``$GUARDED_STATE_DIR``, else ``.state/`` under the working directory."""
-    return Path(os.environ.get("GUARDED_STATE_DIR") or Path.cwd() / ".state")
 
 
 class DriftComponent(Component):
@@ -61,8 +55,8 @@ class DriftComponent(Component):
     Parameters
     ----------
     reference : ndarray of shape (n_samples, n_features), optional
-        Training (reference) rows. When None, taken at ``start()`` from the
-        ``edge_cases`` component's ``profile_`` (see :meth:`from_profile`).
+        Training (reference) rows. When None (and no ``reference_path``), the
+        ``REFERENCE`` another component provides (the edge-case profile's).
     feature_names : sequence of str, optional
     categorical : sequence of int, default=()
         Indices of categorical features.
@@ -95,6 +89,7 @@ class DriftComponent(Component):
 
     name = "drift"
     span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
+    needs = (EDGE_P_VALUES, REFERENCE)
 
     def __init__(self, *, reference: np.ndarray | None = None, feature_names: Sequence[str] | None = None,
                  categorical: Sequence[int] = (), reference_predictions: np.ndarray | None = None,
@@ -128,15 +123,16 @@ class DriftComponent(Component):
         self._buf: deque[tuple[np.ndarray, Any, Any]] = deque()
         self._buf_rows = 0
         self._dropped = 0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._guard: Guard | None = None
+        self._unreadable_outputs = 0
+        self._worker: PeriodicWorker | None = None
+        self._context: GuardContext | None = None
+        self._provided: ReferenceData | None = None
+        self._ready = False
         self._model = "model"
         self._checks: tuple[H.CheckResult, ...] = (
             H.CheckResult("drift", H.UNAVAILABLE, "drift monitoring has not started yet", affects_readiness=False),)
         self._span_attrs: Mapping[str, Any] = {}
         self._stats: dict[str, Any] = {}
-        self._fitted = False
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -148,20 +144,12 @@ class DriftComponent(Component):
                    categorical=tuple(getattr(profile, "categorical", None) or ()),
                    reference_predictions=getattr(profile, "reference_predictions", None), **kwargs)
 
-    @classmethod
-    def from_config(cls, cfg: "GuardConfig") -> "DriftComponent":
-        """Build from a guard config's drift section (``drift_reference`` .npz if given)."""
-        store = cfg.drift_store or (default_state_dir() / f"drift-{cfg.name}.sqlite")
-        return cls(store=store, window=cfg.drift_window, alpha=cfg.drift_alpha, min_effect=cfg.drift_min_effect,
-                   min_samples=cfg.drift_min_samples, skew_first_n=cfg.skew_first_n, skew_alpha=cfg.skew_alpha,
-                   sequential_alpha=cfg.sequential_alpha, interval_s=cfg.drift_interval_s,
-                   buffer_rows=cfg.drift_buffer_rows, retention_rows=cfg.drift_retention_rows,
-                   reference_path=cfg.drift_reference)
-
     # -- lifecycle -------------------------------------------------------------------
-    def bind(self, guard: "Guard") -> None:
-        self._guard = guard
-        self._model = guard.config.name
+    def bind(self, context: "GuardContext | None" = None) -> None:
+        self._context = context
+        if context is not None:
+            self._model = context.model_name
+            self._provided = context.get(REFERENCE, None)
         for name, v, lo in (("window", self.window, 2), ("min_samples", self.min_samples, 1),
                             ("skew_first_n", self.skew_first_n, 2), ("buffer_rows", self.buffer_rows, 1),
                             ("retention_rows", self.retention_rows, 1)):
@@ -173,25 +161,23 @@ class DriftComponent(Component):
             raise ValueError(f"output_extractor={self.output_extractor!r} is invalid: expected a callable")
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self._worker is not None and self._worker.running:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"guard-drift-{self._model}", daemon=True)
-        self._thread.start()
+        self._worker = PeriodicWorker(f"drift-{self._model}", self._cycle, float(self.interval_s),
+                                      on_stop=self._final_cycle,
+                                      join_timeout_s=max(5.0, 2 * float(self.interval_s))).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout=max(5.0, 2 * float(self.interval_s)))
-        self._thread = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
     # -- request path ----------------------------------------------------------------
     def after_call(self, call: "Call") -> None:
         if call.inputs is None or call.error is not None:
             return
         n = call.inputs.shape[0]
-        item = (call.inputs, call.result, call.state.get(P_VALUES_KEY))
+        item = (call.inputs, call.result, call.state.get(EDGE_P_VALUES))
         with self._lock:
             self._buf.append(item)
             self._buf_rows += n
@@ -210,47 +196,50 @@ class DriftComponent(Component):
     def stats(self) -> Mapping[str, Any]:
         with self._lock:
             buffered, dropped = self._buf_rows, self._dropped
-        return {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped, "worker_pid": os.getpid()}
+        out = {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped,
+               "unreadable_outputs": self._unreadable_outputs, "worker_pid": os.getpid()}
+        if self._worker is not None:
+            out["background"] = self._worker.stats()
+        return out
 
     # -- background ------------------------------------------------------------------
     def _setup(self) -> None:
-        """Resolve reference, store, telemetry; fit the tests. In the background thread."""
-        if self.reference is None and self.reference_path is not None:
-            for k, v in load_reference_npz(self.reference_path).items():
-                if k == "reference" or getattr(self, k) in (None, ()):
-                    setattr(self, k, v)
-        if self.reference is None and self._guard is not None:
-            try:
-                prof = getattr(self._guard.component("edge_cases"), "profile_", None)
-            except KeyError:
-                prof = None
-            if prof is not None:
-                self.reference = np.asarray(prof.reference, dtype=float)
-                self.feature_names = self.feature_names or list(getattr(prof, "feature_names", None) or []) or None
-                self.categorical = self.categorical or tuple(getattr(prof, "categorical", None) or ())
-                if self.reference_predictions is None:
-                    self.reference_predictions = getattr(prof, "reference_predictions", None)
-        if isinstance(self.store, WindowStore):
-            self._store: WindowStore = self.store
+        """Resolve reference, store, telemetry; fit the tests. In the background worker."""
+        if self.reference is not None:
+            ref = ReferenceData(np.asarray(self.reference, dtype=float), self.feature_names, tuple(self.categorical),
+                                self.reference_predictions)
+        elif self.reference_path is not None:
+            ref = ReferenceData(**load_reference_npz(self.reference_path), source=str(self.reference_path))
         else:
-            from ..store.sqlite import SQLiteWindowStore
+            ref = self._provided
+        if ref is not None:  # explicit arguments win over what the reference carries
+            ref = ReferenceData(ref.reference, self.feature_names or ref.feature_names,
+                                tuple(self.categorical) or tuple(ref.categorical),
+                                self.reference_predictions if self.reference_predictions is not None
+                                else ref.reference_predictions, ref.source)
+        self.reference_ = ref
+        retention = max(self.retention_rows, self.window, self.skew_first_n)
+        if self._context is not None:
+            self._store: WindowStore = self._context.open_store(self.store, name="drift", retention=retention)
+        else:
+            from ..context import default_state_dir
+            from ..store import open_store
 
-            path = self.store or (default_state_dir() / f"drift-{self._model}.sqlite")
-            self._store = SQLiteWindowStore(path, retention=max(self.retention_rows, self.window, self.skew_first_n))
+            self._store = open_store(self.store or default_state_dir() / f"drift-{self._model}.sqlite",
+                                     retention=retention)
         self._streams = {k: f"{self._model}:{k}" for k in ("inputs", "outputs", "p_values")}
         self._wt: WindowTest | None = None
         self._pd: PredictionDrift | None = None
         self._skew: SkewCheck | None = None
-        if self.reference is not None:
-            ref = np.asarray(self.reference, dtype=float)
+        if ref is not None:
             self._wt = WindowTest(alpha=self.alpha, min_effect=self.min_effect, min_samples=self.min_samples,
-                                  categorical=self.categorical, feature_names=self.feature_names).fit(ref)
+                                  categorical=ref.categorical, feature_names=ref.feature_names).fit(ref.reference)
             self._skew = SkewCheck(first_n=self.skew_first_n, alpha=self.skew_alpha,
-                                   min_effect=max(self.min_effect, 0.2), categorical=self.categorical,
-                                   feature_names=self._wt.feature_names_in_).fit(ref)
-        if self.reference_predictions is not None:
-            self._pd = PredictionDrift(alpha=self.alpha, min_effect=self.min_effect,
-                                       min_samples=self.min_samples).fit(self.reference_predictions)
+                                   min_effect=max(self.min_effect, 0.2), categorical=ref.categorical,
+                                   feature_names=self._wt.feature_names_in_).fit(ref.reference)
+            if ref.reference_predictions is not None:
+                self._pd = PredictionDrift(alpha=self.alpha, min_effect=self.min_effect,
+                                           min_samples=self.min_samples).fit(ref.reference_predictions)
         self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
         self._start_pos = self._store.total(self._streams["inputs"])
         self._pv_pos = self._store.total(self._streams["p_values"])
@@ -267,11 +256,16 @@ class DriftComponent(Component):
         from opentelemetry import metrics
 
         from .._version import __version__
-        from ..telemetry.tracing import resolve_tracer_provider
 
-        provider = self.tracer_provider or getattr(self._guard, "_tracer_provider", None)
-        self._tracer = resolve_tracer_provider(provider).get_tracer("guarded_serving", __version__)
-        mp = self.meter_provider or getattr(self._guard, "_meter_provider", None)
+        ctx = self._context
+        if self.tracer_provider is not None or ctx is None:
+            from opentelemetry import trace
+
+            self._tracer = (self.tracer_provider or trace.get_tracer_provider()).get_tracer("guarded_serving",
+                                                                                           __version__)
+        else:
+            self._tracer = ctx.tracer()
+        mp = self.meter_provider if self.meter_provider is not None else (ctx.meter_provider if ctx else None)
         meter = metrics.get_meter("guarded_serving", __version__, meter_provider=mp)
         attrs = {"guard.model.name": self._model}
         self._m_tests = meter.create_counter("guard.drift.window_tests", unit="{test}",
@@ -294,28 +288,31 @@ class DriftComponent(Component):
         meter.create_observable_gauge("guard.drift.martingale_log10", [capital], unit="1",
                                       description="log10 of the sequential alarm's capital.")
 
-    def _run(self) -> None:
-        try:
-            self._setup()
-        except Exception as exc:
-            _log.exception("drift monitoring could not start")
-            self._checks = (H.CheckResult("drift", H.DEGRADED, f"drift monitoring could not start: "
-                                          f"{type(exc).__name__}: {exc}", affects_readiness=False),)
-            return
-        while True:
-            stopping = self._stop.wait(float(self.interval_s))
+    def _cycle(self) -> None:
+        """What the background worker runs: set up once, then flush, test and publish."""
+        if not self._ready:
             try:
-                self.run_once()
-            except Exception as exc:  # keep monitoring; show the problem
-                _log.exception("drift cycle failed")
-                self._store_error = f"{type(exc).__name__}: {exc}"
-                self._publish()
-            if stopping:
-                try:
-                    self._store.close()
-                except Exception:  # pragma: no cover - defensive
-                    pass
-                return
+                self._setup()
+            except Exception as exc:
+                self._checks = (H.CheckResult("drift", H.DEGRADED, f"drift monitoring could not start (retrying): "
+                                              f"{type(exc).__name__}: {exc}", affects_readiness=False),)
+                raise
+            self._ready = True
+        try:
+            self.run_once()
+        except Exception as exc:  # keep monitoring; show the problem (the worker counts and logs it)
+            self._store_error = f"{type(exc).__name__}: {exc}"
+            self._publish()
+            raise
+
+    def _final_cycle(self) -> None:
+        """At stop: flush what is buffered, then close the store."""
+        if not self._ready:
+            return
+        try:
+            self.run_once()
+        finally:
+            self._store.close()
 
     def run_once(self) -> None:
         """One background cycle: flush, test, publish (also callable directly, e.g. in tests)."""
@@ -346,8 +343,8 @@ class DriftComponent(Component):
                     o = self.output_extractor(result)
                     if o is not None and len(o) == len(x):
                         outs.append(self._pd.columns(o))
-                except Exception:  # an output we cannot read is skipped, not fatal
-                    pass
+                except Exception:  # an output we cannot read is skipped (and counted), not fatal
+                    self._unreadable_outputs += 1
             if pv is not None:
                 p = np.asarray(pv, dtype=float).reshape(-1)
                 if len(p) == len(x) and np.all((p > 0) & (p <= 1)):
@@ -420,7 +417,7 @@ class DriftComponent(Component):
         d = s.to_dict()
         if s.n_seen_ == 0:
             return H.CheckResult("drift.sequential", H.UNAVAILABLE, "no conformal p-values yet "
-                                 f"(call.state[{P_VALUES_KEY!r}], set by the edge-case component)", d,
+                                 f"({EDGE_P_VALUES.name}, provided by the edge-case component)", d,
                                  affects_readiness=False)
         if s.alarm:
             return H.CheckResult("drift.sequential", H.DEGRADED,

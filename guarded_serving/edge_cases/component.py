@@ -3,20 +3,21 @@
 Per call (``before_call``): score the rows with the profile's detector
 (default: tail + Mahalanobis), turn the scores into conformal p-values
 against the profile's held-out calibration scores, and store them in
-``call.state["edge.p_values"]`` (ndarray of shape (n_rows,)). A row is
+``call.state[EDGE_P_VALUES]`` (ndarray of shape (n_rows,)). A row is
 flagged when its p-value is at most ``edge_fpr``; on in-distribution data
 that happens to a fraction ``edge_fpr`` of rows. Flagged rows are explained
 (:mod:`.explain`) and the call is flagged (always exported as a span). Then
 the policy:
 
 ``flag``
-    Serve the model's prediction. Inside BentoML the verdict goes back in
-    response headers: ``X-Guard-Edge: ok`` or
+    Serve the model's prediction. The verdict goes back in response headers
+    (``call.set_header``): ``X-Guard-Edge: ok`` or
     ``X-Guard-Edge: flagged; rows=0,3; min_p=0.0099`` and
     ``X-Guard-Edge-Reason: row 0: mean_area=654000 is above ...``.
     BentoML 1.4 sends ``ctx.response.headers`` only for APIs that declare a
-    ``ctx: bentoml.Context`` parameter, so add one to the guarded API. The
-    verdict is also in ``call.state["edge.verdict"]`` and on the span.
+    ``ctx: bentoml.Context`` parameter, so add one to the guarded API (the guard
+    finds it among the call's arguments). The verdict is also in
+    ``call.state[EDGE_VERDICT]`` and on the span.
 ``reject``
     Raise :class:`~guarded_serving.errors.RejectedInputError` (HTTP 422) with
     the explanation; the model is not called.
@@ -28,29 +29,36 @@ the policy:
 Missing values: where the profile saw missing values (NaN) in a feature,
 NaN is accepted there (scored by the training missing rate and explained
 as "unusual missing value" when it was rare); elsewhere NaN stays an input
-error (HTTP 400) unless the guard's ``allow_nan`` is set.
+error (HTTP 400) unless the guard's ``allow_nan`` is set. The component
+publishes this as ``INPUT_SCHEMA`` (feature count, per-feature NaN policy),
+which the guard's input validation applies, and the profile's reference rows
+as ``REFERENCE`` for the drift component.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from bisect import bisect_left
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..component import Component
-from ..errors import ConfigError, InvalidInputError, RejectedInputError
+from ..errors import ConfigError, RejectedInputError
 from ..health import OK, CheckResult
+from ..keys import EDGE_P_VALUES, EDGE_VERDICT, INPUT_SCHEMA, REFERENCE, InputSchema, ReferenceData, StateKey
 from .explain import explain_rows
 from .profile import DETECTORS, Profile, load_profile
 
-__all__ = ["EdgeCaseComponent", "POLICIES", "merge_rows"]
+__all__ = ["DETECTOR_NAMES", "EdgeCaseComponent", "POLICIES", "merge_rows"]
 
 POLICIES = ("flag", "reject", "fallback")
+DETECTOR_NAMES = DETECTORS
+
 HEADER = "X-Guard-Edge"
 REASON_HEADER = "X-Guard-Edge-Reason"
+# this component's own per-call state: which rows went to the fallback (read back in after_call)
+_FALLBACK_PLAN: StateKey[tuple[Any, ...]] = StateKey("edge.fallback_plan", "call")
 
 
 class EdgeCaseComponent(Component):
@@ -78,6 +86,7 @@ class EdgeCaseComponent(Component):
 
     name = "edge_cases"
     span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
+    provides = (EDGE_P_VALUES, EDGE_VERDICT, INPUT_SCHEMA, REFERENCE)
 
     def __init__(self, profile: str | os.PathLike[str] | Profile, *, policy: str = "flag", fpr: float = 0.01,
                  fallback: Callable[[np.ndarray], Any] | None = None, detector: str = "combined",
@@ -92,7 +101,7 @@ class EdgeCaseComponent(Component):
         self.rejected = self.fallback_rows = 0
 
     # -- setup ------------------------------------------------------------------------
-    def bind(self, guard: Any) -> None:
+    def bind(self, context: Any = None) -> None:
         if self.policy not in POLICIES:
             raise ConfigError(f"edge_policy={self.policy!r} is invalid: expected one of {POLICIES}")
         if self.policy == "fallback" and not callable(self.fallback):
@@ -100,10 +109,10 @@ class EdgeCaseComponent(Component):
                               "callable fallback(rows) -> results for the flagged rows")
         prof = self.profile if isinstance(self.profile, Profile) else load_profile(self.profile)
         self.profile_ = prof
-        cfg = guard.config
         where = f"profile {prof.path!r}" if prof.path else "the profile"
-        if cfg.n_features is not None and cfg.n_features != prof.n_features:
-            raise ConfigError(f"n_features={cfg.n_features} does not match {where}, which describes "
+        n_features = getattr(getattr(context, "config", None), "n_features", None)
+        if n_features is not None and n_features != prof.n_features:
+            raise ConfigError(f"n_features={n_features} does not match {where}, which describes "
                               f"{prof.n_features} features ({', '.join(prof.feature_names[:5])}, ...): "
                               "rebuild the profile from this model's training data or fix n_features")
         min_fpr = 1.0 / (prof.n_calibration + 1)
@@ -118,58 +127,49 @@ class EdgeCaseComponent(Component):
         cal = self.calibrator_
         self._cal, self._cal_n, self._cal_num = cal.scores_, cal.n_, float(cal.n_ + 1)
         self._cal_list = cal.scores_.tolist()
-        changes: dict[str, Any] = {}
-        if cfg.n_features is None:
-            changes["n_features"] = prof.n_features
-        missing_ok = prof.missing_rate > 0
-        self._nan_forbidden: np.ndarray | None = None
-        if missing_ok.any() and not cfg.allow_nan:
-            changes["allow_nan"] = True
-            self._nan_forbidden = np.flatnonzero(~missing_ok)
-        if changes:
-            guard.config = cfg.replace(**changes)
         self._attrs = {"guard.edge.policy": self.policy, "guard.edge.detector": self.detector,
                        "guard.edge.fpr": float(self.fpr)}
         if prof.sha256:
             self._attrs["guard.edge.profile_sha256"] = prof.sha256
+
+    def resources(self) -> Mapping[StateKey[Any], Any]:
+        """``INPUT_SCHEMA`` (feature count; NaN accepted where training had missing values)
+        and ``REFERENCE`` (the profile's reference rows and predictions)."""
+        prof = self.profile_
+        missing_ok = np.asarray(prof.missing_rate) > 0
+        source = prof.path or "the edge-case profile"
+        schema = InputSchema(n_features=prof.n_features, feature_names=tuple(prof.feature_names),
+                             nan_allowed=missing_ok if missing_ok.any() else None, source=source)
+        ref = ReferenceData(reference=np.asarray(prof.reference, dtype=float),
+                            feature_names=list(prof.feature_names) or None, categorical=prof.categorical,
+                            reference_predictions=prof.reference_predictions, source=source)
+        return {INPUT_SCHEMA: schema, REFERENCE: ref}
 
     # -- request path ---------------------------------------------------------------------
     def before_call(self, call: Any) -> None:
         x = call.inputs
         if x is None:
             return
-        if self._nan_forbidden is not None:
-            self._check_nan(x, call.input_name or "input")
         if len(x) == 1:  # the common single-row request: float arithmetic, no array temporaries
             p1 = (self._cal_n - bisect_left(self._cal_list, self._outlyingness_one(x)) + 1.0) / self._cal_num
-            call.state["edge.p_values"] = np.array([p1])
+            p = call.state[EDGE_P_VALUES] = np.array([p1])
             self.calls += 1
             self.rows += 1
             if p1 > self.fpr:
-                if _bentoml_response() is not None:
-                    _set_headers({HEADER: "ok"})
+                call.set_header(HEADER, "ok")
                 return
-            self._flagged(call, x, call.state["edge.p_values"], np.array([0]))
+            self._flagged(call, x, p, np.array([0]))
             return
         o = self._outlyingness(x)
         p = (self._cal_n - np.searchsorted(self._cal, o, side="left") + 1.0) / self._cal_num
-        call.state["edge.p_values"] = p
+        call.state[EDGE_P_VALUES] = p
         self.calls += 1
         self.rows += len(p)
         flagged = p <= self.fpr
         if not flagged.any():
-            if _bentoml_response() is not None:
-                _set_headers({HEADER: "ok"})
+            call.set_header(HEADER, "ok")
             return
         self._flagged(call, x, p, np.flatnonzero(flagged))
-
-    def _check_nan(self, x: np.ndarray, field: str) -> None:
-        bad = np.isnan(x[:, self._nan_forbidden])
-        if bad.any():
-            r, c = (int(v) for v in np.argwhere(bad)[0])
-            j = int(self._nan_forbidden[c])
-            raise InvalidInputError(field, f"row {r}, feature {j} ({self.profile_.feature_names[j]}) is NaN; "
-                                           "training data never had missing values there, so values must be finite")
 
     def _flagged(self, call: Any, x: np.ndarray, p: np.ndarray, rows: np.ndarray) -> None:
         n = len(rows)
@@ -184,7 +184,7 @@ class EdgeCaseComponent(Component):
                        f"(conformal p-value <= edge_fpr={self.fpr:g}): " + " | ".join(lines))
         verdict = {"flagged_rows": rows.tolist(), "p_values": [float(p[r]) for r in rows],
                    "reasons": {int(r): rs for r, rs in zip(shown, reasons)}, "explanation": explanation}
-        call.state["edge.verdict"] = verdict
+        call.state[EDGE_VERDICT] = verdict
         call.flag(**{"guard.edge.flagged": True, "guard.edge.flagged_rows": n,
                      "guard.edge.rows": [int(r) for r in rows[:100]], "guard.edge.min_p_value": float(p.min()),
                      "guard.edge.explanation": explanation[:4000], "guard.edge.policy": self.policy})
@@ -192,9 +192,9 @@ class EdgeCaseComponent(Component):
             self.rejected += 1
             raise RejectedInputError(f"{call.input_name or 'input'}: rejected as out of distribution: {explanation}",
                                      details=verdict)
-        _set_headers({HEADER: f"flagged; rows={','.join(str(int(r)) for r in rows[:50])}; "
-                              f"min_p={float(p.min()):.4g}; policy={self.policy}",
-                      REASON_HEADER: _header_safe(" | ".join(lines))})
+        call.set_header(HEADER, f"flagged; rows={','.join(str(int(r)) for r in rows[:50])}; "
+                                f"min_p={float(p.min()):.4g}; policy={self.policy}")
+        call.set_header(REASON_HEADER, _header_safe(" | ".join(lines)))
         if self.policy == "fallback":
             self.fallback_rows += n
             fb = self.fallback(x[rows])  # type: ignore[misc]
@@ -202,11 +202,11 @@ class EdgeCaseComponent(Component):
                 call.answer(fb)
                 return
             keep = np.flatnonzero(p > self.fpr)
-            call.state["edge.fallback"] = (keep, rows, fb, len(p))
+            call.state[_FALLBACK_PLAN] = (keep, rows, fb, len(p))
             call.set_input(x[keep])
 
     def after_call(self, call: Any) -> None:
-        plan = call.state.get("edge.fallback")
+        plan = call.state.get(_FALLBACK_PLAN)
         if plan is None or call.error is not None:
             return
         keep, rows, fb, n = plan
@@ -259,31 +259,6 @@ def merge_rows(model: Any, model_rows: np.ndarray, fallback: Any, fallback_rows:
         return type(model)(out_l) if isinstance(model, tuple) else out_l
     raise TypeError(f"cannot merge per-row results of type {type(model).__name__}: return an array, a list, "
                     "or a dict of them from the model and the fallback")
-
-
-_RESPONSE_VAR: Any = None
-
-
-def _bentoml_response() -> Any:
-    """BentoML's per-request response context, or None outside a BentoML request."""
-    global _RESPONSE_VAR
-    if _RESPONSE_VAR is None:
-        if "bentoml" not in sys.modules:
-            return None
-        try:
-            from bentoml._internal.context import _response_var
-        except Exception:  # pragma: no cover - bentoml internals moved
-            return None
-        _RESPONSE_VAR = _response_var  # looked up once, not on every request
-    return _RESPONSE_VAR.get(None)
-
-
-def _set_headers(headers: dict[str, str]) -> None:
-    resp = _bentoml_response()
-    if resp is None:
-        return
-    for k, v in headers.items():
-        resp.headers[k] = v
 
 
 def _header_safe(text: str, limit: int = 1000) -> str:

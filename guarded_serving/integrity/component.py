@@ -14,7 +14,7 @@ under ``integrity_policy="refuse"`` (the default; the message names each file
 with the expected and the found digest), or makes the matching
 ``integrity.*`` check ``failing`` (service not ready) under ``"not_ready"``.
 
-While serving, a background thread re-verifies every
+While serving, a background worker re-verifies every
 ``integrity_check_interval_s`` seconds: it stats every file and re-hashes only
 those whose size, mtime, ctime or inode changed, and re-lists directory
 artifacts. A file replaced in place turns ``integrity.artifacts`` failing (not
@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .. import health as H
 from ..component import Component
+from ..keys import PINNED_PACKAGES
 from ..telemetry import attributes as A
+from ..worker import PeriodicWorker
 from .errors import IntegrityError, ManifestError
 from .manifest import Manifest
 from .permissions import PermissionProblem, check_permissions
@@ -44,8 +45,7 @@ from .signing import load_public_key, verify_signature
 from .verify import ArtifactVerifier, Finding, VerificationReport, verify_preprocessing
 
 if TYPE_CHECKING:
-    from ..config import GuardConfig
-    from ..guard import Guard
+    from ..context import GuardContext
 
 __all__ = ["IntegrityGuard", "POLICIES"]
 
@@ -73,6 +73,7 @@ class IntegrityGuard(Component):
     """
 
     name = "integrity"
+    provides = (PINNED_PACKAGES,)
 
     def __init__(self, *, manifest: str | os.PathLike[str] | Manifest | None = None,
                  public_key: Any = None, root: str | os.PathLike[str] | None = None,
@@ -93,17 +94,10 @@ class IntegrityGuard(Component):
         self._report: VerificationReport | None = None
         self._checks_run = 0
         self._attrs: Mapping[str, Any] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @classmethod
-    def from_config(cls, cfg: "GuardConfig") -> "IntegrityGuard":
-        return cls(manifest=cfg.manifest, public_key=cfg.manifest_public_key, root=cfg.artifact_root,
-                   policy=cfg.integrity_policy, interval_s=cfg.integrity_check_interval_s,
-                   writable_dirs=cfg.writable_dirs)
+        self._worker: PeriodicWorker | None = None
 
     # -- startup ----------------------------------------------------------------
-    def bind(self, guard: "Guard") -> None:
+    def bind(self, context: "GuardContext | None" = None) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"integrity_policy={self.policy!r} is invalid: expected one of {POLICIES}")
         if self.manifest_source is not None:
@@ -122,6 +116,12 @@ class IntegrityGuard(Component):
                 raise IntegrityError(text, findings=self._all_findings(),
                                      permission_problems=self._permission_problems)
             _log.error("%s (integrity_policy='not_ready': serving stays not ready)", text)
+
+    def resources(self) -> Mapping[Any, Any]:
+        """The manifest's package pins (``PINNED_PACKAGES``) for the dependency checks."""
+        if self.manifest is None or not self.manifest.packages:
+            return {}
+        return {PINNED_PACKAGES: dict(self.manifest.packages)}
 
     def _load_manifest(self) -> None:
         src = self.manifest_source
@@ -171,26 +171,14 @@ class IntegrityGuard(Component):
 
     # -- background re-check ----------------------------------------------------------
     def start(self) -> None:
-        if self.verifier is None or self.interval_s <= 0 or (self._thread and self._thread.is_alive()):
+        if self.verifier is None or self.interval_s <= 0 or (self._worker is not None and self._worker.running):
             return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="guarded-serving-integrity", daemon=True)
-        self._thread.start()
+        self._worker = PeriodicWorker("integrity", self.recheck, self.interval_s, join_timeout_s=10).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout=10)
-        self._thread = None
-
-    def _loop(self) -> None:
-        stop = self._stop
-        while not stop.wait(self.interval_s):
-            try:
-                self.recheck()
-            except Exception:  # pragma: no cover - keep checking
-                _log.exception("integrity re-check raised")
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
     def recheck(self, *, full: bool = False) -> VerificationReport:
         """One re-verification (what the background thread runs); returns its report."""
@@ -239,6 +227,10 @@ class IntegrityGuard(Component):
                 out.append(H.CheckResult("integrity.preprocessing", H.OK,
                                          f"{m.preprocessing.callable} matches the manifest's fingerprint",
                                          m.preprocessing.to_dict()))
+        if self._worker is not None:
+            broken = self._worker.check("integrity.recheck", what="the background re-verification")
+            if broken is not None:
+                out.append(broken)
         reads = len(self.verifier.paths()) if self.verifier else 0
         if self._permission_problems:
             out.append(H.CheckResult("integrity.permissions", H.FAILING,

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 from ..errors import GuardError
-
-if TYPE_CHECKING:
-    from .permissions import PermissionProblem
-    from .verify import Finding
 
 __all__ = ["IntegrityError", "ManifestError"]
 
@@ -21,11 +17,13 @@ class IntegrityError(GuardError):
     """The deployment does not match its manifest (or cannot read/write what it needs).
 
     The message names every offending file with the expected and the found
-    digest; ``findings`` and ``permission_problems`` hold them as objects.
+    digest; ``findings`` (:class:`~.verify.Finding`) and ``permission_problems``
+    (:class:`~.permissions.PermissionProblem`) hold them as objects. (This module sits
+    below them and imports neither, so the package has no import loop.)
     """
 
-    def __init__(self, message: str, *, findings: Sequence["Finding"] = (),
-                 permission_problems: Sequence["PermissionProblem"] = ()) -> None:
+    def __init__(self, message: str, *, findings: Sequence[Any] = (),
+                 permission_problems: Sequence[Any] = ()) -> None:
         self.findings = tuple(findings)
         self.permission_problems = tuple(permission_problems)
         super().__init__(message)

@@ -28,7 +28,9 @@ from opentelemetry import trace
 from .. import health as H
 from ..component import Component
 from ..health import CheckResult
+from ..keys import PINNED_PACKAGES, SLO_VIOLATED
 from ..telemetry import attributes as A
+from ..worker import PeriodicWorker
 from .dependencies import DependencyChecker
 from .downstream import DownstreamProber, Probe
 from .gc_monitor import GcMonitor
@@ -37,8 +39,7 @@ from .sampler import HardwareSampler, HardwareSnapshot
 
 if TYPE_CHECKING:
     from ..call import Call
-    from ..config import GuardConfig
-    from ..guard import Guard
+    from ..context import GuardContext
 
 __all__ = ["DEFAULT_READINESS_POLICY", "OperationalHealth"]
 
@@ -66,6 +67,8 @@ class OperationalHealth(Component):
         ``None``: use NVML when it works, report ``unavailable`` otherwise; ``False``: no GPU checks.
     thresholds : Thresholds or mapping, optional
     dependencies : mapping or list of names, optional
+        ``None``: the packages the deployment manifest pinned (published by the
+        integrity component as ``PINNED_PACKAGES``), when there is one.
     dependency_interval_s : float, default=300
     import_timeout_s : float, default=30
     probes : sequence of dict or Probe
@@ -78,6 +81,7 @@ class OperationalHealth(Component):
 
     name = "operational"
     span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
+    needs = (SLO_VIOLATED, PINNED_PACKAGES)
 
     def __init__(self, *, hardware_interval_s: float | None = 5.0, providers: Sequence[Provider] | None = None,
                  disk_paths: Sequence[str] = (".",), gpu: bool | None = None,
@@ -95,8 +99,9 @@ class OperationalHealth(Component):
         self.dependency_interval_s = float(dependency_interval_s)
         self.readiness_policy = {**DEFAULT_READINESS_POLICY, **dict(readiness_policy or {})}
         self.sampler: HardwareSampler | None = None
-        self.dependencies = DependencyChecker(dependencies, import_timeout_s=import_timeout_s) \
-            if dependencies else None
+        self._dependency_spec = dependencies
+        self._import_timeout_s = import_timeout_s
+        self.dependencies: DependencyChecker | None = None
         self.prober = DownstreamProber(probes, backoff_max_s=probe_backoff_max_s, on_change=self._publish) \
             if probes else None
         self.gc = GcMonitor() if gc_tracking else None
@@ -107,8 +112,7 @@ class OperationalHealth(Component):
         self._publish_lock = threading.Lock()
         self._attrs: Mapping[str, Any] = {}
         self._pressure: tuple[str, ...] = ()
-        self._dep_stop = threading.Event()
-        self._dep_thread: threading.Thread | None = None
+        self._dep_worker: PeriodicWorker | None = None
         self._started = False
         self.slow_calls = 0
         self._gc_slow_at = float("-inf")
@@ -116,7 +120,8 @@ class OperationalHealth(Component):
         self.transitions = 0
 
     @classmethod
-    def from_config(cls, cfg: "GuardConfig") -> "OperationalHealth":
+    def from_settings(cls, cfg: Any) -> "OperationalHealth":
+        """Build from the ``operational`` configuration section."""
         return cls(hardware_interval_s=cfg.hardware_interval_s, disk_paths=cfg.disk_paths or (".",), gpu=cfg.gpu,
                    thresholds=cfg.hardware_thresholds, dependencies=cfg.dependencies,
                    dependency_interval_s=cfg.dependency_interval_s, import_timeout_s=cfg.import_timeout_s,
@@ -127,8 +132,13 @@ class OperationalHealth(Component):
                    readiness_policy=cfg.readiness_policy)
 
     # -- lifecycle ----------------------------------------------------------------------
-    def bind(self, guard: "Guard") -> None:
-        self._slo_ms = float(guard.config.latency_slo_ms)
+    def bind(self, context: "GuardContext") -> None:
+        self._slo_ms = float(context.config.latency_slo_ms)
+        spec = self._dependency_spec
+        if spec is None:  # no explicit list: the packages the manifest pinned at training time
+            spec = context.get(PINNED_PACKAGES, None) or None
+        if spec:
+            self.dependencies = DependencyChecker(spec, import_timeout_s=self._import_timeout_s)
 
     def _default_providers(self) -> list[Provider]:
         providers: list[Provider] = [PsutilProvider(disk_paths=self.disk_paths)]
@@ -147,11 +157,10 @@ class OperationalHealth(Component):
             self.sampler = HardwareSampler(providers, thresholds=self.thresholds,
                                            interval_s=self.hardware_interval_s, on_sample=self._on_sample)
             self.sampler.start()
-        if self.dependencies is not None and self._dep_thread is None:
+        if self.dependencies is not None and self._dep_worker is None:
             self.dependencies.check(imports=False)  # installed / pinned: fast, before the first request
-            self._dep_stop.clear()
-            self._dep_thread = threading.Thread(target=self._dep_loop, name="guard-dependency-checker", daemon=True)
-            self._dep_thread.start()
+            self._dep_worker = PeriodicWorker("dependency-checker", self._check_dependencies,
+                                              self.dependency_interval_s, run_first=True, join_timeout_s=5).start()
         if self.prober is not None:
             self.prober.start()
         self._publish()
@@ -162,20 +171,16 @@ class OperationalHealth(Component):
             self.gc.uninstall()
         if self.sampler is not None:
             self.sampler.stop()
-        self._dep_stop.set()
-        if self._dep_thread is not None:
-            self._dep_thread.join(timeout=5)
-            self._dep_thread = None
+        if self._dep_worker is not None:
+            self._dep_worker.stop()
+            self._dep_worker = None
         if self.prober is not None:
             self.prober.stop()
 
-    def _dep_loop(self) -> None:
+    def _check_dependencies(self) -> None:
         assert self.dependencies is not None
-        while not self._dep_stop.is_set():
-            self.dependencies.check(imports=True)
-            self._publish()
-            if self._dep_stop.wait(self.dependency_interval_s):
-                return
+        self.dependencies.check(imports=True)
+        self._publish()
 
     def _on_sample(self, snap: HardwareSnapshot) -> None:
         self._pressure = snap.pressure
@@ -185,7 +190,7 @@ class OperationalHealth(Component):
     def after_call(self, call: "Call") -> None:
         if self._pending:
             self._emit_events()
-        if call.latency_ms <= self._slo_ms:
+        if not call.state.get(SLO_VIOLATED):
             return
         causes = []
         if self.gc is not None:
@@ -221,6 +226,10 @@ class OperationalHealth(Component):
             out.extend(self.sampler.checks())
         if self.dependencies is not None:
             out.extend(self.dependencies.checks())
+            if self._dep_worker is not None:
+                broken = self._dep_worker.check("dependencies.checker", what="the dependency check")
+                if broken is not None:
+                    out.append(broken)
         if self.prober is not None:
             out.extend(self.prober.checks())
         if self.gc is not None:

@@ -18,7 +18,6 @@ own network.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .. import health as H
 from ..errors import ConfigError
 from ..health import CheckResult
+from ..worker import PeriodicWorker
 
 __all__ = ["DownstreamProber", "Probe", "backoff_delay", "parse_probe", "probe_once"]
 
@@ -170,8 +170,7 @@ class DownstreamProber:
         self._state = {p.name: _State() for p in self.probes}
         self._results: dict[str, CheckResult] = {p.name: self._verdict(p, self._state[p.name])
                                                  for p in self.probes}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker: PeriodicWorker | None = None
 
     # -- probing ----------------------------------------------------------------------
     def run_due(self, now: float | None = None, *, force: bool = False) -> bool:
@@ -218,27 +217,24 @@ class DownstreamProber:
     def checks(self) -> list[CheckResult]:
         return list(self._results.values())
 
-    # -- thread -------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.run_due() and self.on_change is not None:
-                try:
-                    self.on_change()
-                except Exception:  # pragma: no cover - defensive
-                    pass
-            now = self._clock()
-            wait = min((s.next_due for s in self._state.values()), default=now + 60.0) - now
-            self._stop.wait(max(0.01, min(wait, 60.0)))
+    # -- background -----------------------------------------------------------------------
+    def _round(self) -> None:
+        if self.run_due() and self.on_change is not None:
+            self.on_change()
+
+    def _until_next_due(self) -> float:
+        now = self._clock()
+        wait = min((s.next_due for s in self._state.values()), default=now + 60.0) - now
+        return max(0.01, min(wait, 60.0))
 
     def start(self) -> None:
-        if not self.probes or (self._thread is not None and self._thread.is_alive()):
+        if not self.probes or (self._worker is not None and self._worker.running):
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="guard-downstream-prober", daemon=True)
-        self._thread.start()
+        # the wait is "until the next probe is due", so no jitter: backoff is per probe
+        self._worker = PeriodicWorker("downstream-prober", self._round, self._until_next_due, jitter=0.0,
+                                      run_first=True, join_timeout_s=10).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None

@@ -1,6 +1,6 @@
 """The hardware sampler: a background thread that reads providers and caches verdicts.
 
-Every ``interval_s`` the thread calls each provider's ``readings()``, merges
+Every ``interval_s`` a :class:`~guarded_serving.worker.PeriodicWorker` calls each provider's ``readings()``, merges
 the dicts, judges them (:func:`guarded_serving.operational.hardware.evaluate`)
 and swaps in a new immutable :class:`HardwareSnapshot`. The request path
 only ever reads ``sampler.snapshot`` (one attribute load); nothing here runs
@@ -10,14 +10,13 @@ on it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import health as H
 from ..health import CheckResult
+from ..worker import PeriodicWorker
 from .hardware import Provider, Thresholds, evaluate, pressure
 
 __all__ = ["HardwareSampler", "HardwareSnapshot", "span_attributes_of"]
@@ -89,8 +88,7 @@ class HardwareSampler:
         self.on_sample = on_sample
         self.snapshot: HardwareSnapshot = EMPTY
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker: PeriodicWorker | None = None
 
     def sample(self) -> HardwareSnapshot:
         """Take one sample now (the thread calls this; tests may too) and cache it."""
@@ -122,42 +120,17 @@ class HardwareSampler:
                 _log.exception("hardware on_sample callback raised")
         return snap
 
-    @staticmethod
-    def _run(ref: "weakref.ref[HardwareSampler]") -> None:
-        # Holds the sampler only weakly between samples: a guard dropped without stop()
-        # (common in tests) is collected and its thread ends instead of sampling forever.
-        while True:
-            s = ref()
-            if s is None:
-                return
-            stop, interval = s._stop, s.interval_s
-            del s
-            if stop.wait(interval):
-                return
-            s = ref()
-            if s is None:
-                return
-            try:
-                s.sample()
-            except Exception:  # pragma: no cover - sample() reports its own errors; never end the thread
-                _log.exception("hardware sample raised; sampling goes on")
-            del s
-
     def start(self) -> None:
-        """Take a first sample synchronously, then sample every ``interval_s`` in a daemon thread."""
-        if self._thread is not None and self._thread.is_alive():
+        """Take a first sample synchronously, then sample every ``interval_s`` in the background."""
+        if self._worker is not None and self._worker.running:
             return
-        self._stop.clear()
         self.sample()
-        self._thread = threading.Thread(target=self._run, args=(weakref.ref(self),), name="guard-hardware-sampler",
-                                        daemon=True)
-        self._thread.start()
+        self._worker = PeriodicWorker("hardware-sampler", self.sample, self.interval_s, join_timeout_s=5).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
         for p in self.providers:
             close = getattr(p, "close", None)
             if close is not None:
@@ -165,7 +138,7 @@ class HardwareSampler:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker is not None and self._worker.running
 
     def checks(self) -> Iterable[CheckResult]:
         return self.snapshot.checks

@@ -1,40 +1,61 @@
 """BentoML integration: BentoML's tracer provider, and health wiring for services.
 
 BentoML 1.4 builds its own ``TracerProvider`` (``BentoMLContainer.tracer_provider``)
-for its server spans and does not register it globally. A guard inside a
-BentoML worker takes that provider so its span nests under ``POST /<api>``.
+for its server spans and does not register it globally. Importing this module
+registers a resolver (:func:`~guarded_serving.telemetry.tracing.register_provider_resolver`),
+so a guard inside a BentoML worker takes that provider and its span nests under
+``POST /<api>``. Response headers need nothing from here: the guard sets them on
+the ``ctx: bentoml.Context`` the guarded API declares.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any, Mapping
+
+from ..telemetry.tracing import register_provider_resolver
 
 if TYPE_CHECKING:
     from ..guard import Guard
 
 __all__ = ["bentoml_tracer_provider", "health_app", "in_bentoml_worker", "tracing_config_from_env"]
 
+_log = logging.getLogger("guarded_serving.serving")
+_lookup_failed = False
+
 
 def in_bentoml_worker() -> bool:
-    """Whether this process is a BentoML service worker (set by ``bentoml serve``)."""
-    try:
-        from bentoml._internal.context import server_context
-    except Exception:  # pragma: no cover - bentoml internals moved
-        return False
-    return server_context.service_type in ("service", "entry_service")
+    """Whether this process is a BentoML service worker (``bentoml.server_context``)."""
+    import bentoml
+
+    return getattr(bentoml.server_context, "service_type", None) in ("service", "entry_service")
 
 
 def bentoml_tracer_provider() -> Any | None:
-    """BentoML's tracer provider inside a worker, else ``None``."""
+    """BentoML's tracer provider inside a worker, else ``None``.
+
+    BentoML 1.4 has no public accessor for it: it is read from
+    ``BentoMLContainer.tracer_provider``. If that lookup fails (BentoML moved it),
+    one warning names what to configure instead, and None is returned.
+    """
+    global _lookup_failed
     if not in_bentoml_worker():
         return None
     try:
         from bentoml._internal.configuration.containers import BentoMLContainer
 
         return BentoMLContainer.tracer_provider.get()
-    except Exception:  # pragma: no cover - bentoml internals moved
+    except Exception as exc:
+        if not _lookup_failed:
+            _lookup_failed = True
+            _log.warning("could not read BentoML's tracer provider (%s: %s): the guard's spans will not nest "
+                         "under BentoML's; pass Guard(tracer_provider=...) to choose a provider",
+                         type(exc).__name__, exc)
         return None
+
+
+register_provider_resolver(bentoml_tracer_provider)
 
 
 def tracing_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

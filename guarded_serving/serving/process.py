@@ -8,10 +8,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["BentoServer", "tree_rss_mb"]
+__all__ = ["BentoServer", "tree_rss_mb", "wait_http"]
+
+
+def wait_http(url: str, *, timeout: float = 60.0, status: int = 200) -> bool:
+    """Poll ``url`` until it answers ``status`` or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == status:
+                    return True
+        except urllib.error.HTTPError as e:
+            if e.code == status:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def tree_rss_mb(pid: int) -> tuple[float, int]:
@@ -66,8 +85,6 @@ class BentoServer:
 
     def start(self, *, timeout: float = 90.0, ready_status: int | None = 200) -> "BentoServer":
         """Start and wait until ``/livez`` answers (and ``/readyz`` gives ``ready_status``)."""
-        from ..testing import wait_http
-
         self._log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", "bentoml", "serve", self.target, "--host", "127.0.0.1",
                "--port", str(self.port), *self.extra_args]

@@ -20,30 +20,62 @@ the rule costs nothing.
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
+from typing import Callable
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, ProxyTracerProvider, SpanContext, TraceFlags
 
-__all__ = ["resolve_tracer_provider", "sampled_parent_context"]
+__all__ = ["register_provider_resolver", "resolve_tracer_provider", "sampled_parent_context"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_log = logging.getLogger("guarded_serving.telemetry")
+_resolvers: list[Callable[[], "trace.TracerProvider | None"]] = []
+_warned = threading.Event()
+
+
+def register_provider_resolver(resolver: Callable[[], "trace.TracerProvider | None"]) -> None:
+    """Let a serving integration supply its framework's provider (e.g. BentoML's, which
+    BentoML never registers globally). ``resolver()`` returns a provider or None."""
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
 
 
 def resolve_tracer_provider(explicit: trace.TracerProvider | None = None) -> trace.TracerProvider:
-    """The provider a guard should use: ``explicit``, else BentoML's inside a
-    BentoML server worker (BentoML never registers its provider globally),
-    else the global one."""
+    """The provider a guard should use: ``explicit``, else the first a registered
+    serving integration supplies (:func:`register_provider_resolver`; importing
+    :mod:`guarded_serving.serving.bentoml` registers BentoML's), else the global one.
+
+    Inside a BentoML process with no resolver that answers and no global SDK
+    provider, the guard's spans would go nowhere: that is logged once, naming
+    what to configure.
+    """
     if explicit is not None:
         return explicit
-    if "bentoml" in sys.modules:
-        from ..serving.bentoml import bentoml_tracer_provider
-
-        provider = bentoml_tracer_provider()
+    for resolver in _resolvers:
+        try:
+            provider = resolver()
+        except Exception as exc:
+            _warn_once(f"the tracer provider lookup {getattr(resolver, '__qualname__', resolver)} raised "
+                       f"{type(exc).__name__}: {exc}; pass Guard(tracer_provider=...) to choose one")
+            continue
         if provider is not None:
             return provider
-    return trace.get_tracer_provider()
+    provider = trace.get_tracer_provider()
+    if "bentoml" in sys.modules and isinstance(provider, ProxyTracerProvider):
+        _warn_once("no tracer provider found for the guard inside a BentoML process (BentoML keeps its own "
+                   "provider and never sets the global one): import guarded_serving.serving.bentoml in the "
+                   "service module, or pass Guard(tracer_provider=...); the guard's spans are not recorded")
+    return provider
+
+
+def _warn_once(text: str) -> None:
+    if not _warned.is_set():
+        _warned.set()
+        _log.warning(text)
 
 
 def sampled_parent_context(ctx: otel_context.Context | None = None) -> otel_context.Context | None:

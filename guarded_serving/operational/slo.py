@@ -1,0 +1,114 @@
+"""The latency SLO and model-error verdicts, as the always-on ``slo`` component.
+
+Per call (``after_call``, O(1)): account the call in a
+:class:`~guarded_serving.operational.latency.LatencyTracker` and put whether it
+broke its latency budget in ``call.state[SLO_VIOLATED]`` (the guard makes such
+calls anomalous; the operational component names their cause). Read side:
+``latency_slo`` (multi-window burn rate) and ``model_errors`` checks, and the
+call counters at the top of ``Guard.stats()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from .. import health as H
+from ..component import Component
+from ..keys import SLO_VIOLATED
+from .latency import LatencySnapshot, LatencyTracker
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..context import GuardContext
+
+__all__ = ["SloMonitor", "error_check", "latency_check"]
+
+
+class SloMonitor(Component):
+    """Latency budget, error-budget burn rate and model error rate of this worker.
+
+    Parameters
+    ----------
+    settings : SloSettings
+        The ``slo`` section (anything with its fields).
+    """
+
+    name = "slo"
+    provides = (SLO_VIOLATED,)
+    stats_at_top = True
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.tracker = LatencyTracker(slo_ms=settings.latency_slo_ms, slo_target=settings.slo_target,
+                                      windows_s=settings.burn_rate_windows_s,
+                                      quantile_window=settings.latency_window)
+        self._record = self.tracker.record
+
+    def bind(self, context: "GuardContext") -> None:
+        self._model = {"model": context.model_name, "version": context.model_version}
+
+    # -- request path ---------------------------------------------------------------------
+    def after_call(self, call: "Call") -> None:
+        call.state[SLO_VIOLATED] = self._record(call.latency_ms, call.outcome, call.flagged)
+
+    # -- read side ------------------------------------------------------------------------
+    def checks(self) -> Iterable[H.CheckResult]:
+        s = self.tracker.snapshot()
+        return (latency_check(s, self.settings), error_check(s, self.settings))
+
+    def stats(self) -> Mapping[str, Any]:
+        s = self.tracker.snapshot()
+        short, long_ = self.settings.burn_rate_windows_s
+        return {
+            **self._model,
+            "calls": s.calls,
+            "ok": s.calls - s.errors - s.invalid_inputs - s.rejected,
+            "errors": s.errors,
+            "invalid_inputs": s.invalid_inputs,
+            "rejected": s.rejected,
+            "flagged": s.flagged,
+            "slo_violations": s.slo_violations,
+            "latency_ms": {"p50": s.p50_ms, "p95": s.p95_ms, "p99": s.p99_ms, "max": s.max_ms,
+                           "slo": self.settings.latency_slo_ms},
+            "burn_rate": {f"{short}s": s.burn_rates[0], f"{long_}s": s.burn_rates[1]},
+            "error_rate": {f"{short}s": s.error_rates[0], f"{long_}s": s.error_rates[1]},
+        }
+
+
+def latency_check(s: LatencySnapshot, cfg: Any) -> H.CheckResult:
+    """``latency_slo``: degraded at a short-window burn rate >= ``burn_rate_degraded``; failing
+    when both windows burn at >= ``burn_rate_failing`` (the multi-window fast-burn rule)."""
+    (short, long_), (b_s, b_l) = cfg.burn_rate_windows_s, s.burn_rates
+    details = {"slo_ms": cfg.latency_slo_ms, "target": cfg.slo_target,
+               "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
+               "burn_rate_short": b_s, "burn_rate_long": b_l,
+               "window_calls_short": s.window_calls[0], "window_violations_short": s.window_violations[0]}
+    if s.window_calls[0] < cfg.min_window_calls:
+        return H.CheckResult("latency_slo", H.OK, f"{s.window_calls[0]} calls in the last {short} s, "
+                             f"fewer than {cfg.min_window_calls} needed to judge the SLO", details)
+    budget_txt = (f"{s.window_violations[0]} of {s.window_calls[0]} calls in the last {short} s took longer "
+                  f"than {cfg.latency_slo_ms:g} ms; error budget burning at {b_s:.1f}x")
+    if b_s is not None and b_l is not None and b_s >= cfg.burn_rate_failing and b_l >= cfg.burn_rate_failing \
+            and s.window_calls[1] >= cfg.min_window_calls:
+        return H.CheckResult("latency_slo", H.FAILING, budget_txt + f" (>= {cfg.burn_rate_failing:g}x over "
+                             f"both {short} s and {long_} s)", details)
+    if b_s is not None and b_s >= cfg.burn_rate_degraded:
+        return H.CheckResult("latency_slo", H.DEGRADED, budget_txt + f" (>= {cfg.burn_rate_degraded:g}x)", details)
+    return H.CheckResult("latency_slo", H.OK, budget_txt, details)
+
+
+def error_check(s: LatencySnapshot, cfg: Any) -> H.CheckResult:
+    """``model_errors``: the share of calls that raised over the short window."""
+    short = cfg.burn_rate_windows_s[0]
+    n, e, rate = s.window_calls[0], s.window_errors[0], s.error_rates[0]
+    details = {"window_s": short, "window_calls": n, "window_errors": e, "error_rate": rate,
+               "errors_total": s.errors}
+    if n < cfg.min_window_calls:
+        return H.CheckResult("model_errors", H.OK, f"{e} errors in {n} calls in the last {short} s "
+                             f"(fewer than {cfg.min_window_calls} calls: not judged)", details)
+    text = f"{e} of {n} calls in the last {short} s raised ({rate:.1%})"
+    if rate >= cfg.error_rate_failing:
+        return H.CheckResult("model_errors", H.FAILING, text, details)
+    if rate >= cfg.error_rate_degraded:
+        return H.CheckResult("model_errors", H.DEGRADED, text, details)
+    return H.CheckResult("model_errors", H.OK, text, details)

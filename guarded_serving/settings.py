@@ -1,0 +1,160 @@
+"""Typed configuration sections and the validators they share.
+
+Each capability package owns one :class:`Section`: a frozen, keyword-only
+dataclass validated once, in ``__post_init__``, inside that package.
+:class:`~guarded_serving.GuardConfig` composes the sections; users still write
+flat keywords (``Guard(name=..., latency_slo_ms=..., drift=True)``) because a
+section's field names *are* the flat keywords.
+
+A bad value raises :class:`~guarded_serving.errors.ConfigError` naming the
+field, the value given and what would be valid::
+
+    latency_slo_ms=-1 is invalid: expected a number > 0 (milliseconds)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+__all__ = ["GuardSettings", "Section", "as_tuple", "check_bool", "check_integer", "check_level", "check_number",
+           "check_path", "fail"]
+
+
+class Section:
+    """Base of configuration sections (subclasses are frozen, keyword-only dataclasses)."""
+
+    #: The section's name: the capability it configures.
+    section: ClassVar[str] = "section"
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the capability runs with these settings (default: always)."""
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.field_names()}
+
+
+def fail(name: str, value: Any, valid: str) -> None:
+    """Raise the one error message shape: ``name=value is invalid: expected valid``."""
+    raise ConfigError(f"{name}={value!r} is invalid: expected {valid}")
+
+
+def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False, valid: str | None = None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        if valid is None:
+            lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+            hi_s = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
+            valid = "a finite number " + " and ".join(s for s in (lo_s, hi_s) if s)
+        fail(name, value, valid)
+
+
+def check_integer(name: str, value: Any, *, lo: int, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        fail(name, value, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
+
+
+def check_level(name: str, value: Any, example: str = "0.01") -> None:
+    check_number(name, value, lo=0, hi=1, lo_open=True, hi_open=True,
+                 valid=f"a level strictly between 0 and 1, e.g. {example}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        fail(name, value, "True or False")
+
+
+def check_path(name: str, value: Any, *, pem: bool = False) -> None:
+    if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value)):
+        fail(name, value, "None or a non-empty path" + (" or PEM text" if pem else ""))
+
+
+def as_tuple(section: Any, name: str) -> None:
+    """Accept a list where a tuple is expected (frozen dataclass: set through object)."""
+    if isinstance(getattr(section, name), list):
+        object.__setattr__(section, name, tuple(getattr(section, name)))
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardSettings(Section):
+    """The guard's own settings: identity, tracing, and the input it inspects.
+
+    Parameters
+    ----------
+    name : str
+        Model name; letters, digits, ``_ . -``; appears on every span and metric.
+    version : str, default="0"
+        Model version, recorded on every span.
+    trace_sample_ratio : float, default=1.0
+        Fraction of normal calls that get a recorded span. Anomalous calls (errors,
+        SLO breaches, invalid or flagged input) are always exported; see
+        :mod:`guarded_serving.telemetry.tracing`.
+    input_arg : str or None, default=None
+        Name of the parameter holding the feature matrix; ``None`` means the first
+        parameter (after ``self``).
+    n_features : int or None, default=None
+        Expected number of columns; ``None`` accepts any (a reference profile sets it).
+    max_batch_rows : int, default=10000
+        Largest batch accepted; larger batches are an input error (HTTP 400).
+    allow_nan : bool, default=False
+        Whether NaN is accepted as a missing value everywhere. ``inf`` is always
+        rejected. A reference profile accepts NaN where training data had missing values.
+    readiness_checks : tuple of str or None, default=None
+        Names of the checks whose ``failing`` makes the service not ready;
+        ``None`` means every check.
+    span_detail : {"compact", "full"}, default="compact"
+        ``compact``: normal spans carry the core attributes and the deployment's
+        digest; the context of hardware, edge-case and drift components goes on
+        anomalous spans only (each attribute costs OTLP encoding per span).
+        ``full``: every span carries everything.
+    """
+
+    section = "guard"
+    name: str
+    version: str = "0"
+    trace_sample_ratio: float = 1.0
+    input_arg: str | None = None
+    n_features: int | None = None
+    max_batch_rows: int = 10_000
+    allow_nan: bool = False
+    readiness_checks: tuple[str, ...] | None = None
+    span_detail: str = "compact"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            fail("name", self.name, "1-64 characters from letters, digits, '_', '.', '-'")
+        if not isinstance(self.version, str) or not self.version:
+            fail("version", self.version, "a non-empty string")
+        check_number("trace_sample_ratio", self.trace_sample_ratio, lo=0, hi=1)
+        if self.input_arg is not None and (not isinstance(self.input_arg, str) or not self.input_arg.isidentifier()):
+            fail("input_arg", self.input_arg, "None or a parameter name of the guarded function")
+        if self.n_features is not None:
+            check_integer("n_features", self.n_features, lo=1)
+        check_integer("max_batch_rows", self.max_batch_rows, lo=1)
+        check_bool("allow_nan", self.allow_nan)
+        if self.readiness_checks is not None and (
+                not isinstance(self.readiness_checks, tuple)
+                or not all(isinstance(c, str) for c in self.readiness_checks)):
+            fail("readiness_checks", self.readiness_checks, "None or a tuple of check names")
+        if self.span_detail not in ("compact", "full"):
+            fail("span_detail", self.span_detail, "'compact' or 'full'")
