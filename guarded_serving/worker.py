@@ -13,8 +13,9 @@ share one implementation, so they share its guarantees:
   ``consecutive_errors``, ``last_error``) and retried after a backoff that
   doubles per consecutive failure up to ``backoff_max_s``; the thread never
   dies of it, and :meth:`check` turns it into a health verdict;
-- **weak ownership**: a task that is a bound method is held weakly, so an
-  owner dropped without ``stop()`` is collected and its thread ends;
+- **weak ownership** (``weak=True``): a task that is a bound method is held
+  weakly, so an owner dropped without ``stop()`` is collected and its thread
+  ends (the guard's own components use it);
 - **stop with a join timeout**: :meth:`stop` sets an event, runs ``on_stop``
   in the worker thread (closing connections it owns) and joins for at most
   ``join_timeout_s``.
@@ -45,7 +46,7 @@ class PeriodicWorker:
     name : str
         Thread name and the subject of log lines and of :meth:`check`.
     task : callable
-        ``task() -> object``; a bound method is held weakly.
+        ``task() -> object``.
     interval_s : float or callable returning float
     jitter : float, default=0.1
         Relative spread of each wait (0 disables).
@@ -56,19 +57,22 @@ class PeriodicWorker:
     on_stop : callable, optional
         Run in the worker thread when it ends (e.g. close a connection it owns).
     join_timeout_s : float, default=5.0
+    weak : bool, default=False
+        Hold a bound-method ``task`` weakly: when its object is collected the thread ends.
     """
 
     def __init__(self, name: str, task: Callable[[], Any], interval_s: float | Callable[[], float], *,
                  jitter: float = 0.1, backoff_max_s: float | None = None, run_first: bool = False,
                  on_stop: Callable[[], Any] | None = None, join_timeout_s: float = 5.0,
-                 log_every: int = 100) -> None:
+                 log_every: int = 100, weak: bool = False) -> None:
         if not callable(interval_s) and not (isinstance(interval_s, (int, float)) and interval_s > 0):
             raise ValueError(f"interval_s={interval_s!r} is invalid: expected seconds > 0 or a callable")
         if not 0 <= jitter < 1:
             raise ValueError(f"jitter={jitter!r} is invalid: expected a fraction in [0, 1)")
         self.name = name
-        self._task_ref: Callable[[], Any] = (weakref.WeakMethod(task) if hasattr(task, "__self__")  # type: ignore[arg-type]
-                                             and hasattr(task, "__func__") else (lambda: task))
+        if weak and not (hasattr(task, "__self__") and hasattr(task, "__func__")):
+            raise ValueError(f"weak=True needs a bound method as task, got {task!r}")
+        self._task_ref: Callable[[], Any] = weakref.WeakMethod(task) if weak else (lambda: task)  # type: ignore[arg-type]
         self.interval_s = interval_s
         self.jitter = float(jitter)
         self.backoff_max_s = backoff_max_s
@@ -178,8 +182,8 @@ class PeriodicWorker:
 
 
 def _loop(ref: "weakref.ref[PeriodicWorker]", stop: threading.Event) -> None:
-    # Holds the worker only weakly between runs: an owner dropped without stop()
-    # (common in tests) is collected and its thread ends instead of running forever.
+    # Holds the worker only weakly between runs: a worker (or, with weak=True, a task owner)
+    # dropped without stop() (common in tests) is collected and its thread ends.
     w = ref()
     if w is None:
         return

@@ -61,6 +61,7 @@ from bentoml.exceptions import NotFound
 from guarded_serving import ConfigError, Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
 from services.features import prepare
+from services.rules import RangeRule
 from services.train import load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
@@ -127,6 +128,8 @@ guard = Guard(
     drift_min_samples=100,
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
+    # an extension written outside the package (services/rules.py): sizes cannot be negative
+    components=[RangeRule({"mean_radius": (0, None), "mean_area": (0, None)})] if _USE_PROFILE else [],
 )
 
 

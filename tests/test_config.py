@@ -51,3 +51,87 @@ class TestValidation:
         """Guard(config, **overrides) applies overrides to the given config."""
         g = Guard(GuardConfig(name="m", latency_slo_ms=10), latency_slo_ms=20)
         assert g.config.latency_slo_ms == 20 and g.config.name == "m"
+
+
+class TestSections:
+    def test_flat_keywords_fill_each_capabilitys_section(self):
+        """Flat keywords land in the section of the capability that owns them."""
+        cfg = GuardConfig(name="m", latency_slo_ms=20, drift=True, drift_window=300, profile=None,
+                          hardware_interval_s=None)
+        assert cfg.section("slo").latency_slo_ms == 20 and cfg.section("drift").drift_window == 300
+        assert cfg.section("operational").hardware_interval_s is None and cfg.section("drift").enabled
+        assert set(cfg.sections) == {"slo", "integrity", "operational", "edge_cases", "drift"}
+        assert cfg.guard.name == "m" and cfg.latency_slo_ms == 20 and cfg.drift is True
+
+    def test_section_validates_itself(self):
+        """Each section validates its own fields: the error names the flat keyword."""
+        from guarded_serving.drift.capability import DriftSettings
+
+        with pytest.raises(ConfigError, match="^drift_alpha=2 is invalid"):
+            DriftSettings(drift_alpha=2)
+        with pytest.raises(ConfigError, match="^drift_window=1 is invalid"):
+            GuardConfig(name="m", drift_window=1)
+
+    def test_unknown_setting_suggests_the_near_one(self):
+        """A misspelt keyword is a TypeError suggesting the valid keyword."""
+        with pytest.raises(TypeError, match="'drift_windw' \\(did you mean 'drift_window'\\?\\)"):
+            GuardConfig(name="m", drift_windw=5)
+
+    def test_config_is_immutable_and_replace_keeps_the_rest(self):
+        """Attributes cannot be set; replace() rebuilds every section with the change applied."""
+        cfg = GuardConfig(name="m", drift=True, edge_fpr=0.05)
+        with pytest.raises(AttributeError, match="immutable"):
+            cfg.name = "x"  # type: ignore[misc]
+        c2 = cfg.replace(latency_slo_ms=5)
+        assert c2.latency_slo_ms == 5 and c2.drift and c2.edge_fpr == 0.05 and c2 != cfg
+        assert GuardConfig(**cfg.to_dict()) == cfg
+
+
+class TestRegistry:
+    def test_a_third_party_capability_joins_with_its_section(self):
+        """A registered capability adds keywords to GuardConfig and its component to every guard."""
+        from dataclasses import dataclass
+
+        from guarded_serving import Capability, Component, register_capability
+        from guarded_serving import registry
+        from guarded_serving.settings import Section, check_number
+
+        @dataclass(frozen=True, kw_only=True)
+        class QuotaSettings(Section):
+            section = "quota"
+            quota_per_call_rows: float = 100.0
+
+            def __post_init__(self):
+                check_number("quota_per_call_rows", self.quota_per_call_rows, lo=1)
+
+        class Quota(Component):
+            name = "quota"
+
+            def __init__(self, limit):
+                self.limit = limit
+
+        cap = Capability("quota", QuotaSettings, lambda s, ctx: Quota(s.quota_per_call_rows))
+        register_capability(cap)
+        try:
+            g = Guard(name="m", quota_per_call_rows=7, operational=False)
+            assert g.component("quota").limit == 7
+            with pytest.raises(ConfigError, match="quota_per_call_rows=0"):
+                Guard(name="m", quota_per_call_rows=0)
+            with pytest.raises(ConfigError, match="is taken"):
+                register_capability(cap)
+        finally:
+            registry._CAPABILITIES.remove(cap)
+
+    def test_a_capability_cannot_take_existing_keywords(self):
+        """A section reusing a built-in keyword is refused, naming it."""
+        from dataclasses import dataclass
+
+        from guarded_serving import Capability, register_capability
+        from guarded_serving.settings import Section
+
+        @dataclass(frozen=True, kw_only=True)
+        class Clash(Section):
+            latency_slo_ms: float = 1.0
+
+        with pytest.raises(ConfigError, match="latency_slo_ms"):
+            register_capability(Capability("clash", Clash, lambda s, c: None))

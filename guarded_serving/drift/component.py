@@ -165,7 +165,7 @@ class DriftComponent(Component):
             return
         self._worker = PeriodicWorker(f"drift-{self._model}", self._cycle, float(self.interval_s),
                                       on_stop=self._final_cycle,
-                                      join_timeout_s=max(5.0, 2 * float(self.interval_s))).start()
+                                      join_timeout_s=max(5.0, 2 * float(self.interval_s)), weak=True).start()
 
     def stop(self) -> None:
         if self._worker is not None:

@@ -173,7 +173,7 @@ class IntegrityGuard(Component):
     def start(self) -> None:
         if self.verifier is None or self.interval_s <= 0 or (self._worker is not None and self._worker.running):
             return
-        self._worker = PeriodicWorker("integrity", self.recheck, self.interval_s, join_timeout_s=10).start()
+        self._worker = PeriodicWorker("integrity", self.recheck, self.interval_s, join_timeout_s=10, weak=True).start()
 
     def stop(self) -> None:
         if self._worker is not None:

@@ -160,7 +160,7 @@ class OperationalHealth(Component):
         if self.dependencies is not None and self._dep_worker is None:
             self.dependencies.check(imports=False)  # installed / pinned: fast, before the first request
             self._dep_worker = PeriodicWorker("dependency-checker", self._check_dependencies,
-                                              self.dependency_interval_s, run_first=True, join_timeout_s=5).start()
+                                              self.dependency_interval_s, run_first=True, join_timeout_s=5, weak=True).start()
         if self.prober is not None:
             self.prober.start()
         self._publish()

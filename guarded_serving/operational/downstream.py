@@ -232,7 +232,7 @@ class DownstreamProber:
             return
         # the wait is "until the next probe is due", so no jitter: backoff is per probe
         self._worker = PeriodicWorker("downstream-prober", self._round, self._until_next_due, jitter=0.0,
-                                      run_first=True, join_timeout_s=10).start()
+                                      run_first=True, join_timeout_s=10, weak=True).start()
 
     def stop(self) -> None:
         if self._worker is not None:

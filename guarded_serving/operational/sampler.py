@@ -125,7 +125,8 @@ class HardwareSampler:
         if self._worker is not None and self._worker.running:
             return
         self.sample()
-        self._worker = PeriodicWorker("hardware-sampler", self.sample, self.interval_s, join_timeout_s=5).start()
+        self._worker = PeriodicWorker("hardware-sampler", self.sample, self.interval_s, join_timeout_s=5,
+                                      weak=True).start()
 
     def stop(self) -> None:
         if self._worker is not None:
