@@ -5,6 +5,7 @@
   ``ExportTraceServiceRequest`` protobufs into plain dicts, so a test can check
   what a served process actually exported over the wire.
 - :func:`free_port`, :func:`wait_http` -- loopback plumbing for served tests.
+- :func:`wait_until` -- the one bounded polling loop (background work, served state, exported spans).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["OTLPReceiver", "free_port", "in_memory_tracer_provider", "wait_http", "wait_until"]
 
@@ -41,28 +42,37 @@ def free_port() -> int:
 
 def wait_http(url: str, *, timeout: float = 60.0, status: int = 200) -> bool:
     """Poll ``url`` until it answers ``status`` or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == status:
-                    return True
+                return bool(r.status == status)
         except urllib.error.HTTPError as e:
-            if e.code == status:
-                return True
+            return bool(e.code == status)
         except OSError:
-            pass
-        time.sleep(0.2)
-    return False
+            return False
+
+    return bool(wait_until(answered, timeout, 0.2))
 
 
-def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate()`` until it returns something truthy or ``timeout`` seconds pass;
-    return its last value (a bounded loop for background work to catch up)."""
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, *,
+               until: Callable[[Any], Any] | None = None, message: str | None = None) -> Any:
+    """Poll ``predicate()`` every ``interval`` seconds until its value is truthy or ``timeout`` seconds
+    pass; return the last value (a bounded loop for background work to catch up).
+
+    ``until``: a test applied to each value instead of its truthiness, for probes whose last value is
+    wanted whatever it is (``until=lambda r: r.status_code == 503`` returns the last response).
+    ``message``: when given, running out of time raises ``AssertionError`` with it and the last value
+    instead of returning that value.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value or time.monotonic() > deadline:
+        if until(value) if until is not None else value:
+            return value
+        if time.monotonic() > deadline:
+            if message is not None:
+                raise AssertionError(f"{message} (not within {timeout:g} s; last value: {value!r:.2000})")
             return value
         time.sleep(interval)
 
@@ -143,13 +153,12 @@ class OTLPReceiver:
 
     def wait_for(self, predicate: Any, timeout: float = 20.0, count: int = 1) -> list[dict[str, Any]]:
         """Wait until ``predicate(span)`` holds for ``count`` spans (or ``timeout``); return the matches."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def matches() -> list[dict[str, Any]]:
             with self._lock:
-                found = [s for s in self.spans if predicate(s)]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
+                return [s for s in self.spans if predicate(s)]
+
+        return wait_until(matches, timeout, 0.1, until=lambda found: len(found) >= count)
 
     def __enter__(self) -> "OTLPReceiver":
         self._thread.start()
