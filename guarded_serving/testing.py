@@ -5,18 +5,17 @@
   ``ExportTraceServiceRequest`` protobufs into plain dicts, so a test can check
   what a served process actually exported over the wire.
 - :func:`free_port`, :func:`wait_http` -- loopback plumbing for served tests.
+- :func:`wait_until` -- the one bounded polling loop (background work, served state, exported spans).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ._polling import wait_until
 from .serving.process import wait_http
 
 __all__ = ["OTLPReceiver", "free_port", "in_memory_tracer_provider", "wait_http", "wait_until"]
@@ -39,17 +38,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate()`` until it returns something truthy or ``timeout`` seconds pass;
-    return its last value (a bounded loop for background work to catch up)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def _any_value(v: Any) -> Any:
@@ -128,13 +116,12 @@ class OTLPReceiver:
 
     def wait_for(self, predicate: Any, timeout: float = 20.0, count: int = 1) -> list[dict[str, Any]]:
         """Wait until ``predicate(span)`` holds for ``count`` spans (or ``timeout``); return the matches."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def matches() -> list[dict[str, Any]]:
             with self._lock:
-                found = [s for s in self.spans if predicate(s)]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
+                return [s for s in self.spans if predicate(s)]
+
+        return wait_until(matches, timeout, 0.1, until=lambda found: len(found) >= count)
 
     def __enter__(self) -> "OTLPReceiver":
         self._thread.start()

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import requests
 
+from guarded_serving.testing import wait_until
+
 __all__ = ["Replay", "Scenario", "Verdict", "SCENARIOS"]
 
 
@@ -57,12 +59,8 @@ class Replay:
     def wait_spans(self, predicate: Callable[[dict[str, Any]], bool], count: int,
                    timeout: float = 5.0) -> list[dict[str, Any]]:
         """Spans matching ``predicate``, waiting up to ``timeout`` s for ``count`` (export is batched)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [s for s in self.spans() if predicate(s)]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
+        return wait_until(lambda: [s for s in self.spans() if predicate(s)], timeout, 0.1,
+                          until=lambda found: len(found) >= count)
 
 
 @dataclass
@@ -181,7 +179,6 @@ def replaced_artifact(r: Replay) -> Verdict:
     """A second server on a good copy; an older model copied over its model file must make it not ready."""
     import shutil
     import tempfile
-    import time
 
     from services import train
 
@@ -192,11 +189,8 @@ def replaced_artifact(r: Replay) -> Verdict:
             s = requests.Session()
             ready_before = s.get(f"{server.url}/readyz", timeout=10).status_code
             shutil.copy(old / "model.pkl", d / "model.pkl")
-            deadline = time.monotonic() + 30
-            code = ready_before
-            while time.monotonic() < deadline and code != 503:
-                time.sleep(0.2)
-                code = s.get(f"{server.url}/readyz", timeout=10).status_code
+            code = wait_until(lambda: s.get(f"{server.url}/readyz", timeout=10).status_code, 30, 0.2,
+                              until=lambda got: got == 503)
             check = s.get(f"{server.url}/guard/health", timeout=10).json()["checks"]["integrity.artifacts"]
         return Verdict(ready_before == 200 and code == 503,
                        f"/readyz {ready_before} -> {code} after an older model was copied over model.pkl "
@@ -230,13 +224,11 @@ def downstream_outage(r: Replay) -> Verdict:
     check = "downstream.feature_store"
 
     def wait_for(status: str, ready_code: int, timeout: float = 20.0) -> tuple[dict[str, Any], int]:
-        deadline = time.monotonic() + timeout
-        while True:
-            c = r.health()["checks"].get(check, {})
-            code = r.session.get(f"{r.url}/readyz", timeout=10).status_code
-            if (c.get("status") == status and code == ready_code) or time.monotonic() > deadline:
-                return c, code
-            time.sleep(0.2)
+        def probe() -> tuple[dict[str, Any], int]:
+            return r.health()["checks"].get(check, {}), r.session.get(f"{r.url}/readyz", timeout=10).status_code
+
+        return wait_until(probe, timeout, 0.2, until=lambda got: got[0].get("status") == status
+                          and got[1] == ready_code)
 
     before, _ = wait_for("ok", 200)
     fs.stop()
@@ -282,22 +274,17 @@ def _json_allow_nan(payload: dict[str, Any]) -> str:
 
 def shifted_stream(r: Replay) -> Verdict:
     """A feature offset by +2 training std: caught as drift (and skew) with the feature named in /guard/health."""
-    import time
-
     j = r.feature_names.index("mean_radius")
     Z = r.X_train[:400].copy()
     Z[:, j] += 2 * r.X_train[:, j].std()
     codes = {r.predict(Z[i:i + 8]).status_code for i in range(0, len(Z), 8)}
-    deadline = time.monotonic() + 20
-    feats: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        h = r.health()["checks"]
-        feats = h.get("drift.features", {})
-        if "mean_radius" in feats.get("details", {}).get("drifted", []):
-            break
-        time.sleep(0.5)
+
+    def named_in(feats: dict[str, Any]) -> bool:
+        return "mean_radius" in feats.get("details", {}).get("drifted", [])
+
+    feats = wait_until(lambda: r.health()["checks"].get("drift.features", {}), 20, 0.5, until=named_in)
     skew = r.health()["checks"].get("drift.skew", {})
-    named = "mean_radius" in feats.get("details", {}).get("drifted", [])
+    named = named_in(feats)
     return Verdict(codes == {200} and named,
                    f"drift.features {feats.get('status')}: {feats.get('reason', 'no drift check')}\n      "
                    f"drift.skew {skew.get('status')}: {skew.get('reason', '')}")

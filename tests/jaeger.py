@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from guarded_serving.testing import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "jaeger.sh"
 CONFIG = ROOT / "tools" / "jaeger" / "config.yaml"
@@ -101,15 +103,14 @@ class JaegerQuery:
     def wait_spans(self, service: str, predicate: Callable[[dict[str, Any]], bool], *, count: int = 1,
                    timeout: float = 30.0, **kw: Any) -> list[dict[str, Any]]:
         """Poll until ``count`` spans match ``predicate`` or ``timeout`` passes; return the matches."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def matches() -> list[dict[str, Any]]:
             try:
-                found = [s for s in self.spans(service, **kw) if predicate(s)]
+                return [s for s in self.spans(service, **kw) if predicate(s)]
             except OSError:
-                found = []
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.5)
+                return []
+
+        return wait_until(matches, timeout, 0.5, until=lambda found: len(found) >= count)
 
 
 @dataclass
@@ -182,14 +183,16 @@ class PrivateJaeger:
         self.proc = subprocess.Popen([str(binary), "--config", str(self.config)], stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
+        proc = self.proc
         health = f"http://127.0.0.1:{self.ports['health']}/status"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jaeger exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if _ok(health) and _ok(self.query.base + "/services"):
-                return self
-            time.sleep(0.3)
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jaeger exited with {proc.returncode}:\n{self.log_tail()}")
+            return _ok(health) and _ok(self.query.base + "/services")
+
+        if wait_until(healthy, timeout, 0.3):
+            return self
         self.stop()
         raise TimeoutError(f"private jaeger not healthy in {timeout} s:\n{self.log_tail()}")
 

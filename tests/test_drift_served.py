@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import requests
 
 from guarded_serving.serving.process import BentoServer
-from guarded_serving.testing import free_port
+from guarded_serving.testing import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "services" / "artifacts"
@@ -33,16 +32,17 @@ def server(tmp_path_factory):
         yield srv, state
 
 
-def _health_by_worker(url: str, want_rows: int, tries: int = 200) -> dict[int, dict]:
-    """Poll /guard/health and /guard/stats until two workers each report ``want_rows`` pooled rows."""
+def _stats_by_worker(url: str, want_rows: int, timeout: float = 20.0) -> dict[int, dict]:
+    """Poll /guard/stats (a new connection each time) until two workers each report ``want_rows`` pooled rows."""
     seen: dict[int, dict] = {}
-    for _ in range(tries):
+
+    def two_workers() -> bool:
         st = requests.get(url + "/guard/stats", headers=CLOSE, timeout=10).json()["drift"]
         if st.get("pooled_rows") == want_rows:
             seen[st["worker_pid"]] = st
-        if len(seen) >= 2:
-            break
-        time.sleep(0.05)
+        return len(seen) >= 2
+
+    wait_until(two_workers, timeout, 0.05)
     return seen
 
 
@@ -59,7 +59,7 @@ def test_two_workers_pool_their_windows_and_name_the_shifted_feature(server):
 
     with ThreadPoolExecutor(4) as pool:
         assert set(pool.map(post, range(0, 160, 4))) == {200}
-    seen = _health_by_worker(srv.url, 160)
+    seen = _stats_by_worker(srv.url, 160)
     assert len(seen) == 2, f"expected two workers reporting 160 pooled rows, saw {seen}"
     # the workers' own flushes add up to 160, and each (even one that served fewer) sees all 160
     assert sum(v["flushed_rows"] for v in seen.values()) == 160
@@ -73,12 +73,8 @@ def test_two_workers_pool_their_windows_and_name_the_shifted_feature(server):
     Z[:, j] += 2 * ref["X_train"][:, j].std()
     for i in range(0, len(Z), 8):
         assert s.post(srv.url + "/predict", json={"inputs": Z[i:i + 8].tolist()}, timeout=30).status_code == 200
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        h = s.get(srv.url + "/guard/health", timeout=10).json()
-        if h["checks"]["drift.features"]["details"].get("pooled_rows") == 560:
-            break
-        time.sleep(0.1)
+    h = wait_until(lambda: s.get(srv.url + "/guard/health", timeout=10).json(), 30, 0.1,
+                   until=lambda h: h["checks"]["drift.features"]["details"].get("pooled_rows") == 560)
     feats = h["checks"]["drift.features"]
     assert h["status"] == "degraded" and feats["status"] == "degraded"
     assert "mean_radius" in feats["details"]["drifted"]

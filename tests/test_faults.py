@@ -115,12 +115,8 @@ def _sampler_check(server) -> tuple[int, dict]:
 
 
 def _wait_sampler(server, predicate, timeout: float = 15.0) -> tuple[int, dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, check = _sampler_check(server)
-        if predicate(check) or time.monotonic() > deadline:
-            return code, check
-        time.sleep(0.2)
+    """Poll until ``predicate(check)`` holds for the hardware.sampler check; the last (status code, check)."""
+    return wait_until(lambda: _sampler_check(server), timeout, 0.2, until=lambda got: predicate(got[1]))
 
 
 def test_sampler_that_raises(artifacts, tmp_path):

@@ -67,8 +67,10 @@ class TestCreate:
         with pytest.raises(ValueError, match="at least one artifact"):
             create_manifest(name="c", version="1", root=tmp_path, artifacts=[])
 
+    @pytest.mark.integration
     def test_bentoml_model_store_entry(self, tmp_path):
-        """A real BentoML model store entry is hashed as a directory, file by file."""
+        """A real BentoML model store entry is hashed as a directory, file by file (saved by a real
+        ``bentoml`` process: slow, hence integration)."""
         home = tmp_path / "bentoml"
         code = textwrap.dedent("""
             import pickle, bentoml

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 import requests
 
 from guarded_serving.integrity.hashing import sha256_file
 from guarded_serving.serving.process import BentoServer
-from guarded_serving.testing import free_port
+from guarded_serving.testing import free_port, wait_until
 
 from tests.integrity_helpers import ROOT, deployment, flip_byte, trained
 
@@ -49,9 +48,7 @@ def test_starts_on_the_right_artifacts_and_fails_readiness_when_replaced(tmp_pat
         assert art["status"] == "ok" and len(art["details"]["digest"]) == 64
         assert art["details"]["manifest_version"] == "1"
         shutil.copy(trained(1) / "model.pkl", d / "model.pkl")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and requests.get(f"{server.url}/readyz", timeout=10).status_code != 503:
-            time.sleep(0.2)
+        wait_until(lambda: requests.get(f"{server.url}/readyz", timeout=10).status_code == 503, 30, 0.2)
         assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 503
         h = requests.get(f"{server.url}/guard/health", timeout=10).json()
         (mm,) = h["checks"]["integrity.artifacts"]["details"]["mismatches"]

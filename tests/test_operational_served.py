@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from guarded_serving.serving.process import BentoServer
-from guarded_serving.testing import free_port
+from guarded_serving.testing import free_port, wait_until
 from services.feature_store import FeatureStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,13 +18,12 @@ pytestmark = pytest.mark.integration
 
 def _wait(url, check, status, ready_code, timeout=30.0):
     """Poll /guard/health and /readyz until ``check`` has ``status`` and /readyz answers ``ready_code``."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def probe() -> tuple[dict, int]:
         c = requests.get(f"{url}/guard/health", timeout=10).json()["checks"].get(check, {})
-        code = requests.get(f"{url}/readyz", timeout=10).status_code
-        if (c.get("status") == status and code == ready_code) or time.monotonic() > deadline:
-            return c, code
-        time.sleep(0.2)
+        return c, requests.get(f"{url}/readyz", timeout=10).status_code
+
+    return wait_until(probe, timeout, 0.2, until=lambda got: got[0].get("status") == status and got[1] == ready_code)
 
 
 @pytest.fixture(scope="module")

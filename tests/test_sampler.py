@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from guarded_serving.operational.hardware import PsutilProvider, StaticProvider
 from guarded_serving.operational.sampler import HardwareSampler
+from guarded_serving.testing import wait_until
 
 
 def test_real_sampler_caches_snapshots_in_its_thread(tmp_path):
@@ -61,15 +61,12 @@ def test_malformed_readings_are_reported_and_the_thread_keeps_sampling():
     s.start()
     try:
         p.set({"memory": {"available_percent": "garbage"}})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "evaluate" not in s.snapshot.errors:
-            time.sleep(0.05)
+        wait_until(lambda: "evaluate" in s.snapshot.errors, timeout=10)
         checks = {c.name: c for c in s.checks()}
         assert checks["hardware.sampler"].status == "degraded" and "evaluate: ValueError" in checks["hardware.sampler"].reason
         p.set({"memory": {"available_percent": 50.0}})
         n = s.samples
-        while time.monotonic() < deadline and (s.samples <= n + 1 or s.snapshot.errors):
-            time.sleep(0.05)
+        wait_until(lambda: s.samples > n + 1 and not s.snapshot.errors, timeout=10)
         assert s.running and not s.snapshot.errors
         assert {c.name: c.status for c in s.checks()} == {"hardware.memory": "ok"}
     finally:

@@ -63,11 +63,12 @@ class TestBasics:
         assert n <= 12
 
     def test_counters(self, tmp_path):
-        """incr/counter keep shared integer counters."""
+        """counter reads the shared integer counters: 0 if never set; a stream's total is one."""
         s = SQLiteWindowStore(tmp_path / "w.sqlite")
         assert s.counter("k") == 0
-        s.incr("k", 3)
-        assert s.incr("k") == 4
+        s.append("s", np.ones((3, 1)))
+        s.append("s", np.ones((1, 1)))
+        assert s.counter("total:s") == s.total("s") == 4
 
     def test_rejects_non_2d_rows(self, tmp_path):
         """Appending a 1-D array is an error naming the shape."""

@@ -13,24 +13,24 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
+from .._polling import wait_until
+
 __all__ = ["BentoServer", "tree_rss_mb", "wait_http"]
 
 
 def wait_http(url: str, *, timeout: float = 60.0, status: int = 200) -> bool:
     """Poll ``url`` until it answers ``status`` or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == status:
-                    return True
+                return bool(r.status == status)
         except urllib.error.HTTPError as e:
-            if e.code == status:
-                return True
+            return bool(e.code == status)
         except OSError:
-            pass
-        time.sleep(0.2)
-    return False
+            return False
+
+    return bool(wait_until(answered, timeout, 0.2))
 
 
 def tree_rss_mb(pid: int) -> tuple[float, int]:
@@ -91,12 +91,13 @@ class BentoServer:
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if wait_http(self.url + "/livez", timeout=1.0):
-                break
-        else:
+        proc = self.proc
+        # "exited" or "live" ends the wait; each poll is itself a short wait for /livez
+        state = wait_until(lambda: "exited" if proc.poll() is not None else
+                           "live" if wait_http(self.url + "/livez", timeout=1.0) else "", timeout, 0.0)
+        if state == "exited":
+            raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{self.log_tail()}")
+        if state != "live":
             self.stop()
             raise TimeoutError(f"bentoml serve did not answer /livez in {timeout} s:\n{self.log_tail()}")
         if ready_status is not None and not wait_http(self.url + "/readyz", timeout=max(1.0, deadline - time.monotonic()),

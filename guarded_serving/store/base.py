@@ -52,10 +52,6 @@ class WindowStore(ABC):
         """How many rows were ever appended to ``stream`` (by every writer)."""
 
     @abstractmethod
-    def incr(self, key: str, by: int = 1) -> int:
-        """Add ``by`` to the shared counter ``key``; return its new value."""
-
-    @abstractmethod
     def counter(self, key: str) -> int:
         """The shared counter ``key`` (0 if never set)."""
 

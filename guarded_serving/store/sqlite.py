@@ -152,14 +152,6 @@ class SQLiteWindowStore(WindowStore):
     def total(self, stream: str) -> int:
         return self.counter("total:" + stream)
 
-    def incr(self, key: str, by: int = 1) -> int:
-        def txn(conn: sqlite3.Connection) -> int:
-            conn.execute("INSERT INTO counters(key, value) VALUES(?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (key, int(by)))
-            return int(conn.execute("SELECT value FROM counters WHERE key=?", (key,)).fetchone()[0])
-
-        return int(self._write(txn))
-
     def counter(self, key: str) -> int:
         got = self._read("SELECT value FROM counters WHERE key=?", (key,))
         return int(got[0][0]) if got else 0

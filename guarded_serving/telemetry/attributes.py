@@ -64,7 +64,6 @@ integrity), ``guard.hardware.*`` / ``guard.health.*`` (operational health),
 ``guard.edge.*`` (edge-case verdicts) and ``guard.drift.*`` (shift and skew).
 """
 
-PREFIX = "guard."
 MODEL_NAME = "guard.model.name"
 MODEL_VERSION = "guard.model.version"
 LATENCY_MS = "guard.latency_ms"
