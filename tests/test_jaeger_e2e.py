@@ -136,4 +136,4 @@ class TestJaegerEndToEnd:
         spans, _ = traced
         tags = tags_of(guard_span(spans, **{"guard.outcome": "invalid_input"}))
         assert tags["error"] is True and tags["error.type"] == "InvalidInputError"
-        assert "row 0, feature 5 is NaN" in tags["guard.input.problem"]
+        assert "row 0, feature 5 (mean_compactness) is NaN" in tags["guard.input.problem"]

@@ -37,8 +37,8 @@ class TestServedExample:
         assert "inputs" in schema
 
     @pytest.mark.parametrize("payload,fragment", [
-        ({"inputs": [[1.0] * 29 + [float("nan")]]}, "inputs: row 0, feature 29 is NaN"),
-        ({"inputs": [[float("inf")] + [1.0] * 29]}, "inputs: row 0, feature 0 is inf"),
+        ({"inputs": [[1.0] * 29 + [float("nan")]]}, "inputs: row 0, feature 29 (worst_fractal_dimension) is NaN"),
+        ({"inputs": [[float("inf")] + [1.0] * 29]}, "inputs: row 0, feature 0 (mean_radius) is inf"),
         ({"inputs": [[1.0, 2.0]]}, "inputs: expected 30 features per row, got 2"),
         ({"inputs": "a string"}, "inputs: expected numbers"),
         ({"inputs": []}, "inputs: empty batch"),
