@@ -40,12 +40,12 @@ class Call:
     state : dict of StateKey to object
         Data components hand to each other (see :mod:`guarded_serving.keys`).
     headers : dict of str to str
-        Response headers components set with :meth:`set_header`.
+        Response headers components set with :meth:`set_header` (empty until one is set).
     """
 
     __slots__ = ("args", "kwargs", "inputs", "input_name", "_input_index", "attributes",
                  "flagged", "result", "error", "outcome", "latency_ms", "answered", "state",
-                 "headers", "_response")
+                 "_headers", "_response")
 
     def __init__(self, args: tuple, kwargs: dict, inputs: np.ndarray | None,
                  input_name: str | None, input_index: int | None, response: Any = None) -> None:
@@ -63,7 +63,12 @@ class Call:
         self.latency_ms = 0.0
         self.answered = False
         self.state: dict[StateKey[Any], Any] = {}
-        self.headers: dict[str, str] = {}
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers set on this call (a copy-free view; empty when none)."""
+        return self._headers if self._headers is not None else {}
 
     def flag(self, **attributes: Any) -> None:
         """Mark the call anomalous (always exported) and add span attributes."""
@@ -78,7 +83,9 @@ class Call:
     def set_header(self, name: str, value: str) -> None:
         """Add a response header: kept in ``headers`` and, when the guarded API declared a
         request context (``ctx: bentoml.Context``), set on its response."""
-        self.headers[name] = value
+        if self._headers is None:
+            self._headers = {}
+        self._headers[name] = value
         if self._response is not None:
             self._response.headers[name] = value
 

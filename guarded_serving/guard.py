@@ -107,8 +107,8 @@ class Guard:
         for c in self._components:
             c.bind(self.context)
             self.context._publish(c.name, c.resources())
-        self._before = [(c.name, c.before_call) for c in self._components if _overrides(c, "before_call")]
-        self._after = [(c.name, c.after_call) for c in self._components if _overrides(c, "after_call")]
+        self._before = tuple(c.before_call for c in self._components if _overrides(c, "before_call"))
+        self._after = tuple(c.after_call for c in self._components if _overrides(c, "after_call"))
         # input validation: the guard's settings, completed by the input schema a component publishes
         schema = self.context.get(INPUT_SCHEMA, None)
         self._n_features = config.n_features if config.n_features is not None else (
@@ -195,7 +195,7 @@ class Guard:
                 t0 = _perf_ns()
                 span, token = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
-                            _response_of(args, kwargs, ctx_name, ctx_index))
+                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
                     prepare(call)
                     if not call.answered:
@@ -217,7 +217,7 @@ class Guard:
                 t0 = _perf_ns()
                 span, token = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
-                            _response_of(args, kwargs, ctx_name, ctx_index))
+                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
                     prepare(call)
                     if not call.answered:
@@ -278,13 +278,13 @@ class Guard:
             call.inputs = as_feature_matrix(value, name or "input", n_features=self._n_features,
                                             max_rows=self._max_rows, allow_nan=self._allow_nan,
                                             feature_names=self._feature_names)
-        for owner, hook in self._before:
+        for hook in self._before:
             try:
                 hook(call)
             except (InvalidInputError, RejectedInputError):
                 raise
             except Exception as exc:  # a broken component must not break serving
-                self._component_failed(owner, "before_call", exc)
+                self._component_failed(hook.__self__.name, "before_call", exc)
 
     def _component_failed(self, owner: str, hook: str, exc: BaseException) -> None:
         key = (owner, hook)
@@ -306,11 +306,11 @@ class Guard:
             else:
                 outcome = A.OUTCOME_ERROR
             call.outcome, call.error = outcome, exc
-            for owner, hook in self._after:
+            for hook in self._after:
                 try:
                     hook(call)
                 except Exception as hook_exc:
-                    self._component_failed(owner, "after_call", hook_exc)
+                    self._component_failed(hook.__self__.name, "after_call", hook_exc)
             violated = call.state.get(SLO_VIOLATED, False)
             anomalous = violated or call.flagged or outcome != A.OUTCOME_OK
             if self._metrics is not None:
@@ -458,9 +458,7 @@ def _is_request_context(p: inspect.Parameter) -> bool:
         ann is inspect.Parameter.empty and p.name in ("ctx", "context"))
 
 
-def _response_of(args: tuple, kwargs: dict, name: str | None, index: int | None) -> Any:
-    if name is None:
-        return None
+def _response_of(args: tuple, kwargs: dict, name: str, index: int | None) -> Any:
     ctx = kwargs.get(name) if index is None or len(args) <= index else args[index]
     return getattr(ctx, "response", None)
 

@@ -65,11 +65,18 @@ def resolve_tracer_provider(explicit: trace.TracerProvider | None = None) -> tra
         if provider is not None:
             return provider
     provider = trace.get_tracer_provider()
-    if "bentoml" in sys.modules and isinstance(provider, ProxyTracerProvider):
+    if isinstance(provider, ProxyTracerProvider) and _in_bentoml_worker():
         _warn_once("no tracer provider found for the guard inside a BentoML process (BentoML keeps its own "
                    "provider and never sets the global one): import guarded_serving.serving.bentoml in the "
                    "service module, or pass Guard(tracer_provider=...); the guard's spans are not recorded")
     return provider
+
+
+def _in_bentoml_worker() -> bool:
+    # read, never imported: only a process that already runs BentoML can be one of its workers
+    bentoml = sys.modules.get("bentoml")
+    ctx = getattr(bentoml, "server_context", None)
+    return getattr(ctx, "service_type", None) in ("service", "entry_service")
 
 
 def _warn_once(text: str) -> None:
