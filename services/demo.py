@@ -1,13 +1,16 @@
-"""The main job: serve the guarded example on embedded defaults, replay traffic, show what it caught.
+"""The main job: serve the guarded examples on embedded defaults, replay traffic, show what they caught.
 
-    python -m services.demo [--port 3000] [--keep-serving]
+    python -m services.demo [--port 3000] [--keep-serving] [--no-examples]
 
 Trains the example model if its artifacts are missing, starts
 ``bentoml serve services.cancer:CancerClassifier`` on 127.0.0.1 with fault
 injection on and traces exported over OTLP (to a receiver this script runs,
 or to ``OTEL_EXPORTER_OTLP_ENDPOINT`` such as a local Jaeger when set), replays
 every scenario of :mod:`services.replay`, and prints a table of what the guard
-caught, then its stats and health.
+caught, then its stats and health. Then it serves the image and text examples
+(``services.digits:DigitClassifier``, ``services.sentiment:SentimentAnalyzer``,
+both started at once) and replays their failures (:data:`services.replay.EXAMPLES`):
+edge cases of each kind beside held-out inputs, and the text model's content check.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--keep-serving", action="store_true", help="leave the server up until Ctrl-C")
+    ap.add_argument("--no-examples", action="store_true", help="only the tabular example")
     args = ap.parse_args(argv)
 
     from guarded_serving.serving.process import BentoServer
@@ -35,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = Path(os.environ.get("GUARDED_ARTIFACT_DIR", train.DEFAULT_DIR))
     if not (artifacts / "model.pkl").exists():
         train.train(artifacts)
+    if not args.no_examples:
+        from services import train_digits, train_sentiment
+
+        for mod, sub in ((train_digits, "digits"), (train_sentiment, "sentiment")):
+            if not (artifacts / sub / "profile.npz").exists():
+                mod.train(artifacts / sub)
     port = args.port or free_port()
     receiver = OTLPReceiver().__enter__()
     import tempfile
@@ -80,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 o = s["attributes"].get("guard.outcome", "?")
                 by_outcome[o] = by_outcome.get(o, 0) + 1
             print(f"\nguard spans exported over OTLP: {len(spans)} {by_outcome}")
+        if not args.no_examples:
+            rows += run_examples(artifacts, env, receiver)
         missed = [sc.name for sc, v in rows if not v.caught]
         print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
         if args.keep_serving:
@@ -93,6 +106,55 @@ def main(argv: list[str] | None = None) -> int:
     feature_store.stop()
     state_dir.cleanup()
     return 1 if missed else 0
+
+
+def run_examples(artifacts: Path, env: dict[str, str], receiver: Any) -> list[tuple[Any, Any]]:
+    """Serve the image and text examples (started together), replay their scenarios, print what was caught."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from guarded_serving.serving.process import BentoServer
+    from guarded_serving.testing import free_port
+    from services import replay
+
+    servers = [BentoServer(ex.target, free_port(), cwd=ROOT,
+                           env={**env, ex.dir_env: str(artifacts / ex.subdir)}) for ex in replay.EXAMPLES]
+    print(f"\nserving {', '.join(ex.target for ex in replay.EXAMPLES)} (started together)", flush=True)
+    t0 = time.monotonic()
+    rows: list[tuple[Any, Any]] = []
+    with ThreadPoolExecutor(len(servers)) as pool:
+        started = [pool.submit(s.start, timeout=120) for s in servers]
+    try:
+        print(f"ready in {time.monotonic() - t0:.1f} s", flush=True)
+        for ex, server, fut in zip(replay.EXAMPLES, servers, started):
+            try:
+                fut.result()
+            except Exception as exc:  # reported as missed, the demo goes on
+                print(f"\n-- {ex.name}: bentoml serve failed: {str(exc)[-1500:]}", flush=True)
+                rows += [(sc, replay.Verdict(False, "the server did not start")) for sc in ex.scenarios]
+                continue
+            print(f"\n-- {ex.name} ({ex.target} on {server.url}, POST /{ex.api})", flush=True)
+            r = ex.replay(server.url, artifacts / ex.subdir, spans=lambda: list(receiver.spans))
+            for sc in ex.scenarios:
+                try:
+                    v = sc.run(r)
+                except Exception as exc:  # a broken scenario is reported, not fatal
+                    v = replay.Verdict(False, f"scenario raised {type(exc).__name__}: {exc}")
+                rows.append((sc, v))
+                print(f"[{'CAUGHT' if v.caught else 'MISSED'}] {sc.name:<28} ({sc.failure})\n      {v.evidence}",
+                      flush=True)
+            st = r.stats()
+            edge = st.get("edge_cases", {})
+            print(f"   guard stats: {st.get('calls', st.get('ok'))} calls, edge_cases rows {edge.get('rows')} "
+                  f"flagged {edge.get('rows_flagged')}" + (f", content {st['content']}" if "content" in st else ""),
+                  flush=True)
+            spans = [s for s in receiver.spans if s["name"] == f"guard {ex.name}"
+                     and s["attributes"].get("guard.edge.flagged")]
+            if spans:
+                print(f"   {len(spans)} flagged '{spans[0]['name']}' spans exported over OTLP", flush=True)
+    finally:
+        for s in servers:
+            s.stop()
+    return rows
 
 
 if __name__ == "__main__":
