@@ -1,6 +1,6 @@
 """The main job: serve the guarded examples on embedded defaults, replay traffic, show what they caught.
 
-    python -m services.demo [--port 3000] [--keep-serving] [--no-examples]
+    python -m services.demo [--port 3000] [--keep-serving] [--no-examples | --examples-only]
 
 Trains the example model if its artifacts are missing, starts
 ``bentoml serve services.cancer:CancerClassifier`` on 127.0.0.1 with fault
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--keep-serving", action="store_true", help="leave the server up until Ctrl-C")
     ap.add_argument("--no-examples", action="store_true", help="only the tabular example")
+    ap.add_argument("--examples-only", action="store_true", help="only the image and text examples")
     args = ap.parse_args(argv)
 
     from guarded_serving.serving.process import BentoServer
@@ -62,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     external = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if not external:
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = receiver.endpoint
+    if args.examples_only:
+        rows = run_examples(artifacts, env, receiver)
+        missed = [sc.name for sc, v in rows if not v.caught]
+        print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
+        receiver.__exit__(None, None, None)
+        feature_store.stop()
+        state_dir.cleanup()
+        return 1 if missed else 0
     print(f"serving services.cancer:CancerClassifier on 127.0.0.1:{port} "
           f"(traces -> {external or receiver.endpoint})", flush=True)
     t0 = time.monotonic()
@@ -147,8 +156,12 @@ def run_examples(artifacts: Path, env: dict[str, str], receiver: Any) -> list[tu
             print(f"   guard stats: {st.get('calls', st.get('ok'))} calls, edge_cases rows {edge.get('rows')} "
                   f"flagged {edge.get('rows_flagged')}" + (f", content {st['content']}" if "content" in st else ""),
                   flush=True)
-            spans = [s for s in receiver.spans if s["name"] == f"guard {ex.name}"
-                     and s["attributes"].get("guard.edge.flagged")]
+            from guarded_serving.testing import wait_until
+
+            want = edge.get("calls_flagged", 0)
+            spans = wait_until(lambda: [s for s in receiver.spans if s["name"] == f"guard {ex.name}"
+                                        and s["attributes"].get("guard.edge.flagged")], 5, 0.1,
+                               until=lambda found: len(found) >= want)
             if spans:
                 print(f"   {len(spans)} flagged '{spans[0]['name']}' spans exported over OTLP", flush=True)
     finally:
