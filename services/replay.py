@@ -434,22 +434,24 @@ class Example:
         return ExampleReplay(url, self.api, self.field, clean, edge, spans)
 
 
+DIGITS_SCENARIOS = [
+    Scenario("digits: held-out images", "baseline: clean images mostly not flagged", example_clean),
+    Scenario("digits: blank images", "ML: an empty frame (camera off)", example_edge("blank")),
+    Scenario("digits: negatives", "ML: inverted intensities", example_edge("negative")),
+    Scenario("digits: off-centre", "ML: digit shifted 3 pixels towards a corner", example_edge("shifted")),
+    Scenario("digits: letters", "ML: images from another data set (letters)", example_edge("letters")),
+    Scenario("digits: noise", "ML: images from another data set (noise)", example_edge("noise")),
+]
+SENTIMENT_SCENARIOS = [
+    Scenario("sentiment: held-out texts", "baseline: clean texts mostly not flagged", example_clean),
+    Scenario("sentiment: empty texts", "ML: empty or blank text", example_edge("empty")),
+    Scenario("sentiment: capitals only", "ML: text in capitals only", example_edge("capitals")),
+    Scenario("sentiment: pasted HTML", "ML: text pasted with its HTML markup", example_edge("html")),
+    Scenario("sentiment: blocked words", "output: the model's reply repeats an insult", sentiment_content),
+]
 EXAMPLES: list[Example] = [
-    Example("digits", "services.digits:DigitClassifier", "classify", "images", "digits", "GUARDED_DIGITS_DIR",
-            _digits_data, [
-        Scenario("digits: held-out images", "baseline: clean images mostly not flagged", example_clean),
-        Scenario("digits: blank images", "ML: an empty frame (camera off)", example_edge("blank")),
-        Scenario("digits: negatives", "ML: inverted intensities", example_edge("negative")),
-        Scenario("digits: off-centre", "ML: digit shifted 3 pixels towards a corner", example_edge("shifted")),
-        Scenario("digits: letters", "ML: images from another data set (letters)", example_edge("letters")),
-        Scenario("digits: noise", "ML: images from another data set (noise)", example_edge("noise")),
-    ]),
-    Example("sentiment", "services.sentiment:SentimentAnalyzer", "analyze", "texts", "sentiment",
-            "GUARDED_SENTIMENT_DIR", _sentiment_data, [
-        Scenario("sentiment: held-out texts", "baseline: clean texts mostly not flagged", example_clean),
-        Scenario("sentiment: empty texts", "ML: empty or blank text", example_edge("empty")),
-        Scenario("sentiment: capitals only", "ML: text in capitals only", example_edge("capitals")),
-        Scenario("sentiment: pasted HTML", "ML: text pasted with its HTML markup", example_edge("html")),
-        Scenario("sentiment: blocked words", "output: the model's reply repeats an insult", sentiment_content),
-    ]),
+    Example("digits", "services.digits:DigitClassifier", "classify", "images", subdir="digits",
+            dir_env="GUARDED_DIGITS_DIR", data=_digits_data, scenarios=DIGITS_SCENARIOS),
+    Example("sentiment", "services.sentiment:SentimentAnalyzer", "analyze", "texts", subdir="sentiment",
+            dir_env="GUARDED_SENTIMENT_DIR", data=_sentiment_data, scenarios=SENTIMENT_SCENARIOS),
 ]
