@@ -42,12 +42,12 @@ from .component import Component
 from .config import GuardConfig
 from .context import GuardContext
 from .errors import ConfigError, InvalidInputError, RejectedInputError
-from .keys import INPUT_SCHEMA, SLO_VIOLATED
+from .keys import FEATURES, INPUT_SCHEMA, SLO_VIOLATED
 from .registry import capabilities
 from .telemetry import attributes as A
 from .telemetry.metrics import GuardMetrics
 from .telemetry.tracing import resolve_tracer_provider, sampled_parent_context
-from .validation import as_feature_matrix
+from .views import FeatureView, InputView, NumberView, guess_kind
 
 __all__ = ["Guard"]
 
@@ -109,14 +109,7 @@ class Guard:
             self.context._publish(c.name, c.resources())
         self._before = tuple(c.before_call for c in self._components if _overrides(c, "before_call"))
         self._after = tuple(c.after_call for c in self._components if _overrides(c, "after_call"))
-        # input validation: the guard's settings, completed by the input schema a component publishes
-        schema = self.context.get(INPUT_SCHEMA, None)
-        self._n_features = config.n_features if config.n_features is not None else (
-            schema.n_features if schema is not None else None)
-        nan_mask = schema.nan_allowed if schema is not None else None
-        self._allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
-        self._feature_names = tuple(schema.feature_names) if schema is not None else ()
-        self._max_rows = config.max_batch_rows
+        self._read_input = self._input_reader(config)
         self._sample_ratio = config.trace_sample_ratio
         self._start_lock = threading.Lock()
         self._started = False
@@ -143,8 +136,51 @@ class Guard:
 
     @property
     def n_features(self) -> int | None:
-        """Columns the input matrix must have (the config's, else the profile's), or None."""
+        """Columns of the monitored feature matrix (the config's, else the profile's), or None."""
         return self._n_features
+
+    @property
+    def view(self) -> InputView | None:
+        """The input view that reads a call's input into monitored features, or None
+        (numbers read per call when numeric, nothing inspected otherwise)."""
+        return self._view
+
+    def _input_reader(self, config: GuardConfig) -> Callable[[Any, str], Any] | None:
+        """How a call's input becomes ``call.inputs``: the profile's view, else ``input_kind`` or
+        ``features``, else numbers when the input is numeric; None when nothing needs it."""
+        schema = self.context.get(INPUT_SCHEMA, None)
+        self._n_features = config.n_features if config.n_features is not None else (
+            schema.n_features if schema is not None else None)
+        explicit = (config.input_kind is not None or config.features is not None or config.n_features is not None
+                    or config.allow_nan)
+        needed = any(FEATURES in c.needs for c in self._components)
+        self._view: InputView | None = None
+        if not (needed or explicit):
+            return None  # no component reads features: the input is not inspected at all
+        nan_mask = schema.nan_allowed if schema is not None else None
+        allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
+        names = tuple(schema.feature_names) if schema is not None else ()
+        if schema is not None and schema.view is not None:
+            self._view = schema.view
+        elif config.features is not None:
+            self._view = FeatureView(config.features)
+        elif config.input_kind not in (None, "numbers"):
+            raise ConfigError(f"input_kind={config.input_kind!r} needs a reference profile built with that view "
+                              f"(guarded-serving profile --kind {config.input_kind}) to learn its settings")
+        if self._view is not None:
+            return self._view.transform
+        numbers = NumberView(n_features=self._n_features, allow_nan=allow_nan, max_rows=config.max_batch_rows,
+                             feature_names=names or None)
+        if config.input_kind == "numbers" or config.n_features is not None:
+            self._view = numbers
+            return numbers.transform
+        read = numbers.transform
+
+        def numbers_when_numeric(value: Any, field: str) -> Any:
+            # no view configured: numeric inputs are checked and monitored, others left alone
+            return read(value, field) if guess_kind(value) == "numbers" else None
+
+        return numbers_when_numeric
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> "Guard":
@@ -268,16 +304,21 @@ class Guard:
 
     def _prepare(self, call: Call) -> None:
         """Validate the input matrix into ``call.inputs``, then run the before_call hooks."""
-        args, kwargs, index, name = call.args, call.kwargs, call._input_index, call.input_name
-        value: Any = _MISSING
-        if index is not None and len(args) > index:
-            value = args[index]
-        elif name is not None:
-            value = kwargs.get(name, _MISSING)
-        if value is not _MISSING:
-            call.inputs = as_feature_matrix(value, name or "input", n_features=self._n_features,
-                                            max_rows=self._max_rows, allow_nan=self._allow_nan,
-                                            feature_names=self._feature_names)
+        read = self._read_input
+        if read is not None:
+            args, kwargs, index, name = call.args, call.kwargs, call._input_index, call.input_name
+            value: Any = _MISSING
+            if index is not None and len(args) > index:
+                value = args[index]
+            elif name is not None:
+                value = kwargs.get(name, _MISSING)
+            if value is not _MISSING:
+                try:
+                    call.inputs = read(value, name or "input")
+                except InvalidInputError:
+                    raise
+                except Exception as exc:  # a view failing on an odd input: serving goes on, unmonitored
+                    self._component_failed("view", "transform", exc)
         for hook in self._before:
             try:
                 hook(call)

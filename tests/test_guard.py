@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from guarded_serving import Call, Component, Guard, InvalidInputError, RejectedInputError
+from guarded_serving.keys import FEATURES
 from guarded_serving.testing import in_memory_tracer_provider
 
 X = np.ones((2, 4))
@@ -65,9 +66,9 @@ class TestTiming:
         assert g.stats()["slo_violations"] == 1
 
     def test_batch_is_one_call(self, traced):
-        """A batch of 100 rows counts as one call, with its batch size on the span."""
+        """A batch of 100 rows counts as one call, with its batch size on the span (numbers read)."""
         provider, exporter = traced
-        g = guard_with(provider)
+        g = guard_with(provider, input_kind="numbers")
         g(lambda x: x)(np.zeros((100, 3)))
         assert g.stats()["calls"] == 1
         assert exporter.get_finished_spans()[0].attributes["guard.batch_size"] == 100
@@ -97,7 +98,7 @@ class TestErrors:
     def test_invalid_input_counted_apart(self, traced):
         """Invalid input raises InvalidInputError naming the field; it is not a model error."""
         provider, exporter = traced
-        g = guard_with(provider)
+        g = guard_with(provider, input_kind="numbers")
         called = []
 
         @g
@@ -298,6 +299,7 @@ class TestSpans:
 
         class Flagger(Component):
             name = "flagger"
+            needs = (FEATURES,)
 
             def before_call(self, call: Call) -> None:
                 if call.inputs[0, 0] > 100:
@@ -340,6 +342,7 @@ class TestComponents:
         """set_input changes what the model sees; answer() skips the model."""
         class Halver(Component):
             name = "halver"
+            needs = (FEATURES,)
 
             def before_call(self, call):
                 if call.inputs.shape[0] == 1:
