@@ -334,7 +334,9 @@ class Guard:
         self._component_errors[key] = f"{type(exc).__name__}: {exc}"
 
     def _finish(self, call: Call, exc: BaseException | None, t0: int, span: Any, token: Any) -> Any:
-        """Account and annotate the call; never raises, always ends the span and detaches the context."""
+        """Account and annotate the call; always ends the span and detaches the context. It raises
+        only a rejection an after_call hook made (an answer withheld), after all of that."""
+        withheld: RejectedInputError | None = None
         try:
             t1 = _perf_ns()
             call.latency_ms = latency_ms = (t1 - t0) / 1e6
@@ -350,6 +352,11 @@ class Guard:
             for hook in self._after:
                 try:
                     hook(call)
+                except RejectedInputError as rejection:  # an answer withheld (output check, reject policy)
+                    if exc is None:
+                        exc = withheld = rejection
+                        outcome = A.OUTCOME_REJECTED
+                        call.outcome, call.error = outcome, rejection
                 except Exception as hook_exc:
                     self._component_failed(hook.__self__.name, "after_call", hook_exc)
             violated = call.state.get(SLO_VIOLATED, False)
@@ -371,6 +378,8 @@ class Guard:
         finally:
             if span is not None:
                 self._end_span(span, token)
+        if withheld is not None:
+            raise withheld
         return call.result
 
     def _end_span(self, span: Any, token: Any) -> None:

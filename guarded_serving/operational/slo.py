@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .. import health as H
 from ..component import Component
-from ..keys import SLO_VIOLATED
+from ..keys import OUTCOME, SLO_VIOLATED
 from .latency import LatencySnapshot, LatencyTracker
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class SloMonitor(Component):
 
     name = "slo"
     provides = (SLO_VIOLATED,)
+    needs = (OUTCOME,)  # after any component that may withhold an answer, so the final outcome is counted
     stats_at_top = True
 
     def __init__(self, settings: Any) -> None:
