@@ -199,7 +199,10 @@ class Guard:
             self._tracer = provider.get_tracer("guarded_serving", __version__)
             self._metrics = GuardMetrics(self.config.name, self.config.version, self.context.meter_provider)
             for c in self._components:
-                c.start()
+                try:
+                    c.start()
+                except Exception as exc:  # its background work is missing: health says so, serving goes on
+                    self._component_failed(c.name, "start", exc)
             self._started = True
         return self
 
