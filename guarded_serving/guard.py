@@ -107,6 +107,9 @@ class Guard:
         for c in self._components:
             c.bind(self.context)
             self.context._publish(c.name, c.resources())
+        # components whose attributes go on every recorded span (the rest only on anomalous ones)
+        self._span_sources = tuple(c for c in self._components if c.span_scope == "every"
+                                   and _overrides(c, "span_attributes"))
         self._before = tuple(c.before_call for c in self._components if _overrides(c, "before_call"))
         self._after = tuple(c.after_call for c in self._components if _overrides(c, "after_call"))
         self._read_input = self._input_reader(config)
@@ -120,6 +123,7 @@ class Guard:
                               A.SLO_LATENCY_MS: float(config.latency_slo_ms)}
         self._component_errors: dict[tuple[str, str], str] = {}
         self._full_spans = config.span_detail == "full"
+        self._span_mode = config.span_mode
 
     # -- components -----------------------------------------------------------------
     @property
@@ -232,7 +236,7 @@ class Guard:
                 if not self._started:
                     self.start()
                 t0 = _perf_ns()
-                span, token = self._open_span()
+                span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
                             None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
@@ -240,12 +244,12 @@ class Guard:
                     if not call.answered:
                         call.result = await func(*call.args, **call.kwargs)
                 except Exception as exc:
-                    finish(call, exc, t0, span, token)
+                    finish(call, exc, t0, span, token, host)
                     raise
                 except BaseException:
                     _end_quietly(span, token)
                     raise
-                return finish(call, None, t0, span, token)
+                return finish(call, None, t0, span, token, host)
 
             wrapper: Any = async_wrapper
         else:
@@ -254,7 +258,7 @@ class Guard:
                 if not self._started:
                     self.start()
                 t0 = _perf_ns()
-                span, token = self._open_span()
+                span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
                             None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
@@ -262,12 +266,12 @@ class Guard:
                     if not call.answered:
                         call.result = func(*call.args, **call.kwargs)
                 except Exception as exc:
-                    finish(call, exc, t0, span, token)
+                    finish(call, exc, t0, span, token, host)
                     raise
                 except BaseException:
                     _end_quietly(span, token)
                     raise
-                return finish(call, None, t0, span, token)
+                return finish(call, None, t0, span, token, host)
 
             wrapper = sync_wrapper
         wrapper.guard = self
@@ -295,15 +299,21 @@ class Guard:
         return name, index, ctx and ctx.name, ctx_index
 
     # -- request path -----------------------------------------------------------------
-    def _open_span(self) -> tuple[Any, Any]:
+    def _open_span(self) -> tuple[Any, Any, Any]:
+        """``(span, context token, host)``: the guard's own span, or (span_mode server) the
+        enclosing recording span that ordinary calls annotate instead of adding one."""
         ratio = self._sample_ratio
         if ratio < 1.0 and random.random() >= ratio:
-            return None, None
+            return None, None, None
+        if self._span_mode != "own":
+            host = trace.get_current_span()
+            if host.is_recording() and (self._span_mode == "server" or getattr(host, "kind", None) is SpanKind.SERVER):
+                return None, None, host
         span = self._tracer.start_span(self._span_name, kind=SpanKind.INTERNAL,  # type: ignore[union-attr]
                                        attributes=self._static_attrs)
         if not span.is_recording():
-            return None, None
-        return span, otel_context.attach(trace.set_span_in_context(span))
+            return None, None, None
+        return span, otel_context.attach(trace.set_span_in_context(span)), None
 
     def _prepare(self, call: Call) -> None:
         """Validate the input matrix into ``call.inputs``, then run the before_call hooks."""
@@ -336,7 +346,8 @@ class Guard:
             _log.error("guard component %s raised in %s; serving goes on", owner, hook, exc_info=exc)
         self._component_errors[key] = f"{type(exc).__name__}: {exc}"
 
-    def _finish(self, call: Call, exc: BaseException | None, t0: int, span: Any, token: Any) -> Any:
+    def _finish(self, call: Call, exc: BaseException | None, t0: int, span: Any, token: Any,
+                host: Any = None) -> Any:
         """Account and annotate the call; always ends the span and detaches the context. It raises
         only a rejection an after_call hook made (an answer withheld), after all of that."""
         withheld: RejectedInputError | None = None
@@ -371,6 +382,10 @@ class Guard:
             exported = span is not None and span.get_span_context().trace_flags.sampled
             if exported:
                 self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
+            elif host is not None and not anomalous and host.get_span_context().trace_flags.sampled:
+                # an ordinary call under a server span: its attributes, no span of its own
+                host.set_attributes(self._static_attrs)
+                self._annotate(host, call, None, outcome, latency_ms, violated, False)
             if anomalous and not exported and self._tracer is not None:
                 if span is not None:  # end the unsampled span first: the export's parent is the caller's
                     span, live = None, span
@@ -393,39 +408,43 @@ class Guard:
 
     def _annotate(self, span: Any, call: Call, exc: BaseException | None, outcome: str,
                   latency_ms: float, violated: bool, anomalous: bool) -> None:
-        span.set_attribute(A.LATENCY_MS, latency_ms)
-        span.set_attribute(A.SLO_VIOLATED, violated)
-        span.set_attribute(A.OUTCOME, outcome)
-        span.set_attribute(A.ANOMALOUS, anomalous)
+        # one set_attributes call: the SDK takes its lock and validates once per call, not per attribute
+        attrs: dict[str, Any] = {A.LATENCY_MS: latency_ms, A.SLO_VIOLATED: violated, A.OUTCOME: outcome,
+                                 A.ANOMALOUS: anomalous}
         full = anomalous or self._full_spans
-        for c in self._components:
-            if full or c.span_scope == "every":
-                try:
-                    attrs = c.span_attributes()
-                    if attrs:
-                        span.set_attributes(attrs)
-                except Exception as e:
-                    self._component_failed(c.name, "span_attributes", e)
+        for c in self._span_sources if not full else self._components:
+            try:
+                extra = c.span_attributes()
+                if extra:
+                    attrs.update(extra)
+            except Exception as e:
+                self._component_failed(c.name, "span_attributes", e)
         if call.inputs is not None:
-            span.set_attribute(A.BATCH_SIZE, int(call.inputs.shape[0]))
+            attrs[A.BATCH_SIZE] = int(call.inputs.shape[0])
         if call.attributes:
-            span.set_attributes(call.attributes)
+            attrs.update(call.attributes)
         if exc is not None:
-            span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
+            attrs[A.ERROR_TYPE] = type(exc).__qualname__
             if outcome == A.OUTCOME_INVALID:
-                span.set_attribute(A.INPUT_PROBLEM, str(exc))
+                attrs[A.INPUT_PROBLEM] = str(exc)
+        span.set_attributes(attrs)
+        if exc is not None:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
     def _export_anomaly(self, call: Call, exc: BaseException | None, outcome: str,
                         latency_ms: float, violated: bool, duration_ns: int) -> None:
+        """The guard span of an anomalous call that has none yet (sampled out, or span_mode
+        server), with the call's real start and end, under the caller's span marked sampled."""
         end_ns = time.time_ns()
+        parent_sampled = trace.get_current_span().get_span_context().trace_flags.sampled
         span = self._tracer.start_span(  # type: ignore[union-attr]
             self._span_name, context=sampled_parent_context(), kind=SpanKind.INTERNAL,
             attributes=self._static_attrs, start_time=end_ns - duration_ns)
         try:
             if span.is_recording():
-                span.set_attribute(A.FORCED_EXPORT, True)
+                if not parent_sampled:
+                    span.set_attribute(A.FORCED_EXPORT, True)
                 self._annotate(span, call, exc, outcome, latency_ms, violated, True)
         finally:
             span.end(end_time=end_ns)

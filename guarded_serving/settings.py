@@ -130,6 +130,13 @@ class GuardSettings(Section):
     readiness_checks : tuple of str or None, default=None
         Names of the checks whose ``failing`` makes the service not ready;
         ``None`` means every check.
+    span_mode : {"auto", "own", "server"}, default="auto"
+        ``own``: one guard span per recorded call, a child of the current span (the model's
+        own spans nest under it). ``server``: ordinary calls put the guard's attributes on
+        the enclosing span (inside BentoML its ``POST /<api>`` server span) and add no span;
+        anomalous calls still get a guard span (with the call's real start and end, exported
+        even when sampled out). ``auto``: ``server`` when the enclosing recording span is a
+        SERVER span, else ``own``. Use ``own`` when the model makes spans of its own.
     span_detail : {"compact", "full"}, default="compact"
         ``compact``: normal spans carry the core attributes and the deployment's
         digest; the context of hardware, edge-case and drift components goes on
@@ -148,6 +155,7 @@ class GuardSettings(Section):
     max_batch_rows: int = 10_000
     allow_nan: bool = False
     readiness_checks: tuple[str, ...] | None = None
+    span_mode: str = "auto"
     span_detail: str = "compact"
 
     def __post_init__(self) -> None:
@@ -171,5 +179,7 @@ class GuardSettings(Section):
                 not isinstance(self.readiness_checks, tuple)
                 or not all(isinstance(c, str) for c in self.readiness_checks)):
             fail("readiness_checks", self.readiness_checks, "None or a tuple of check names")
+        if self.span_mode not in ("auto", "own", "server"):
+            fail("span_mode", self.span_mode, "'auto', 'own' or 'server'")
         if self.span_detail not in ("compact", "full"):
             fail("span_detail", self.span_detail, "'compact' or 'full'")

@@ -411,3 +411,75 @@ class TestSpanDetail:
         """span_detail='full' attaches every component's attributes to normal spans too."""
         normal, _ = self._spans(span_detail="full")
         assert normal.attributes["guard.ctx.reading"] == 1.5
+
+
+class TestSpanMode:
+    def _served(self, mode, sampler=None):
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        g = Guard(name="m", latency_slo_ms=100, tracer_provider=provider, span_mode=mode, operational=False)
+        server = provider.get_tracer("server")
+
+        @g
+        def f(x, delay=0.0):
+            time.sleep(delay)
+            return x
+
+        def request(*args, **kw):
+            with server.start_as_current_span("POST /predict", kind=SpanKind.SERVER):
+                return f(*args, **kw)
+
+        return g, request, exporter
+
+    def test_auto_puts_ordinary_calls_on_the_server_span(self):
+        """Under a SERVER span an ordinary call adds no span; the server span carries the guard's attributes."""
+        g, request, exporter = self._served("auto")
+        request(X)
+        (server,) = exporter.get_finished_spans()
+        assert server.name == "POST /predict" and server.attributes["guard.outcome"] == "ok"
+        assert server.attributes["guard.model.name"] == "m" and server.attributes["guard.anomalous"] is False
+
+    def test_auto_keeps_a_guard_span_for_anomalies(self):
+        """A slow or failing call still gets a guard span, a child of the server span, not marked forced."""
+        g, request, exporter = self._served("auto")
+        request(X, delay=0.15)
+        guard_span, server = exporter.get_finished_spans()
+        assert guard_span.name == "guard m" and guard_span.parent.span_id == server.context.span_id
+        assert guard_span.attributes["guard.slo.violated"] is True and "guard.forced_export" not in guard_span.attributes
+        assert guard_span.end_time - guard_span.start_time >= 150_000_000
+
+    def test_own_mode_always_adds_a_guard_span(self):
+        """span_mode='own' keeps one guard span per call, a child of the current span."""
+        g, request, exporter = self._served("own")
+        request(X)
+        names = [s.name for s in exporter.get_finished_spans()]
+        assert names == ["guard m", "POST /predict"]
+
+    def test_auto_outside_a_server_span_is_own(self):
+        """Without an enclosing SERVER span, auto behaves as own."""
+        g, request, exporter = self._served("auto")
+        g.wrap(lambda x: x)(X)
+        assert [s.name for s in exporter.get_finished_spans()] == ["guard m"]
+
+    def test_sampled_out_server_still_exports_the_anomaly(self):
+        """Under a server span that was sampled out, a failing call's guard span is still exported (forced)."""
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+        g, request, exporter = self._served("auto", sampler=ParentBased(ALWAYS_OFF))
+
+        def boom(x):
+            raise ValueError("bad")
+
+        g2 = g  # same guard, same provider
+        with pytest.raises(ValueError):
+            tracer = g2.context.tracer_provider.get_tracer("server")
+            with tracer.start_as_current_span("POST /predict", kind=SpanKind.SERVER):
+                g2.wrap(boom)(X)
+        (span,) = exporter.get_finished_spans()
+        assert span.name == "guard m" and span.attributes["guard.forced_export"] is True
+        assert span.attributes["guard.outcome"] == "error"
