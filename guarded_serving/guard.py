@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import health as H
 from ._version import __version__
+from .arrival import arrival_ns as _arrival_ns
 from .call import Call
 from .component import Component
 from .config import GuardConfig
@@ -354,6 +355,9 @@ class Guard:
         try:
             t1 = _perf_ns()
             call.latency_ms = latency_ms = (t1 - t0) / 1e6
+            arrived = _arrival_ns()
+            if arrived is not None and arrived <= t0:
+                call.request_ms = (t1 - arrived) / 1e6
             if exc is None:
                 outcome = A.OUTCOME_OK
             elif isinstance(exc, InvalidInputError):
@@ -421,6 +425,8 @@ class Guard:
                 self._component_failed(c.name, "span_attributes", e)
         if call.inputs is not None:
             attrs[A.BATCH_SIZE] = int(call.inputs.shape[0])
+        if call.request_ms is not None:
+            attrs[A.REQUEST_LATENCY_MS] = call.request_ms
         if call.attributes:
             attrs.update(call.attributes)
         if exc is not None:
