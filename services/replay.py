@@ -381,19 +381,20 @@ def example_edge(kind: str, n_clean: int = 4, n_edge: int = 8) -> Callable[[Exam
 
 
 def sentiment_content(r: ExampleReplay) -> Verdict:
-    """Texts that make the model's reply repeat an insult: the output content check flags the replies."""
+    """Texts that make the model's reply repeat an insult: the built-in output content check flags the replies."""
     texts = ["What a stupid idea, the author is an idiot.", "This is a clear and useful explanation.",
              "Only a moron would write such damn nonsense."]
-    before = r.stats().get("content", {})
+    before = r.stats().get("output_check", {})
     resp = r.send(texts)
-    after = r.stats().get("content", {})
+    after = r.stats().get("output_check", {})
     body = resp.json() if resp.status_code == 200 else {}
-    verdict = resp.headers.get("X-Guard-Content", "")
-    n = after.get("texts_blocked", 0) - before.get("texts_blocked", 0)
-    check = r.health()["checks"].get("content.blocked_words", {})
+    verdict = resp.headers.get("X-Guard-Output", "")
+    n = after.get("failed", 0) - before.get("failed", 0)
+    check = r.health()["checks"].get("output.content", {})
     return Verdict(resp.status_code == 200 and verdict.startswith("flagged; rows=0,2") and n == 2,
-                   f"HTTP {resp.status_code}, X-Guard-Content: {verdict!r}; replies: {body.get('reply')}\n      "
-                   f"content.blocked_words {check.get('status')}: {check.get('reason', '')[:160]}")
+                   f"HTTP {resp.status_code}, X-Guard-Output: {verdict!r}; replies: {body.get('reply')}\n      "
+                   f"output.content {check.get('status')}: {check.get('reason', '')[:160]} "
+                   f"(last: {check.get('details', {}).get('last_reason')})")
 
 
 def _digits_data(artifact_dir: Path) -> tuple[Any, dict[str, Any]]:

@@ -6,9 +6,9 @@
 Endpoints
 ---------
 POST /analyze        {"texts": ["...", ...]}
-                     -> {"label": [...], "compound": [...], "reply": [...]}
-GET  /guard/health   the guard's health report (``content.blocked_words`` among the checks)
-GET  /guard/stats    the guard's counters (``edge_cases``, ``content``)
+                     -> {"reply": [...], "sentiment": [...], "compound": [...]}
+GET  /guard/health   the guard's health report (``output.content`` among the checks)
+GET  /guard/stats    the guard's counters (``edge_cases``, ``output_check``)
 
 The guard sees the texts through the *text* view of the profile written by
 :mod:`services.train_sentiment` (per text: length in characters and tokens,
@@ -16,15 +16,16 @@ shares of non-letters, digits, capitals and non-ASCII, the longest repeated
 run, the share of words outside the training vocabulary; the model receives
 the texts untouched). Empty texts, texts in capitals only and texts pasted with
 their HTML markup come back with ``X-Guard-Edge: flagged; rows=...``. The
-model's replies go through an output content check (:mod:`services.content`):
-a reply with a blocked word is flagged (``X-Guard-Content``), or withheld with
-``GUARDED_CONTENT_POLICY=fallback``.
+model's replies (the ``reply`` answers) go through the built-in output content
+check (``output_check=True``): a reply with a blocked term is flagged
+(``X-Guard-Output``), withheld (``GUARDED_OUTPUT_POLICY=reject``, HTTP 422) or
+replaced (``GUARDED_OUTPUT_POLICY=fallback``).
 
 Configuration (environment, all optional):
 GUARDED_SENTIMENT_DIR  artifacts directory (default services/artifacts/sentiment)
-GUARDED_EDGE_POLICY    flag (default) | reject | fallback (fallback answers label "unknown")
+GUARDED_EDGE_POLICY    flag (default) | reject | fallback (fallback answers sentiment "unknown")
 GUARDED_EDGE_FPR       target false-positive rate of the edge-case flag (default 0.01)
-GUARDED_CONTENT_POLICY flag (default) | fallback
+GUARDED_OUTPUT_POLICY  flag (default) | reject | fallback
 GUARDED_LATENCY_SLO_MS latency budget per call (default 100)
 GUARDED_STATE_DIR      where the drift store lives (default .state/ in the repo root)
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
@@ -39,7 +40,6 @@ import bentoml
 
 from guarded_serving import Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
-from services.content import BlockedWords
 from services.train_sentiment import DEFAULT_DIR, LexiconSentiment
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_SENTIMENT_DIR") or DEFAULT_DIR)
@@ -48,9 +48,14 @@ PROFILE = ARTIFACT_DIR / "profile.npz"
 
 
 def abstain(rows: object) -> dict:
-    """The fallback for edge-case texts: no label, no score, no reply."""
+    """The fallback for edge-case texts: no reply, no sentiment, no score."""
     n = len(rows)  # type: ignore[arg-type]
-    return {"label": ["unknown"] * n, "compound": [None] * n, "reply": [""] * n}
+    return {"reply": [""] * n, "sentiment": ["unknown"] * n, "compound": [None] * n}
+
+
+def withheld(text: str) -> str:
+    """The fallback for a reply that failed the content check."""
+    return "[reply withheld]"
 
 
 guard = Guard(
@@ -67,7 +72,9 @@ guard = Guard(
     drift_window=500,
     drift_min_samples=100,
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
-    components=[BlockedWords(fields=("reply",), policy=os.environ.get("GUARDED_CONTENT_POLICY", "flag"))],
+    output_check=True,  # built-in: blocked terms, shouting, repetition, secrets, script markup, empty
+    output_policy=os.environ.get("GUARDED_OUTPUT_POLICY", "flag"),
+    output_fallback=withheld,
 )
 
 
@@ -84,8 +91,8 @@ class SentimentAnalyzer:
     @bentoml.api
     @guard
     def analyze(self, texts: list[str], ctx: bentoml.Context) -> dict:
-        """Sentiment of each text: label, VADER compound score in [-1, 1], and a short reply.
+        """A short reply to each text, its sentiment and VADER's compound score in [-1, 1].
 
-        ``ctx`` makes BentoML send the guard's response headers (``X-Guard-Edge``, ``X-Guard-Content``).
+        ``ctx`` makes BentoML send the guard's response headers (``X-Guard-Edge``, ``X-Guard-Output``).
         """
         return self.model.predict(texts)

@@ -65,11 +65,12 @@ def load_split(seed: int = 0) -> tuple[list[str], list[str]]:
 class LexiconSentiment:
     """VADER's lexicon sentiment with a short reply per text.
 
-    ``predict(texts)`` gives, per text, a label (``positive`` if VADER's compound
-    score is >= 0.05, ``negative`` if <= -0.05, else ``neutral``), the compound
-    score, and a reply that quotes the words that drove the score, e.g.
-    ``"Sounds positive (great, wonderful)."``: a model whose output repeats its
-    input, as chatbots do, and so may say whatever its users said.
+    ``predict(texts)`` gives, per text, a reply that quotes the words that drove
+    the score, e.g. ``"Sounds positive (great, wonderful)."`` (a model whose
+    output repeats its input, as chatbots do, and so may say whatever its users
+    said), the sentiment (``positive`` if VADER's compound score is >= 0.05,
+    ``negative`` if <= -0.05, else ``neutral``) and the compound score. The reply
+    comes first: it is the answer the guard's output content check reads.
     """
 
     def __init__(self) -> None:
@@ -88,7 +89,7 @@ class LexiconSentiment:
             labels.append(label)
             scores.append(round(c, 4))
             replies.append(f"Sounds {label}" + (f" ({', '.join(words)})." if words else "."))
-        return {"label": labels, "compound": scores, "reply": replies}
+        return {"reply": replies, "sentiment": labels, "compound": scores}
 
 
 _MARKUP = re.compile(r"</?[A-Za-z!][^<>]{0,400}>|&(?:[a-zA-Z]{2,8}|#\d{1,6});")
@@ -130,7 +131,7 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0) -> Path:
                          calibration_fraction=0.3, seed=seed,
                          source="pydoc_data.topics prose, 1-3 sentences per text (train split)")
     prof.save(out / "profile.npz")
-    labels = model.predict(test_texts)["label"]
+    labels = model.predict(test_texts)["sentiment"]
     shares = {k: labels.count(k) / len(labels) for k in ("positive", "neutral", "negative")}
     print(f"prepared sentiment model (VADER): {len(train_texts)} training texts, test labels "
           + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + f"; artifacts in {out}")
