@@ -120,26 +120,41 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if missed else 0
 
 
+def _serve(target: str, env: dict[str, str], attempts: int = 3) -> Any:
+    """``bentoml serve target`` on a free port; a port taken between choosing and binding it
+    (servers starting side by side) is retried on another one."""
+    from guarded_serving.serving.process import BentoServer
+    from guarded_serving.testing import free_port
+
+    for attempt in range(attempts):
+        server = BentoServer(target, free_port(), cwd=ROOT, env=env)
+        try:
+            return server.start(timeout=120)
+        except RuntimeError as exc:
+            server.stop()
+            if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def run_examples(artifacts: Path, env: dict[str, str], receiver: Any) -> list[tuple[Any, Any]]:
     """Serve the image and text examples (started together), replay their scenarios, print what was caught."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from guarded_serving.serving.process import BentoServer
-    from guarded_serving.testing import free_port
+    from guarded_serving.testing import wait_until
     from services import replay
 
-    servers = [BentoServer(ex.target, free_port(), cwd=ROOT,
-                           env={**env, ex.dir_env: str(artifacts / ex.subdir)}) for ex in replay.EXAMPLES]
     print(f"\nserving {', '.join(ex.target for ex in replay.EXAMPLES)} (started together)", flush=True)
     t0 = time.monotonic()
     rows: list[tuple[Any, Any]] = []
-    with ThreadPoolExecutor(len(servers)) as pool:
-        started = [pool.submit(s.start, timeout=120) for s in servers]
+    with ThreadPoolExecutor(len(replay.EXAMPLES)) as pool:
+        started = [pool.submit(_serve, ex.target, {**env, ex.dir_env: str(artifacts / ex.subdir)})
+                   for ex in replay.EXAMPLES]
     try:
         print(f"ready in {time.monotonic() - t0:.1f} s", flush=True)
-        for ex, server, fut in zip(replay.EXAMPLES, servers, started):
+        for ex, fut in zip(replay.EXAMPLES, started):
             try:
-                fut.result()
+                server = fut.result()
             except Exception as exc:  # reported as missed, the demo goes on
                 print(f"\n-- {ex.name}: bentoml serve failed: {str(exc)[-1500:]}", flush=True)
                 rows += [(sc, replay.Verdict(False, "the server did not start")) for sc in ex.scenarios]
@@ -156,11 +171,9 @@ def run_examples(artifacts: Path, env: dict[str, str], receiver: Any) -> list[tu
                       flush=True)
             st = r.stats()
             edge = st.get("edge_cases", {})
+            out = f", output_check {st['output_check']}" if "output_check" in st else ""
             print(f"   guard stats: {st.get('calls', st.get('ok'))} calls, edge_cases rows {edge.get('rows')} "
-                  f"flagged {edge.get('rows_flagged')}" + (f", output_check {st['output_check']}" if "output_check" in st else ""),
-                  flush=True)
-            from guarded_serving.testing import wait_until
-
+                  f"flagged {edge.get('rows_flagged')}{out}", flush=True)
             want = edge.get("calls_flagged", 0)
             spans = wait_until(lambda: [s for s in receiver.spans if s["name"] == f"guard {ex.name}"
                                         and s["attributes"].get("guard.edge.flagged")], 5, 0.1,
@@ -168,8 +181,9 @@ def run_examples(artifacts: Path, env: dict[str, str], receiver: Any) -> list[tu
             if spans:
                 print(f"   {len(spans)} flagged '{spans[0]['name']}' spans exported over OTLP", flush=True)
     finally:
-        for s in servers:
-            s.stop()
+        for fut in started:
+            if fut.exception() is None:
+                fut.result().stop()
     return rows
 
 
