@@ -291,16 +291,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="3 seeds, 500 repetitions")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.reps = 3, 500
     t_start = time.monotonic()
     if not args.skip_cost:
         bench_cost(args.reps)
-    kinds = [k for k in args.kinds.split(",") if k]
-    print(f"\nedge-case quality per kind, flag at conformal p <= {ALPHA}, mean ± std over {args.seeds} seeds")
-    print(f"  {'kind':<10} {'detector':<16} {'clean flag rate':>16} {'TPR (pooled)':>14} {'AUROC':>14}   "
-          "TPR per edge case")
+    kinds = [] if args.skip_quality else [k for k in args.kinds.split(",") if k]
+    if kinds:
+        print(f"\nedge-case quality per kind, flag at conformal p <= {ALPHA}, mean ± std over {args.seeds} seeds")
+        print(f"  {'kind':<11} {'detector':<16} {'clean flag rate':>16} {'TPR (pooled)':>14} {'AUROC':>14}   "
+              "TPR per edge case")
     for kind in kinds:
         runs = [quality_one(kind, seed) for seed in range(args.seeds)]
         for det in runs[0]:
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
             pooled = np.array([r[det]["pooled"] for r in runs])
             au = np.array([r[det]["auroc"] for r in runs])
             cases = ", ".join(f"{k} {np.mean([r[det]['tpr'][k] for r in runs]):.0%}" for k in runs[0][det]["tpr"])
-            print(f"  {kind:<10} {det:<16} {clean.mean():8.2%} ± {clean.std():5.2%} {pooled.mean():7.1%} ± "
+            print(f"  {kind:<11} {det:<16} {clean.mean():8.2%} ± {clean.std():5.2%} {pooled.mean():7.1%} ± "
                   f"{pooled.std():4.1%} {au.mean():6.3f} ± {au.std():.3f}   {cases}", flush=True)
     print(f"\ntotal run time {time.monotonic() - t_start:.0f} s")
 
