@@ -86,16 +86,15 @@ def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
 
 def records_data(seed: int) -> tuple[Any, Any, dict[str, Any]]:
     import pandas as pd
-    from sklearn.datasets import load_breast_cancer
-
     from _edge_data import corrupt
+    from sklearn.datasets import load_breast_cancer
 
     bc = load_breast_cancer()
     names = [n.replace(" ", "_") for n in bc.feature_names]
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(bc.data))
     train, test = bc.data[idx[:430]], bc.data[idx[430:]]
-    frame = lambda X: pd.DataFrame(X, columns=names)  # noqa: E731
+    frame = lambda X: pd.DataFrame(X, columns=names)
     edge = {k: frame(corrupt(test, k, rng)) for k in ("unit_x1000", "stuck", "sign_flip", "swap", "missing")}
     return frame(train), frame(test), edge
 
@@ -174,7 +173,7 @@ class Baseline:
     def __init__(self, name: str, seed: int) -> None:
         self.name, self.seed = name, seed
 
-    def fit(self, F: np.ndarray) -> "Baseline":
+    def fit(self, F: np.ndarray) -> Baseline:
         self.mean_ = np.nanmean(F, axis=0)
         sd = np.nanstd(F, axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)  # a constant training feature keeps its raw units
@@ -220,7 +219,7 @@ def quality_one(kind: str, seed: int) -> dict[str, dict[str, Any]]:
     def score(name: str, outl: Callable[[np.ndarray], np.ndarray], cal: ConformalCalibrator) -> None:
         s_test = outl(F_test)
         s_edge = {k: outl(F) for k, F in F_edge.items()}
-        flag = lambda s: float((cal.p_values(np.nan_to_num(s, nan=np.inf)) <= ALPHA).mean())  # noqa: E731
+        flag = lambda s: float((cal.p_values(np.nan_to_num(s, nan=np.inf)) <= ALPHA).mean())
         pooled = np.concatenate(list(s_edge.values()))
         out[name] = {"clean": flag(s_test), "tpr": {k: flag(s) for k, s in s_edge.items()},
                      "pooled": flag(pooled), "auroc": auroc(s_test, pooled)}

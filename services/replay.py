@@ -19,7 +19,7 @@ import requests
 
 from guarded_serving.testing import wait_until
 
-__all__ = ["Replay", "Scenario", "Verdict", "SCENARIOS", "Example", "ExampleReplay", "EXAMPLES"]
+__all__ = ["EXAMPLES", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario", "Verdict"]
 
 
 @dataclass
