@@ -54,9 +54,9 @@ guard = Guard(
     name="digits",
     version="1",
     latency_slo_ms=float(os.environ.get("GUARDED_LATENCY_SLO_MS", "100")),
-    # without artifacts (a fresh checkout) the service still imports; the view is then chosen by kind
+    # the profile carries the array view; without artifacts (a fresh checkout) the service still
+    # imports, and the guard then inspects no input (timing, errors and spans only)
     profile=str(PROFILE) if PROFILE.exists() else None,
-    input_kind="array",
     edge_policy=os.environ.get("GUARDED_EDGE_POLICY", "flag"),
     edge_fpr=float(os.environ.get("GUARDED_EDGE_FPR", "0.01")),
     edge_fallback=abstain,

@@ -125,3 +125,18 @@ class TestSentiment:
             assert guard.stats()["edge_cases"]["rows_flagged"] - before >= 8, kind
         analyze(["You idiot, what a stupid text."])
         assert guard.stats()["output_check"]["failed"] == 1
+
+
+def test_services_import_without_artifacts(tmp_path):
+    """A fresh checkout (no trained artifacts) can still import both example services."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "GUARDED_DIGITS_DIR": str(tmp_path), "GUARDED_SENTIMENT_DIR": str(tmp_path),
+           "GUARDED_STATE_DIR": str(tmp_path), "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", "import services.digits, services.sentiment"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
