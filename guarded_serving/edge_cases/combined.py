@@ -89,6 +89,8 @@ class CombinedDetector(BaseDetector):
         self._parts = [(self.detectors_[n].outlyingness, float(c), 1.0 / float(s))
                        for n, c, s in zip(self.parts, self.center_, self.spread_)]
         self._one = [(self.detectors_[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._small = [(self.detectors_[n].outlyingness_small, c, inv)
+                       for n, (_, c, inv) in zip(self.parts, self._parts)]
         return self
 
     @classmethod
@@ -103,11 +105,22 @@ class CombinedDetector(BaseDetector):
         self._parts = [(detectors[n].outlyingness, float(c), 1.0 / float(s))
                        for n, c, s in zip(self.parts, self.center_, self.spread_)]
         self._one = [(detectors[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._small = [(detectors[n].outlyingness_small, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
         return self
 
     def outlyingness_one(self, X: np.ndarray) -> float:
         """``outlyingness`` of a single validated row (float64, shape (1, n_features)), as a float."""
         return max([(f(X) - c) * inv for f, c, inv in self._one])
+
+    def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
+        """``outlyingness`` of a small validated batch (float64, 2-D): each part's small-batch path."""
+        total = None
+        for score, c, inv in self._small:
+            s = score(X)
+            s -= c
+            s *= inv
+            total = s if total is None else np.maximum(total, s, out=total)
+        return total
 
     def outlyingness(self, X: Any) -> np.ndarray:
         """Largest of the parts' standardised outlyingness. Higher = stranger."""
