@@ -100,3 +100,14 @@ class TestBlasThreads:
         """Thread counts that are not positive integers raise ValueError."""
         with pytest.raises(ValueError):
             limit_blas_threads(bad)
+
+
+@pytest.mark.parametrize("n", [2, 10, 100])
+def test_fused_default_detector_on_in_range_rows(n):
+    """The default detector's fused small path (tail + Mahalanobis, standardisation folded in) gives the batch scores."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(3000, 12))
+    d = CombinedDetector().fit(X)
+    assert d._fused is not None
+    rows = X[:n] * 0.9  # inside the training range
+    np.testing.assert_allclose(d.outlyingness_small(rows), d.outlyingness(rows), rtol=1e-9, atol=1e-12)

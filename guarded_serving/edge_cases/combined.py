@@ -91,6 +91,7 @@ class CombinedDetector(BaseDetector):
         self._one = [(self.detectors_[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
         self._small = [(self.detectors_[n].outlyingness_small, c, inv)
                        for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._fused = _fuse(self.detectors_, dict(zip(self.parts, self._parts)))
         return self
 
     @classmethod
@@ -106,6 +107,7 @@ class CombinedDetector(BaseDetector):
                        for n, c, s in zip(self.parts, self.center_, self.spread_)]
         self._one = [(detectors[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
         self._small = [(detectors[n].outlyingness_small, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._fused = _fuse(self.detectors_, dict(zip(self.parts, self._parts)))
         return self
 
     def outlyingness_one(self, X: np.ndarray) -> float:
@@ -113,7 +115,30 @@ class CombinedDetector(BaseDetector):
         return max([(f(X) - c) * inv for f, c, inv in self._one])
 
     def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
-        """``outlyingness`` of a small validated batch (float64, 2-D): each part's small-batch path."""
+        """``outlyingness`` of a small validated batch (float64, 2-D).
+
+        The default parts (all-numeric tail + Mahalanobis) run fused, with the
+        standardisation folded into the tail's table and the Mahalanobis factor
+        (:func:`_fuse`): 14 array operations for any number of rows. A row with a value
+        out of range or missing goes to each part's small-batch path.
+        """
+        fused = self._fused
+        if fused is not None:
+            t_scale, t_shift, t_low, t_high, table, t_off, factor, shift, m_off = fused
+            u = X * t_scale
+            u += t_shift
+            np.fmax(u, t_low, out=u)
+            np.minimum(u, t_high, out=u)
+            s = table.take(u.astype(np.intp)).sum(axis=1)
+            z = X @ factor
+            z -= shift
+            d = np.einsum("ij,ij->i", z, z)
+            s -= t_off
+            d -= m_off
+            np.maximum(s, d, out=s)
+            total = s.sum()
+            if total == total:
+                return s
         total = None
         for score, c, inv in self._small:
             s = score(X)
@@ -140,3 +165,24 @@ class CombinedDetector(BaseDetector):
         X = check_matrix(X, n_features=self.n_features_in_)
         return {n: (self.detectors_[n].outlyingness(X) - c) * inv
                 for n, (_, c, inv) in zip(self.parts, self._parts)}
+
+
+def _fuse(detectors: dict[str, BaseDetector], parts: dict[str, tuple[Any, float, float]]) -> tuple | None:
+    """Constants of the fused small-batch path for exactly an all-numeric tail + Mahalanobis pair, else None.
+
+    ``(tail - c_t) * i_t`` becomes a table scaled by ``i_t`` less ``c_t * i_t``; ``(d2 - c_m) * i_m``
+    becomes the squared norm under a factor scaled by ``sqrt(i_m)`` less ``c_m * i_m`` (scores agree
+    with ``outlyingness`` to rounding).
+    """
+    if set(detectors) != {"tail", "mahalanobis"}:
+        return None
+    tail, mah = detectors["tail"], detectors["mahalanobis"]
+    if not (isinstance(tail, TailDetector) and isinstance(mah, MahalanobisDetector)
+            and tail._all_numeric and mah._all):
+        return None
+    (_, c_t, i_t), (_, c_m, i_m) = parts["tail"], parts["mahalanobis"]
+    if not (i_t > 0 and i_m > 0):
+        return None
+    factor = np.ascontiguousarray(mah.precision_factor_ * np.sqrt(i_m))
+    return (tail._scale, tail._shift, tail._low, tail._high, tail._table * i_t, c_t * i_t,
+            factor, mah.location_ @ factor, c_m * i_m)
