@@ -104,7 +104,8 @@ class TestBlasThreads:
 
 @pytest.mark.parametrize("n", [2, 10, 100])
 def test_fused_default_detector_on_in_range_rows(n):
-    """The default detector's fused small path (tail + Mahalanobis, standardisation folded in) gives the batch scores."""
+    """The default detector's fused small path (tail + Mahalanobis, standardisation folded in) gives the
+    batch scores."""
     rng = np.random.default_rng(4)
     X = rng.normal(size=(3000, 12))
     d = CombinedDetector().fit(X)

@@ -225,7 +225,8 @@ class OperationalHealth(Component):
             paused = self.gc.overlap_ms(t1 - int(latency * 1e6), t1)
             if paused > 0.0:
                 call.attributes[A.GC_PAUSE_MS] = round(paused, 3)
-        tr, since = (None, 0) if trend is None else (trend.result, trend.calls - trend.result.at_call)
+        tr = None if trend is None else trend.result  # read once: the sampler thread may swap it
+        since = 0 if tr is None else trend.calls - tr.at_call  # type: ignore[union-attr]
         found = explain(latency, self._slo_ms, gc_pause_ms=paused, gc_share=self.gc_cause_share, trend=tr,
                         calls_since_trend=since, snapshot=self._pressure)
         cause = found[0][0] if found else UNKNOWN
@@ -237,8 +238,8 @@ class OperationalHealth(Component):
                 if c == "gc_pause":
                     self._gc_slow_at = time.monotonic()
                     self._gc_slow = (paused, latency - self._slo_ms)
-                elif c == "latency_trend":
-                    call.attributes[A.LATENCY_TREND] = round(tr.slope_ms_per_100_calls or 0.0, 3)  # type: ignore[union-attr]
+                elif c == "latency_trend" and tr is not None:
+                    call.attributes[A.LATENCY_TREND] = round(tr.slope_ms_per_100_calls or 0.0, 3)
         self.slow_calls += 1
         self.slow_calls_by_cause[cause] = self.slow_calls_by_cause.get(cause, 0) + 1
 
@@ -287,8 +288,8 @@ class OperationalHealth(Component):
         ago = time.monotonic() - self._gc_slow_at
         if ago <= 60.0:
             paused, excess = self._gc_slow
-            return CheckResult("runtime.gc", H.DEGRADED, f"GC pauses explain a slow call {ago:.0f} s ago: {paused:.1f} ms "
-                               f"of its {excess:.1f} ms over the {self._slo_ms:g} ms budget "
+            return CheckResult("runtime.gc", H.DEGRADED, f"GC pauses explain a slow call {ago:.0f} s ago: "
+                               f"{paused:.1f} ms of its {excess:.1f} ms over the {self._slo_ms:g} ms budget "
                                f"({self.slow_calls_by_cause.get('gc_pause', 0)} such calls in all; longest pause in "
                                f"the last 60 s {worst:.1f} ms)", details, False)
         return CheckResult("runtime.gc", H.OK, f"{len(recent)} GC pauses in the last 60 s, longest {worst:.2f} ms; "
