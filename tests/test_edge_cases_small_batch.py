@@ -112,3 +112,16 @@ def test_fused_default_detector_on_in_range_rows(n):
     assert d._fused is not None
     rows = X[:n] * 0.9  # inside the training range
     np.testing.assert_allclose(d.outlyingness_small(rows), d.outlyingness(rows), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad_rows", [1, 4, 5, 30])
+def test_fused_path_with_rows_out_of_range(bad_rows):
+    """Rows out of the training range or missing inside a fused small batch get the batch scores."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 12))
+    X[rng.random(3000) < 0.02, 3] = np.nan
+    d = CombinedDetector().fit(X)
+    rows = X[10:60] * 0.5
+    rows[:bad_rows:2, 0] = 40.0
+    rows[1:bad_rows:2, 3] = np.nan
+    np.testing.assert_allclose(d.outlyingness_small(rows), d.outlyingness(rows), rtol=1e-9, atol=1e-12)

@@ -119,8 +119,9 @@ class CombinedDetector(BaseDetector):
 
         The default parts (all-numeric tail + Mahalanobis) run fused, with the
         standardisation folded into the tail's table and the Mahalanobis factor
-        (:func:`_fuse`): 14 array operations for any number of rows. A row with a value
-        out of range or missing goes to each part's small-batch path.
+        (:func:`_fuse`): 14 array operations for any number of rows. Rows with a value
+        out of range or missing are scored by the one-row path (up to 4 of them), else the
+        whole batch goes through each part's small-batch path.
         """
         fused = self._fused
         if fused is not None:
@@ -138,6 +139,11 @@ class CombinedDetector(BaseDetector):
             np.maximum(s, d, out=s)
             total = s.sum()
             if total == total:
+                return s
+            bad = np.flatnonzero(np.isnan(s))
+            if len(bad) <= 4:  # a value out of range or missing in a few rows: those rows one by one
+                for r in bad.tolist():
+                    s[r] = self.outlyingness_one(X[r:r + 1])
                 return s
         total = None
         for score, c, inv in self._small:
