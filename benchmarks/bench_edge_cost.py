@@ -47,6 +47,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=20000)
     ap.add_argument("--batch-reps", type=int, default=3)
     ap.add_argument("--only-batches", action="store_true", help="only section 4 (before_call by batch size)")
+    ap.add_argument("--no-wide", action="store_true", help="skip the 1,000-feature rows of section 4")
     args = ap.parse_args(argv)
     from guarded_serving import Guard
     from guarded_serving.call import Call
@@ -69,7 +70,7 @@ def main(argv=None):
         comp.before_call(Call((x,), {}, x, "x", 0))
 
     if args.only_batches:
-        batches(comp, ref["X_test"], args.reps)
+        batches(comp, ref["X_test"], args.reps, wide=not args.no_wide)
         return
     model = lambda inputs: inputs  # noqa: E731
     with_edge, without = g_edge(model), g_none(model)
@@ -90,7 +91,7 @@ def main(argv=None):
     batches(comp, ref["X_test"], args.reps)  # ends by limiting BLAS to one thread for the process
 
 
-def batches(comp, X, reps):
+def batches(comp, X, reps, wide=True):
     """The component's before_call by batch size: 30 features (the example), then 1,000 (synthetic)."""
     from guarded_serving.call import Call
     from guarded_serving.edge_cases import build_profile
@@ -101,25 +102,26 @@ def batches(comp, X, reps):
 
     print("\nbefore_call by batch size (p50 µs; ratio to one row):")
     rng = np.random.default_rng(0)
-    wide = rng.normal(size=(6000, 1000))
-    prof = build_profile(wide)
-    wide_comp = EdgeCaseComponent(prof)
-    wide_comp.bind(_Bindable(1000))
     wide_rows = rng.normal(size=(100, 1000))
     o = comp.detector_.outlyingness(X)
     p = (comp._cal_n - np.searchsorted(comp._cal, o, side="left") + 1.0) / comp._cal_num
     tail = comp.detector_.detectors_.get("tail") if hasattr(comp.detector_, "detectors_") else None
     in_range = ~np.isnan(tail._lookup(X).sum(axis=1)) if tail is not None else np.ones(len(X), bool)
     clean = X[(p > comp.fpr) & in_range]  # in the training range and not flagged: the verdict alone
-    for label, c, data, sizes in (("30 features", comp, X, (1, 2, 10, 100)),
-                                  ("30, clean rows", comp, clean, (1, 2, 10, 100)),
-                                  ("1,000 features", wide_comp, wide_rows, (1, 10))):
+    cases = [("30 features", comp, X, (1, 2, 10, 100)), ("30, clean rows", comp, clean, (1, 2, 10, 100))]
+    if wide:
+        wide_comp = EdgeCaseComponent(build_profile(rng.normal(size=(6000, 1000))))
+        wide_comp.bind(_Bindable(1000))
+        cases.append(("1,000 features", wide_comp, wide_rows, (1, 10)))
+    for label, c, data, sizes in cases:
         one = None
         for n in sizes:
             x = np.ascontiguousarray(np.resize(data, (n, data.shape[1])), dtype=np.float64)
             p50 = cost(c, x)
             one = one or p50
             print(f"  {label:<16} {n:>4} rows {p50:9.1f}   x{p50 / one:4.1f}")
+    if not wide:
+        return
     try:
         from guarded_serving.operational.blas import blas_threads, limit_blas_threads
     except ImportError:  # older checkouts

@@ -120,8 +120,8 @@ class CombinedDetector(BaseDetector):
         The default parts (all-numeric tail + Mahalanobis) run fused, with the
         standardisation folded into the tail's table and the Mahalanobis factor
         (:func:`_fuse`): 14 array operations for any number of rows. Rows with a value
-        out of range or missing are scored by the one-row path (up to 4 of them), else the
-        whole batch goes through each part's small-batch path.
+        out of range or missing are scored again, by the one-row path (up to 4 of them) or
+        the batch path on those rows.
         """
         fused = self._fused
         if fused is not None:
@@ -144,7 +144,9 @@ class CombinedDetector(BaseDetector):
             if len(bad) <= 4:  # a value out of range or missing in a few rows: those rows one by one
                 for r in bad.tolist():
                     s[r] = self.outlyingness_one(X[r:r + 1])
-                return s
+            else:  # many: the batch path, on those rows only
+                s[bad] = self.outlyingness(X[bad])
+            return s
         total = None
         for score, c, inv in self._small:
             s = score(X)

@@ -223,14 +223,21 @@ class TailDetector(BaseDetector):
 
     def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
         """``outlyingness`` of a small validated batch: one table pass, then exact scores for
-        the few cells the table has none for (out of range, missing), one by one."""
+        the cells the table has none for (out of range, missing): one by one in up to 4 rows,
+        else through :meth:`contributions` for those rows."""
         if not self._all_numeric:
             return self.outlyingness(X)
         v = self._lookup(X)
         s = v.sum(axis=1)
         total = s.sum()
         if total != total:
-            for r in np.flatnonzero(np.isnan(s)).tolist():
+            bad = np.flatnonzero(np.isnan(s))
+            if len(bad) > 4:  # many rows to fix: vectorised, as the batch path does
+                if np.isinf(X[bad]).any():
+                    check_matrix(X[bad])
+                s[bad] = self.contributions(X[bad]).sum(axis=1)
+                return s
+            for r in bad.tolist():
                 s[r] = self._exact_row(X[r], v[r])
         return s
 
