@@ -120,33 +120,47 @@ class CombinedDetector(BaseDetector):
         The default parts (all-numeric tail + Mahalanobis) run fused, with the
         standardisation folded into the tail's table and the Mahalanobis factor
         (:func:`_fuse`): 14 array operations for any number of rows. Rows with a value
-        out of range or missing are scored again, by the one-row path (up to 4 of them) or
-        the batch path on those rows.
+        out of range or missing are scored again: by the one-row path (up to 4 rows), else
+        by the parts' small-batch paths on those rows (the tail's exact scores; Mahalanobis
+        again only where a value is missing).
         """
         fused = self._fused
-        if fused is not None:
-            t_scale, t_shift, t_low, t_high, table, t_off, factor, shift, m_off = fused
-            u = X * t_scale
-            u += t_shift
-            np.fmax(u, t_low, out=u)
-            np.minimum(u, t_high, out=u)
-            s = table.take(u.astype(np.intp)).sum(axis=1)
-            z = X @ factor
-            z -= shift
-            d = np.einsum("ij,ij->i", z, z)
-            s -= t_off
-            d -= m_off
-            np.maximum(s, d, out=s)
-            total = s.sum()
-            if total == total:
-                return s
-            bad = np.flatnonzero(np.isnan(s))
-            if len(bad) <= 4:  # a value out of range or missing in a few rows: those rows one by one
-                for r in bad.tolist():
-                    s[r] = self.outlyingness_one(X[r:r + 1])
-            else:  # many: the batch path, on those rows only
-                s[bad] = self.outlyingness(X[bad])
-            return s
+        if fused is None:
+            return self._parts_small(X)
+        t_scale, t_shift, t_low, t_high, table, t_off, factor, shift, m_off = fused
+        u = X * t_scale
+        u += t_shift
+        np.fmax(u, t_low, out=u)
+        np.minimum(u, t_high, out=u)
+        s = table.take(u.astype(np.intp)).sum(axis=1)
+        z = X @ factor
+        z -= shift
+        d = np.einsum("ij,ij->i", z, z)
+        s -= t_off
+        d -= m_off
+        out = np.maximum(s, d)
+        total = out.sum()
+        if total == total:
+            return out
+        # rows the table cannot score (a value out of range or missing): those rows again, exactly
+        bad = np.flatnonzero(np.isnan(out))
+        if len(bad) <= 4:  # the one-row path, scalar arithmetic
+            for r in bad.tolist():
+                out[r] = self.outlyingness_one(X[r:r + 1])
+            return out
+        tail, mah = self.detectors_["tail"], self.detectors_["mahalanobis"]
+        (_, c_t, i_t) = self._parts[self.parts.index("tail")]
+        (_, c_m, i_m) = self._parts[self.parts.index("mahalanobis")]
+        xb = X[bad]
+        tb = (tail.outlyingness_small(xb) - c_t) * i_t
+        db = d[bad]
+        if np.isnan(db).any():  # missing values: Mahalanobis imputes them
+            db = (mah.outlyingness_small(xb) - c_m) * i_m
+        out[bad] = np.maximum(tb, db)
+        return out
+
+    def _parts_small(self, X: np.ndarray) -> np.ndarray:
+        """Largest standardised part score, through each part's ``outlyingness_small``."""
         total = None
         for score, c, inv in self._small:
             s = score(X)
