@@ -74,4 +74,4 @@ def test_queueing_named_when_it_explains_the_excess():
 
     found = explain(140.0, 100.0, queue_ms=120.0, snapshot=("cpu_saturation",))
     assert found[0] == ("queueing", 1.0) and [c for c, _ in found] == ["queueing"]
-    assert explain(140.0, 100.0, queue_ms=5.0)[:1] != [("queueing", 0.125)]
+    assert "queueing" not in [c for c, _ in explain(140.0, 100.0, queue_ms=5.0)]  # 5 of 40 ms: not material
