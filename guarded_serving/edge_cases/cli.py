@@ -19,12 +19,12 @@ import io
 import itertools
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .._progress import Progress
 from ..errors import ConfigError
 
 __all__ = ["add_subparser", "main", "run"]
@@ -56,28 +56,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-size", type=int, default=5_000)
     p.add_argument("--chunk-rows", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-
-
-class _Progress:
-    def __init__(self, total: int | None, unit: str, quiet: bool) -> None:
-        self.total, self.unit, self.quiet = total, unit, quiet or not sys.stderr.isatty() and total is None
-        self.t0 = time.monotonic()
-        self.last = 0.0
-
-    def update(self, done: int, rows: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.quiet or (not force and now - self.last < 0.5):
-            return
-        self.last = now
-        pct = f" {100.0 * done / self.total:5.1f}%" if self.total else ""
-        rate = rows / max(now - self.t0, 1e-9)
-        sys.stderr.write(f"\rprofile:{pct} {rows:,} rows, {rate:,.0f} rows/s, {now - self.t0:.1f} s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if not self.quiet:
-            sys.stderr.write("\n")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _read_header(path: Path) -> list[str] | None:
@@ -208,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
                        calibration_fraction=args.calibration_fraction, sample_size=args.sample_size,
                        calibration_size=args.calibration_size, reference_size=args.reference_size,
                        seed=args.seed, source=os.path.basename(str(args.data)))
-    bar = _Progress(total, "rows", args.quiet)
+    bar = Progress(total, "profile", quiet=args.quiet)
     rows = 0
     for X, done in chunks:
         P = None
@@ -218,8 +197,8 @@ def run(args: argparse.Namespace) -> int:
             P = np.asarray(preds[rows:rows + len(X)])
         b.update(X, P)
         rows += len(X)
-        bar.update(done, rows)
-    bar.update(total or rows, rows, force=True)
+        bar.update(done, f"{rows:,} rows, {rows / max(bar.elapsed(), 1e-9):,.0f} rows/s")
+    bar.update(total or rows, f"{rows:,} rows", force=True)
     bar.close()
     if preds is not None and len(preds) != rows:
         raise ConfigError(f"--predictions has {len(preds)} rows but {args.data} has {rows}")
