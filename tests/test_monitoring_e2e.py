@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from guarded_serving.serving.process import BentoServer
 from guarded_serving.testing import free_port, wait_until
+from tests.browser import CHROMIUM, artifact_dir, screenshot
 from tests.conftest import ROOT
 from tests.prometheus import PROMETHEUS, LocalPrometheus
 
@@ -116,6 +117,10 @@ class TestMonitoring:
         a = alerts[0]
         assert a["labels"]["model"] == "breast_cancer" and a["labels"]["severity"] == "page"
         assert float(a["value"]) > 14.4
+        if CHROMIUM is not None:  # Prometheus' alerts page (Debian ships the classic UI), kept as a test artifact
+            page = requests.get(f"{prom.url}/classic/alerts", timeout=10)
+            assert page.status_code == 200 and "GuardSLOFastBurn" in page.text
+            screenshot(f"{prom.url}/classic/alerts", artifact_dir() / "prometheus-alerts.png", size=(1400, 1000))
 
     def test_every_dashboard_expression_returns_data(self, stack):
         """Each PromQL expression of the Grafana dashboard (panels, variables, annotations) returns series."""
