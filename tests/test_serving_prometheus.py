@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -53,11 +55,12 @@ def value(registry, name, **labels):
 
 
 def make(slo_ms=1000.0, components=(), **kw):
+    """A guard with the exporter on a fresh registry. Not watched: no gauge worker starts, and
+    tests that need gauges call ``exp.watch(guard)`` after the start and ``exp.refresh()`` themselves."""
     reg = CollectorRegistry()
     exp = PrometheusMetrics(registry=reg, interval_s=3600)
     guard = Guard(name="m", version="1", latency_slo_ms=slo_ms, n_features=2,
                   components=[*components, exp], **kw)
-    exp.watch(guard)
 
     @guard
     def predict(x):
@@ -118,12 +121,14 @@ class TestCounters:
 
     def test_labels_stay_bounded(self):
         """Many calls with different inputs add no series: no label per request or row."""
-        reg, _, guard, predict = make(components=[FakeEdge()])
+        reg, exp, guard, predict = make(components=[FakeEdge()])
         predict([[1.0, 2.0]])
+        exp.watch(guard).refresh()
         before = generate_latest(reg).decode().count("\n")
         rng = np.random.default_rng(0)
         for _ in range(200):
             predict(rng.normal(size=(int(rng.integers(1, 5)), 2)).tolist())
+        exp.refresh()
         after = generate_latest(reg).decode().count("\n")
         assert after == before
         guard.stop()
@@ -135,6 +140,7 @@ class TestGauges:
         st = Status()
         reg, exp, guard, _ = make(components=[st])
         guard.start()
+        exp.watch(guard)
         for status, expected in (("ok", 0), ("degraded", 1), ("failing", 2), ("unavailable", 0)):
             st.status = status
             exp.refresh()
@@ -146,7 +152,7 @@ class TestGauges:
         """The guard's burn rate per window, this worker's call count, and readiness (0 once the SLO fails)."""
         reg, exp, guard, predict = make(slo_ms=1e-6, min_window_calls=1)
         guard.start()
-        exp.refresh()
+        exp.watch(guard).refresh()
         assert value(reg, "guard_ready") == 1
         for _ in range(3):
             predict([[1.0, 2.0]])
@@ -168,7 +174,7 @@ class TestGauges:
                          "b": {"p_value": 0.4, "effect": 0.01, "drifted": False},
                          "c": {"p_value": float("nan"), "effect": float("nan"), "drifted": False}},
             "sequential": {"n": 10, "log10_capital": 2.5, "threshold_log10": 2.0, "alarm": True}}}
-        exp._stats = lambda: stats
+        exp.watch(SimpleNamespace(health=guard.health, stats=lambda: stats))  # anything with health() and stats()
         exp.refresh()
         assert value(reg, "guard_drift_p_value", feature="a") == 1e-9
         assert value(reg, "guard_drift_effect_size", feature="b") == 0.01
@@ -188,8 +194,8 @@ class TestGauges:
         guard = Guard(name="m", version="1", components=[exp])
         exp.watch(guard)
         guard.start()
-        assert wait_until(lambda: value(reg, "guard_ready") == 1, 10, 0.05)
-        assert guard.stats()["prometheus"]["refreshes"] >= 1
+        assert wait_until(lambda: guard.stats()["prometheus"]["refreshes"] >= 1, 10, 0.05)
+        assert value(reg, "guard_ready") == 1
         guard.stop()
         assert exp._worker is None
 
