@@ -129,15 +129,17 @@ def iter_chunks(path: Path, *, key: str | None, chunk_rows: int
 
         def gen_csv() -> Iterator[tuple[np.ndarray, int]]:
             with open(path, newline="") as fh:
-                line_no = 0
+                line_no, done = 0, 0  # done: characters read (fh.tell() is disabled while iterating)
                 if names is not None:
-                    fh.readline()
+                    done += len(fh.readline())
                     line_no = 1
                 while True:
-                    lines = [ln for ln in itertools.islice(fh, chunk_rows) if ln.strip()]
+                    raw = list(itertools.islice(fh, chunk_rows))
+                    done += sum(map(len, raw))
+                    lines = [ln for ln in raw if ln.strip()]
                     if not lines:
                         return
-                    yield _parse_csv_chunk(lines, path, line_no, n_cols), fh.tell()
+                    yield _parse_csv_chunk(lines, path, line_no, n_cols), min(done, size)
                     line_no += len(lines)
 
         return n_cols, names, size, gen_csv()
