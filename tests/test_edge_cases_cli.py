@@ -62,4 +62,4 @@ def test_csv_over_many_chunks_shows_a_progress_bar(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "profile [" in err and "100.0% 2,500 rows" in err
     prof = load_profile(tmp_path / "p.npz")
-    assert prof.n_rows_total == 2500
+    assert prof.header["n_rows_total"] == 2500
