@@ -74,12 +74,15 @@ class TestMonitoring:
         rng = np.random.default_rng(1)
         sent = 0
 
+        def call(rows):
+            return post(server, "predict", {"inputs": rows.tolist()}).status_code
+
         def both_served() -> bool:
             nonlocal sent
-            for _ in range(10):
-                rows = X[rng.choice(len(X), size=5, replace=False)]
-                assert post(server, "predict", {"inputs": rows.tolist()}).status_code == 200
-                sent += 1
+            with ThreadPoolExecutor(4) as pool:  # concurrent connections: both workers' accept loops wake
+                codes = list(pool.map(call, [X[rng.choice(len(X), size=5, replace=False)] for _ in range(12)]))
+            assert codes == [200] * 12
+            sent += 12
             per_pid = [v for _, v in scrape(server).get("guard_worker_calls", ())]
             return len(per_pid) == 2 and all(v > 0 for v in per_pid)
 
