@@ -11,7 +11,7 @@ from prometheus_client.exposition import generate_latest
 
 from guarded_serving import Component, ConfigError, Guard
 from guarded_serving.health import CheckResult
-from guarded_serving.keys import EDGE_P_VALUES, EDGE_VERDICT
+from guarded_serving.keys import EDGE_P_VALUES, EDGE_VERDICT, FEATURES
 from guarded_serving.serving.prometheus import PrometheusMetrics
 from guarded_serving.errors import RejectedInputError
 
@@ -21,6 +21,7 @@ class FakeEdge(Component):
 
     name = "fake_edge"
     provides = (EDGE_P_VALUES, EDGE_VERDICT)
+    needs = (FEATURES,)
 
     def before_call(self, call):
         x = call.inputs

@@ -29,7 +29,10 @@ metric                                           type    meaning
 ================================================ ======= =====================================
 guard_calls_total{outcome}                       counter calls by outcome (ok, error,
                                                          invalid_input, rejected)
-guard_call_duration_seconds{outcome}             hist.   wall time of guarded calls
+guard_call_duration_seconds{outcome}             hist.   time of guarded calls as the SLO measures it
+                                                         (the request's time with slo_measure
+                                                         "request" and RequestTiming, else the
+                                                         model call's)
 guard_slo_violations_total                       counter calls slower than the latency SLO
 guard_slo_latency_seconds                        gauge   the latency SLO
 guard_slo_target                                 gauge   the SLO's target share of good calls
@@ -73,7 +76,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .. import health as H
 from ..component import Component
-from ..keys import EDGE_P_VALUES, EDGE_VERDICT, SLO_VIOLATED
+from ..keys import EDGE_P_VALUES, EDGE_VERDICT, OUTCOME, SLO_VIOLATED
 from ..worker import PeriodicWorker
 
 if TYPE_CHECKING:
@@ -123,7 +126,8 @@ class _Instruments:
             return G(name, doc, _BASE + labels, multiprocess_mode=mode, **kw)
 
         self.calls = C("guard_calls_total", "Guarded model calls, by outcome.", _BASE + ("outcome",), **kw)
-        self.duration = client.Histogram("guard_call_duration_seconds", "Wall time of guarded model calls.",
+        self.duration = client.Histogram("guard_call_duration_seconds", "Time of guarded calls, as the latency "
+                                         "SLO measures it (request or model call).",
                                          _BASE + ("outcome",), buckets=buckets, **kw)
         self.slo_violations = C("guard_slo_violations_total", "Calls slower than the latency SLO.", _BASE, **kw)
         self.edge_rows = C("guard_edge_rows_total", "Rows scored by the edge-case detector.", _BASE, **kw)
@@ -185,7 +189,8 @@ class PrometheusMetrics(Component):
     """
 
     name = "prometheus"
-    needs = (SLO_VIOLATED, EDGE_P_VALUES, EDGE_VERDICT)  # run after the slo and edge-case components
+    # after the slo and edge-case components, and after any component that may withhold an answer
+    needs = (OUTCOME, SLO_VIOLATED, EDGE_P_VALUES, EDGE_VERDICT)
     span_scope = "anomalous"
 
     def __init__(self, *, interval_s: float = 5.0, registry: Any = None) -> None:
@@ -213,6 +218,7 @@ class PrometheusMetrics(Component):
         slo = context.config.section("slo")
         self._slo_s = float(slo.latency_slo_ms) / 1000.0
         self._slo_target = float(slo.slo_target)
+        self._use_request = getattr(slo, "slo_measure", "model") == "request"
 
     def start(self) -> None:
         if self._m is None:
@@ -248,7 +254,9 @@ class PrometheusMetrics(Component):
             return
         outcome = call.outcome
         self._calls[outcome].inc()
-        self._durations[outcome].observe(call.latency_ms / 1000.0)
+        req = call.request_ms  # the caller's time, when the SLO is held to it (and it is known)
+        ms = req if req is not None and self._use_request else call.latency_ms
+        self._durations[outcome].observe(ms / 1000.0)
         state = call.state
         if state.get(SLO_VIOLATED, False):
             self._violations.inc()
