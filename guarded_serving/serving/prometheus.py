@@ -164,16 +164,19 @@ class _Instruments:
                                        "manifest at the last check.", mode="livemin")
 
 
-_instruments: dict[int, _Instruments] = {}
+# registry id -> (the registry, its families); the registry is kept so its id is never reused
+_instruments: dict[int, tuple[Any, _Instruments]] = {}
 _instruments_lock = threading.Lock()
 
 
 def _instruments_for(registry: Any, buckets: tuple[float, ...]) -> _Instruments:
+    """The families on ``registry`` (None: the process registry), created on first use. Guards of one
+    process share them (their ``model`` labels differ); the first guard's buckets are kept."""
     with _instruments_lock:
-        key = id(registry)
-        if key not in _instruments:
-            _instruments[key] = _Instruments(prometheus_client_module(), registry, buckets)
-        return _instruments[key]
+        entry = _instruments.get(id(registry))
+        if entry is None or entry[0] is not registry:
+            entry = _instruments[id(registry)] = (registry, _Instruments(prometheus_client_module(), registry, buckets))
+        return entry[1]
 
 
 class PrometheusMetrics(Component):
