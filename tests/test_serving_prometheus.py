@@ -11,7 +11,7 @@ from prometheus_client.exposition import generate_latest
 
 from guarded_serving import Component, ConfigError, Guard
 from guarded_serving.health import CheckResult
-from guarded_serving.keys import EDGE_P_VALUES, EDGE_VERDICT, FEATURES
+from guarded_serving.keys import EDGE_P_VALUES, EDGE_VERDICT, FEATURES, OUTCOME
 from guarded_serving.serving.prometheus import PrometheusMetrics
 from guarded_serving.errors import RejectedInputError
 
@@ -32,10 +32,21 @@ class FakeEdge(Component):
             call.state[EDGE_VERDICT] = {"flagged_rows": rows.tolist()}
             call.flag()
             if (x[:, 0] < -100).any():
-                raise RejectedInputError("out of distribution")
+                raise RejectedInputError("out of distribution", details=call.state[EDGE_VERDICT])
 
     def stats(self):
         return {"fpr": 0.01, "calls": 0}
+
+
+class Withhold(Component):
+    """Withholds every flagged call's answer in after_call (like an output check)."""
+
+    name = "withhold"
+    provides = (OUTCOME,)
+
+    def after_call(self, call):
+        if call.flagged and call.error is None:
+            raise RejectedInputError("answer withheld")
 
 
 class Status(Component):
@@ -118,6 +129,17 @@ class TestCounters:
         assert value(reg, "guard_edge_flagged_calls_total") == 2.0
         assert value(reg, "guard_edge_rejected_calls_total") == 1.0
         assert value(reg, "guard_calls_total", outcome="rejected") == 1.0
+        guard.stop()
+
+    def test_an_answer_withheld_later_is_rejected_but_not_an_edge_rejection(self):
+        """A flagged call whose answer an after_call hook withholds counts as rejected, not as rejected by
+        the edge-case detector; the exporter runs after the hook (it needs OUTCOME)."""
+        reg, _, guard, predict = make(components=[FakeEdge(), Withhold()])
+        with pytest.raises(RejectedInputError):
+            predict([[-1.0, 2.0]])
+        assert value(reg, "guard_calls_total", outcome="rejected") == 1.0
+        assert value(reg, "guard_edge_flagged_calls_total") == 1.0
+        assert value(reg, "guard_edge_rejected_calls_total") == 0.0
         guard.stop()
 
     def test_labels_stay_bounded(self):

@@ -270,7 +270,8 @@ class PrometheusMetrics(Component):
         if verdict is not None:
             self._edge_flagged_rows.inc(len(verdict["flagged_rows"]))
             self._edge_flagged_calls.inc()
-            if outcome == "rejected":
+            # the edge component's own rejection carries its verdict (not an answer withheld later)
+            if outcome == "rejected" and getattr(call.error, "details", None) is verdict:
                 self._edge_rejected.inc()
 
     # -- background: gauges ------------------------------------------------------------------
