@@ -51,6 +51,11 @@ class SloSettings(Section):
         Fewer calls than this in the short window never change a rate-based verdict.
     latency_window : int, default=4096
         Number of recent calls kept for the latency quantiles (bounded memory).
+    slo_gates_readiness : bool, default=False
+        Whether a ``failing`` latency SLO makes the service not ready. Off by default: a
+        replica that is slow because it is loaded only moves its load to the others when
+        taken out of rotation (and the request time includes queueing); burn rates are for
+        alerting.
     slo_measure : {"request", "model"}, default="request"
         What the budget applies to: the caller's wait, from the request's arrival (queueing
         and parsing included; needs a serving integration that marks arrivals, e.g.
@@ -68,8 +73,10 @@ class SloSettings(Section):
     min_window_calls: int = 20
     latency_window: int = 4096
     slo_measure: str = "request"
+    slo_gates_readiness: bool = False
 
     def __post_init__(self) -> None:
+        check_bool("slo_gates_readiness", self.slo_gates_readiness)
         if self.slo_measure not in ("request", "model"):
             fail("slo_measure", self.slo_measure, "'request' (the caller's wait) or 'model' (the model call)")
         check_number("latency_slo_ms", self.latency_slo_ms, lo=0, lo_open=True, valid="a number > 0 (milliseconds)")
