@@ -172,8 +172,9 @@ class TestGauges:
         guard.stop()
 
     def test_burn_rate_worker_calls_and_readiness(self):
-        """The guard's burn rate per window, this worker's call count, and readiness (0 once the SLO fails)."""
-        reg, exp, guard, predict = make(slo_ms=1e-6, min_window_calls=1)
+        """The guard's burn rate per window, this worker's call count, and readiness (0 once a gating check
+        fails: here the SLO, with slo_gates_readiness)."""
+        reg, exp, guard, predict = make(slo_ms=1e-6, min_window_calls=1, slo_gates_readiness=True)
         guard.start()
         exp.watch(guard).refresh()
         assert value(reg, "guard_ready") == 1
