@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pinned, cached local Jaeger (v1.76.0, "v2" OTel-collector-based binary).
 #
-# Usage: scripts/jaeger.sh {build|start|stop|status}
+# Usage: scripts/jaeger.sh {build|start|stop|status|ui-assets}
 #
 #   build   Build the binary once into the cache dir (reused if present) and
 #           print its path on stdout.
@@ -11,6 +11,8 @@
 #           instance is already running and healthy.
 #   stop    Stop the instance recorded in the pid file.
 #   status  Print state; exit 0 if running and healthy, 1 otherwise.
+#   ui-assets  Print the folder of the Jaeger UI named by GUARDED_JAEGER_UI (unpacking a
+#           tarball into the cache once); exit 1 when none is given or found.
 #
 # Endpoints (all 127.0.0.1): OTLP gRPC 4317, OTLP HTTP 4318 (/v1/traces),
 # query UI/API 16686 (/api/services, /api/traces?service=NAME), query gRPC
@@ -21,6 +23,10 @@
 #   GO                     go binary (default: `go` on PATH, else /usr/local/go/bin/go)
 #   JAEGER_BUILD_JOBS      go build -p value (default: nproc, max 4)
 #   JAEGER_START_TIMEOUT   seconds to wait for readiness on start (default: 60)
+#   GUARDED_JAEGER_UI  the built Jaeger UI to serve on 16686: a folder holding index.html and
+#           static/, a .tar.gz of one, or a folder holding such a tarball (CI and the tests use
+#           ../shared/jaeger-ui/). Unset: Jaeger built from the Go module serves only a
+#           placeholder page (its release binaries and images embed the UI; see docs/jaeger.md).
 set -euo pipefail
 
 JAEGER_VERSION="v1.76.0"
@@ -54,6 +60,38 @@ find_go() {
     else
         die "go toolchain not found (set GO=/path/to/go)"
     fi
+}
+
+# The UI assets folder for GUARDED_JAEGER_UI (empty when unset); dies when it names nothing usable.
+ui_assets() {
+    local src="${GUARDED_JAEGER_UI:-}" tarball="" dest
+    [[ -n "${src}" ]] || return 0
+    if [[ -d "${src}" && -f "${src}/index.html" ]]; then
+        (cd "${src}" && pwd)
+        return 0
+    fi
+    if [[ -d "${src}" ]]; then
+        tarball="$(ls -1 "${src}"/jaeger-ui-*.tar.gz 2>/dev/null | sort | tail -n 1 || true)"
+    elif [[ -f "${src}" && "${src}" == *.tar.gz ]]; then
+        tarball="${src}"
+    fi
+    [[ -n "${tarball}" ]] || die "GUARDED_JAEGER_UI=${src}: neither a folder with index.html nor a jaeger-ui tarball"
+    dest="${JAEGER_DIR}/ui/$(basename "${tarball}" .tar.gz)"
+    if [[ ! -f "${dest}/index.html" ]]; then
+        mkdir -p "${dest}.tmp.$$"
+        tar -xzf "${tarball}" -C "${dest}.tmp.$$" || { rm -rf "${dest}.tmp.$$"; die "cannot unpack ${tarball}"; }
+        [[ -f "${dest}.tmp.$$/index.html" ]] || { rm -rf "${dest}.tmp.$$"; die "${tarball} holds no index.html"; }
+        rm -rf "${dest}"
+        mv "${dest}.tmp.$$" "${dest}"
+    fi
+    echo "${dest}"
+}
+
+cmd_ui_assets() {
+    local dir
+    dir="$(ui_assets)"
+    [[ -n "${dir}" ]] || die "GUARDED_JAEGER_UI is not set"
+    echo "${dir}"
 }
 
 cmd_build() {
@@ -127,11 +165,19 @@ cmd_start() {
         fi
         cmd_build >/dev/null
         mkdir -p "${JAEGER_DIR}"
+        local ui extra=()
+        ui="$(ui_assets)"
+        if [[ -n "${ui}" ]]; then
+            extra=("--set=extensions.jaeger_query.ui.assets_path=${ui}")
+            log "serving the Jaeger UI from ${ui}"
+        else
+            log "GUARDED_JAEGER_UI not set: http://127.0.0.1:16686 shows Jaeger's placeholder page (the API works)"
+        fi
         {
-            echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting ${JAEGER_BIN} --config ${CONFIG}"
+            echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting ${JAEGER_BIN} --config ${CONFIG} ${extra[*]}"
         } >>"${LOG_FILE}"
         # setsid: detach from the caller's process group / terminal.
-        setsid "${JAEGER_BIN}" --config "${CONFIG}" </dev/null >>"${LOG_FILE}" 2>&1 &
+        setsid "${JAEGER_BIN}" --config "${CONFIG}" "${extra[@]}" </dev/null >>"${LOG_FILE}" 2>&1 &
         pid=$!
         echo "${pid}" >"${PID_FILE}"
         log "started pid ${pid}, log ${LOG_FILE}"
@@ -201,8 +247,9 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
+    ui-assets) cmd_ui_assets ;;
     *)
-        echo "usage: $0 {build|start|stop|status}" >&2
+        echo "usage: $0 {build|start|stop|status|ui-assets}" >&2
         exit 2
         ;;
 esac

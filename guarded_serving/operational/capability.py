@@ -136,6 +136,13 @@ class OperationalSettings(Section):
     readiness_policy : dict of str to bool, default={}
         Per operational check (name or prefix): whether its ``failing`` makes the service
         not ready. Merged over the defaults (``hardware.cpu`` and ``runtime.gc`` never gate).
+    gc_cause_share : float, default=0.5
+        Share of a slow call's time over budget that GC pauses (or queueing) must account
+        for to be named as its cause.
+    trend_window : int or None, default=1024
+        Recent model latencies the latency-trend test reads (``None``: no trend test).
+    trend_alpha : float, default=0.001
+        False-alarm level of one trend test (Mann-Kendall on block medians).
     """
 
     section = "operational"
@@ -153,6 +160,9 @@ class OperationalSettings(Section):
     probe_backoff_max_s: float = 60.0
     gc_tracking: bool = True
     readiness_policy: dict[str, bool] = field(default_factory=dict)
+    gc_cause_share: float = 0.5
+    trend_window: int | None = 1024
+    trend_alpha: float = 0.001
 
     @property
     def enabled(self) -> bool:
@@ -188,6 +198,10 @@ class OperationalSettings(Section):
         names = [parse_probe(p).name for p in self.probes]
         if len(set(names)) != len(names):
             fail("probes", self.probes, "probes with distinct names")
+        check_number("gc_cause_share", self.gc_cause_share, lo=0, hi=1, lo_open=True)
+        if self.trend_window is not None:
+            check_integer("trend_window", self.trend_window, lo=64, hi=1_000_000)
+        check_number("trend_alpha", self.trend_alpha, lo=0, hi=0.5, lo_open=True, hi_open=True)
         if not isinstance(self.readiness_policy, dict) or not all(
                 isinstance(k, str) and isinstance(v, bool) for k, v in self.readiness_policy.items()):
             fail("readiness_policy", self.readiness_policy, "a dict of check name (or prefix) -> True/False")
