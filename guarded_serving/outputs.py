@@ -38,9 +38,12 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 _RUN = re.compile(r"(.)\1{2,}", re.DOTALL)
 
 
-def extract_output(result: Any) -> Any:
-    """The answers inside ``result``: itself, or a dict's value under a usual key; None if none."""
+def extract_output(result: Any, field: str | None = None) -> Any:
+    """The answers inside ``result``: itself, or a dict's value under ``field`` (else the first
+    usual key); None if none."""
     if isinstance(result, dict):
+        if field is not None:
+            return result.get(field)
         for key in _KEYS:
             if key in result:
                 return result[key]
@@ -104,9 +107,10 @@ def _text_columns(t: str) -> tuple[float, float, float, float, float]:
     return float(len(t)), float(len(tokens)), float(not t.strip()), repeated, float(run)
 
 
-def text_outputs(result: Any) -> Sequence[str] | None:
-    """The text answers in ``result`` (a string, a list of strings, or a dict holding one), or None."""
-    out = extract_output(result)
+def text_outputs(result: Any, field: str | None = None) -> Sequence[str] | None:
+    """The text answers in ``result`` (a string, a list of strings, or a dict holding one under
+    ``field`` or a usual key), or None."""
+    out = extract_output(result, field)
     if isinstance(out, str):
         return [out]
     if isinstance(out, (list, tuple)) and out and all(isinstance(t, str) for t in out):

@@ -18,8 +18,9 @@ kind           input                                           features per row
                columns                                         columns as codes (unseen category: -1)
 ``text``       a string or a list of strings                   length (chars, tokens), shares of
                                                                non-letters, digits, upper case, non-ASCII,
-                                                               longest repeated run, out-of-vocabulary
-                                                               share, script; optional ``embed``
+                                                               markup characters, longest repeated run,
+                                                               out-of-vocabulary share, script; optional
+                                                               ``embed``
 ``array``      ndarray or torch tensor (n, ...) of any rank,   height/width/channels, per-channel mean
                CPU or CUDA (images, audio, sequences)          and std, min, max, saturated share,
                                                                sharpness (computed where the data lives)
@@ -293,6 +294,8 @@ _ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
 _ASCII_UPPER = bytes(range(65, 91))
 _ASCII_DIGITS = bytes(range(48, 58))
 _ASCII = bytes(range(128))
+_MARKUP = b"<>{}[]/\\=;&#|`"
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _SCRIPTS = ("latin", "greek", "cyrillic", "arabic", "hebrew", "cjk", "other")
 
 
@@ -303,6 +306,10 @@ class TextView(InputView):
     ----------
     vocabulary_size : int, default=5000
         Most frequent training tokens kept for the out-of-vocabulary share.
+    min_count : int, default=2
+        A token joins the vocabulary only when training texts hold it at least this often:
+        a vocabulary of every training word would give every training text an
+        out-of-vocabulary share of 0, so any new word in a held-out text would look extreme.
     max_chars : int, default=1_000_000
         Longer texts are an input error (HTTP 400).
     embed : str, optional
@@ -312,10 +319,12 @@ class TextView(InputView):
 
     kind = "text"
     _BASE = ("n_chars", "n_tokens", "nonletter_share", "digit_share", "upper_share", "nonascii_share",
-             "longest_run", "oov_share", "script")
+             "markup_share", "longest_run", "oov_share", "script")
 
-    def __init__(self, *, vocabulary_size: int = 5000, max_chars: int = 1_000_000, embed: str | None = None) -> None:
+    def __init__(self, *, vocabulary_size: int = 5000, min_count: int = 2, max_chars: int = 1_000_000,
+                 embed: str | None = None) -> None:
         self.vocabulary_size = vocabulary_size
+        self.min_count = min_count
         self.max_chars = max_chars
         self.embed = embed
 
@@ -324,7 +333,7 @@ class TextView(InputView):
         counts: Counter[str] = Counter()
         for t in texts:
             counts.update(w.lower() for w in _TOKEN.findall(t))
-        self.vocabulary_ = frozenset(w for w, _ in counts.most_common(self.vocabulary_size))
+        self.vocabulary_ = frozenset(w for w, c in counts.most_common(self.vocabulary_size) if c >= self.min_count)
         self._embed_fn = _import_callable(self.embed) if self.embed else None
         names = list(self._BASE)
         if self._embed_fn is not None:
@@ -364,11 +373,15 @@ class TextView(InputView):
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         s, a = super().get_state()
         s.update(vocabulary=sorted(self.vocabulary_), embed=self.embed, max_chars=self.max_chars,
-                 vocabulary_size=self.vocabulary_size)
+                 vocabulary_size=self.vocabulary_size, min_count=self.min_count)
         return s, a
 
     def _set_state(self, state: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "TextView":
         super()._set_state(state, arrays)
+        if tuple(self.feature_names_[:len(self._BASE)]) != self._BASE:
+            raise ConfigError(f"the profile's text view has descriptors {self.feature_names_[:len(self._BASE)]}; "
+                              f"this version computes {list(self._BASE)}: rebuild the profile "
+                              "(guarded-serving profile --kind text)")
         self.vocabulary_ = frozenset(state["vocabulary"])
         self.embed, self.max_chars = state.get("embed"), state.get("max_chars", self.max_chars)
         self._embed_fn = _import_callable(self.embed) if self.embed else None
@@ -387,6 +400,7 @@ class TextView(InputView):
                     f"({'max' if above else 'min'} {hi if above else lo:,.0f})")
         shares = {"nonletter_share": "characters that are not letters", "digit_share": "digits",
                   "upper_share": "capital letters", "nonascii_share": "non-ASCII characters",
+                  "markup_share": "markup characters (< > { } [ ] / = ; & #)",
                   "oov_share": "words never seen in training"}
         if name in shares:
             return (f"{value:.0%} {shares[name]}, {'more' if above else 'less'} than in any training text "
@@ -405,43 +419,52 @@ def _text_row(t: str, vocab: frozenset[str]) -> tuple[float, ...]:
     n = len(t)
     b = t.encode("utf-8", "surrogatepass")
     nb = len(b)
-    ascii_only = nb == n
-    letters_ascii = nb - len(b.translate(None, _ASCII_LETTERS))
-    if ascii_only:
-        letters = letters_ascii
-    else:  # non-ASCII letters count as letters (é, ж, 中)
-        letters = sum(1 for c in t if c.isalpha())
-    upper = nb - len(b.translate(None, _ASCII_UPPER)) if ascii_only else sum(1 for c in t if c.isupper())
+    # ASCII classes counted in C on the bytes (non-ASCII bytes never fall in these ranges)
+    letters = nb - len(b.translate(None, _ASCII_LETTERS))
+    upper = nb - len(b.translate(None, _ASCII_UPPER))
+    script = 0.0
+    nonascii = 0
+    if nb != n:  # the few non-ASCII characters, looked at one by one (é, ж, 中 are letters too)
+        na = _NON_ASCII.findall(t)
+        nonascii = len(na)
+        letters += sum(map(str.isalpha, na))
+        upper += sum(map(str.isupper, na))
+        script = float(_script(na, nb - len(b.translate(None, _ASCII_LETTERS))))
     digits = nb - len(b.translate(None, _ASCII_DIGITS))
-    nonascii = 0 if ascii_only else n - (nb - len(b.translate(None, _ASCII)))
+    markup = nb - len(b.translate(None, _MARKUP))
     tokens = _TOKEN.findall(t)
     oov = sum(1 for w in tokens if w.lower() not in vocab) if tokens else 0
     run = max((len(m.group(0)) for m in _RUN.finditer(t)), default=1 if n else 0)
     inv = 1.0 / n if n else 0.0
     return (float(n), float(len(tokens)), (n - letters) * inv, digits * inv, upper / letters if letters else 0.0,
-            nonascii * inv, float(run), oov / len(tokens) if tokens else 0.0,
-            0.0 if ascii_only else float(_script(t)))
+            nonascii * inv, markup * inv, float(run), oov / len(tokens) if tokens else 0.0, script)
 
 
-def _script(t: str) -> int:
-    counts = [0] * len(_SCRIPTS)
-    for c in t:
-        if c.isalpha():
-            name = unicodedata.name(c, "")
-            if name.startswith("LATIN"):
-                counts[0] += 1
-            elif name.startswith("GREEK"):
-                counts[1] += 1
-            elif name.startswith("CYRILLIC"):
-                counts[2] += 1
-            elif name.startswith("ARABIC"):
-                counts[3] += 1
-            elif name.startswith("HEBREW"):
-                counts[4] += 1
-            elif name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")):
-                counts[5] += 1
-            else:
-                counts[6] += 1
+def _script(non_ascii: list[str], ascii_letters: int, sample: int = 64) -> int:
+    """The dominant script: ASCII letters count as Latin, then up to ``sample`` non-ASCII letters."""
+    counts = [ascii_letters, 0, 0, 0, 0, 0, 0]
+    seen = 0
+    for c in non_ascii:
+        if not c.isalpha():
+            continue
+        name = unicodedata.name(c, "")
+        if name.startswith("LATIN"):
+            counts[0] += 1
+        elif name.startswith("GREEK"):
+            counts[1] += 1
+        elif name.startswith("CYRILLIC"):
+            counts[2] += 1
+        elif name.startswith("ARABIC"):
+            counts[3] += 1
+        elif name.startswith("HEBREW"):
+            counts[4] += 1
+        elif name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")):
+            counts[5] += 1
+        else:
+            counts[6] += 1
+        seen += 1
+        if seen >= sample:
+            break
     return int(np.argmax(counts)) if any(counts) else 0
 
 

@@ -98,3 +98,11 @@ class TestContentCheck:
         with pytest.raises(ConfigError, match="output_fallback=None"):
             Guard(name="m", output_check=True, output_policy="fallback")
         assert ContentCheck().stats()["answers"] == 0
+
+
+def test_output_field_names_where_the_text_is():
+    """output_field picks the dict key holding the answers (else the first usual key, here 'label')."""
+    g = Guard(name="bot", operational=False, output_check=True, output_field="reply",
+              output_policy="fallback", output_fallback=lambda t: "[withheld]")
+    bot = g.wrap(lambda p: {"label": "neg", "reply": "You idiot."})
+    assert bot("x") == {"label": "neg", "reply": "[withheld]"}

@@ -80,12 +80,15 @@ class TestRecords:
 class TestText:
     def test_descriptors_of_one_text(self):
         """Length, tokens, shares, longest run and out-of-vocabulary share are what they say."""
-        v = TextView().fit(["hello world"])
+        v = TextView().fit(["hello world", "hello world", "rare"])  # 'rare' seen once: not in the vocabulary
         row = dict(zip(v.feature_names_, v.transform("HELLO there 42!!!")[0]))
         assert row["n_chars"] == 17 and row["n_tokens"] == 3
         assert row["digit_share"] == pytest.approx(2 / 17) and row["upper_share"] == pytest.approx(5 / 10)
         assert row["longest_run"] == 3 and row["oov_share"] == pytest.approx(2 / 3)
-        assert row["nonascii_share"] == 0 and row["script"] == 0
+        assert row["nonascii_share"] == 0 and row["script"] == 0 and row["markup_share"] == 0
+        assert "rare" not in v.vocabulary_ and {"hello", "world"} <= v.vocabulary_
+        html = dict(zip(v.feature_names_, v.transform("<p>hello</p>")[0]))
+        assert html["markup_share"] == pytest.approx(5 / 12)
 
     def test_non_latin_script_and_non_ascii(self):
         """Cyrillic text is named as its script and counted as non-ASCII letters."""

@@ -87,12 +87,16 @@ class OutputCheckSettings(Section):
     output_policy : {"flag", "reject", "fallback"}, default="flag"
     output_fallback : callable, default=None
         ``fallback(text) -> replacement``; required by ``output_policy="fallback"``.
+    output_field : str, default=None
+        The key of a dict result holding the text answers (default: the first usual key,
+        ``text``, ``answer``, ``reply``, ...).
     """
 
     section = "output_check"
     output_check: Any = False
     output_policy: str = "flag"
     output_fallback: Any = None
+    output_field: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -111,7 +115,8 @@ class OutputCheckSettings(Section):
 def output_from_config(section: OutputCheckSettings, context: "GuardContext") -> Component | None:
     if not section.enabled:
         return None
-    return ContentCheck(section.output_check, policy=section.output_policy, fallback=section.output_fallback)
+    return ContentCheck(section.output_check, policy=section.output_policy, fallback=section.output_fallback,
+                        field=section.output_field)
 
 
 OUTPUT_CHECK = Capability("output_check", OutputCheckSettings, output_from_config)  # type: ignore[arg-type]

@@ -82,6 +82,9 @@ class ContentCheck(Component):
         Extra terms for the built-in check.
     degraded_rate : float, default=0.05
         Share of failed answers (since start) above which ``output.content`` is degraded.
+    field : str, optional
+        The key of a dict result that holds the text answers (default: the first of
+        ``text``, ``answer``, ``reply``, ... present; see :mod:`guarded_serving.outputs`).
     """
 
     name = "output_check"
@@ -90,7 +93,8 @@ class ContentCheck(Component):
 
     def __init__(self, check: Callable[[str], str | None] | bool = True, *, policy: str = "flag",
                  fallback: Callable[[str], Any] | None = None, blocked_terms: Sequence[str] = (),
-                 degraded_rate: float = 0.05) -> None:
+                 degraded_rate: float = 0.05, field: str | None = None) -> None:
+        self.field = field
         self.check = check
         self.policy = policy
         self.fallback = fallback
@@ -118,7 +122,7 @@ class ContentCheck(Component):
     def after_call(self, call: Any) -> None:
         if call.error is not None:
             return
-        texts = text_outputs(call.result)
+        texts = text_outputs(call.result, self.field)
         if texts is None:
             return
         failed = [(i, r) for i, r in ((i, self._check(t)) for i, t in enumerate(texts)) if r]
@@ -142,7 +146,8 @@ class ContentCheck(Component):
         if self.policy == "fallback":
             with self._lock:
                 self.replaced += len(failed)
-            call.result = _replace(call.result, {i: self.fallback(texts[i]) for i, _ in failed})  # type: ignore[misc]
+            call.result = _replace(call.result, {i: self.fallback(texts[i]) for i, _ in failed},  # type: ignore[misc]
+                                   self.field)
 
     def checks(self) -> Iterable[CheckResult]:
         with self._lock:
@@ -161,12 +166,12 @@ class ContentCheck(Component):
                     "replaced": self.replaced}
 
 
-def _replace(result: Any, new: dict[int, Any]) -> Any:
+def _replace(result: Any, new: dict[int, Any], field: str | None = None) -> Any:
     """``result`` with the text answers at the given positions replaced."""
     if isinstance(result, str):
         return new.get(0, result)
     if isinstance(result, dict):
-        out = extract_output(result)
-        key = next(k for k, v in result.items() if v is out)
+        out = extract_output(result, field)
+        key = field if field is not None else next(k for k, v in result.items() if v is out)
         return {**result, key: _replace(out, new)}
     return [new.get(i, t) for i, t in enumerate(result)]
