@@ -1,8 +1,9 @@
 """A real ``redis-server`` (Debian's package) for tests, and a loopback proxy that delays it.
 
 - :class:`RedisServer` -- ``redis-server`` on 127.0.0.1, a free port, its own temp
-  directory; optional password and append-only persistence (``appendfsync always``:
-  an acknowledged write is on disk); stop, SIGKILL and restart on the same port and dir.
+  directory; optional password, TLS (a throwaway CA and certificate, :func:`make_tls_files`)
+  and append-only persistence (``appendfsync always``: an acknowledged write is on disk);
+  stop, SIGKILL and restart on the same port and dir.
 - :class:`DelayProxy` -- a TCP proxy on 127.0.0.1 that holds every chunk for
   ``delay_s`` before forwarding it (a slow or far-away Redis).
 - fixtures ``redis_server`` (one per test module) and ``redis_url``; tests skip with
@@ -25,7 +26,7 @@ import pytest
 
 from guarded_serving.testing import free_port, wait_until
 
-__all__ = ["DelayProxy", "RedisServer", "redis_server", "redis_url"]
+__all__ = ["DelayProxy", "RedisServer", "make_tls_files", "redis_server", "redis_url"]
 
 BINARY = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
 
@@ -33,7 +34,8 @@ BINARY = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exi
 class RedisServer:
     """``redis-server`` on 127.0.0.1 in a temp directory (kept across restarts)."""
 
-    def __init__(self, *, password: str | None = None, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(self, *, password: str | None = None, appendonly: bool = False, port: int | None = None,
+                 tls: bool = False) -> None:
         if BINARY is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.password = password
@@ -42,18 +44,24 @@ class RedisServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="gs-redis-")
         self.dir = Path(self._tmp.name)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: With ``tls=True``: the port speaks TLS only; ``tls_files["ca"]`` is the CA to trust.
+        self.tls_files = make_tls_files(self.dir) if tls else None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return self.url_with(self.password)
 
     def url_with(self, password: str | None) -> str:
         auth = f":{password}@" if password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls_files else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> "RedisServer":
-        args = [BINARY, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+        ports = ["--port", str(self.port)]
+        if self.tls_files:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls_files["cert"]),
+                     "--tls-key-file", str(self.tls_files["key"]), "--tls-ca-cert-file", str(self.tls_files["ca"]),
+                     "--tls-auth-clients", "no"]
+        args = [BINARY, "--bind", "127.0.0.1", *ports, "--dir", str(self.dir),
                 "--save", "", "--daemonize", "no", "--protected-mode", "no", "--logfile", str(self.dir / "redis.log")]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
@@ -68,6 +76,15 @@ class RedisServer:
 
     def ping(self) -> bool:
         """True when the server answers PING (with the password, if any)."""
+        if self.tls_files:
+            try:
+                c = self.client()
+                try:
+                    return bool(c.ping())
+                finally:
+                    c.close()
+            except Exception:
+                return False
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
                 if self.password:
@@ -82,7 +99,8 @@ class RedisServer:
     def client(self):  # type: ignore[no-untyped-def]
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls_files["ca"])} if self.tls_files else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **tls)
 
     def stop(self, timeout: float = 10.0) -> None:
         """A clean shutdown (SIGTERM: an append-only file is flushed)."""
@@ -194,3 +212,37 @@ def redis_url(redis_server):
     c.flushall()
     c.close()
     return redis_server.url
+
+
+def make_tls_files(directory: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (PEM files in ``directory``):
+    ``ca``, ``cert``, ``key``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "guarded-serving test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server.key"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return files

@@ -114,6 +114,7 @@ class TestFaults:
                     st = _stats(g)
                     assert st["buffered_rows"] <= 50 and st["pending_rows"] <= 50
                 assert wait_until(lambda: _stats(g)["dropped_rows"] > 0, 20, 0.05)
+                assert wait_until(lambda: _store_check(g).get("status") == "degraded", 20, 0.05)
                 server.start()  # no persistence: the store starts empty
                 assert wait_until(lambda: _stats(g)["pending_rows"] == 0 and _stats(g)["buffered_rows"] == 0
                                   and _store_check(g).get("status") == "ok", 30, 0.05)

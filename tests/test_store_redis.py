@@ -174,6 +174,24 @@ class TestConfiguration:
                     RedisWindowStore(url).verify()
                 assert "wrong" not in str(e.value)
 
+    def test_tls(self):
+        """rediss:// with the CA to trust (URL option or keyword) talks TLS to a TLS-only Redis;
+        without the CA, verify() is a ConfigError saying the certificate was not trusted."""
+        import redis.exceptions
+
+        with RedisServer(tls=True, password="pw") as server:
+            ca = server.tls_files["ca"]
+            for st in (RedisWindowStore(f"{server.url}?ssl_ca_certs={ca}"),
+                       RedisWindowStore(server.url, ssl_ca_certs=str(ca), ssl_cert_reqs="required")):
+                st.verify()
+                st.append("s", np.ones((2, 3)))
+                assert st.window("s", 10).shape[0] >= 2
+            with pytest.raises(ConfigError, match="TLS certificate was not trusted.*ssl_ca_certs"):
+                RedisWindowStore(server.url, connect_timeout_s=2).verify()
+            with pytest.raises(redis.exceptions.ConnectionError):  # plain text to a TLS port
+                RedisWindowStore(server.url.replace("rediss://", "redis://"), connect_timeout_s=2,
+                                 socket_timeout_s=2).verify()
+
     def test_a_down_redis_passes_verify(self):
         """verify() does not fail for a Redis that is merely down (the worker retries)."""
         from guarded_serving.testing import free_port

@@ -236,8 +236,8 @@ class DriftComponent(Component):
 
     def stats(self) -> Mapping[str, Any]:
         with self._lock:
-            buffered, dropped = self._buf_rows, self._dropped
-        out = {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped, "pending_rows": self._pending_rows,
+            buffered, dropped, pending = self._buf_rows, self._dropped, self._pending_rows
+        out = {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped, "pending_rows": pending,
                "recovered_rows": self._recovered, "unreadable_outputs": self._unreadable_outputs,
                "worker_pid": os.getpid()}
         st = self._store_obj
@@ -374,17 +374,16 @@ class DriftComponent(Component):
         When the store fails, the batch stays pending (bounded by ``buffer_rows``, the oldest dropped
         and counted) and the error propagates; the next flush sends it again under the same id.
         """
-        with self._lock:
+        with self._lock:  # buffered rows become pending in one step (stats never see them in neither count)
             items = list(self._buf)
             self._buf.clear()
+            self._pending_rows += self._buf_rows
             self._buf_rows = 0
-        for batch in self._batches(items):
-            self._pending.append(batch)
-            self._pending_rows += batch[2]
+        self._pending.extend(self._batches(items))
         while self._pending_rows > self.buffer_rows and len(self._pending) > 1:
             _, _, n_old, _ = self._pending.popleft()
-            self._pending_rows -= n_old
             with self._lock:
+                self._pending_rows -= n_old
                 self._dropped += n_old
         if not self._pending:
             return 0
@@ -397,7 +396,8 @@ class DriftComponent(Component):
         for _ in sending:
             self._pending.popleft()
         n = sum(b[2] for b in sending)
-        self._pending_rows -= n
+        with self._lock:
+            self._pending_rows -= n
         self._recovered += sum(b[2] for b in sending if b[3])
         self._flushed += n
         return n

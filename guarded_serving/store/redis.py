@@ -245,8 +245,9 @@ class RedisWindowStore(WindowStore):
         return f"Redis {redact_url(self.url)} (keys gs:{{{self.namespace}}}:*)"
 
     def verify(self) -> None:
-        """Raise :class:`ConfigError` when Redis refuses the credentials or the TLS setup cannot
-        work; a Redis that is merely down or slow passes (the worker retries)."""
+        """Raise :class:`ConfigError` when Redis refuses the credentials or its TLS certificate is
+        not trusted; anything else (a Redis down or slow) propagates as redis-py's error, which the
+        caller treats as transient."""
         import redis.exceptions as E
 
         try:
@@ -255,6 +256,11 @@ class RedisWindowStore(WindowStore):
         except E.AuthenticationError as exc:
             raise ConfigError(f"{self.describe()} refused the credentials ({exc}): set the password in the URL "
                               "(redis://:PASSWORD@host:port/db) or in GUARDED_STORE_PASSWORD") from None
+        except E.ConnectionError as exc:
+            if "certificate verify failed" in str(exc).lower():
+                raise ConfigError(f"{self.describe()}: the server's TLS certificate was not trusted ({exc}): "
+                                  "give the CA with ?ssl_ca_certs=/path/ca.pem in the URL (or ssl_ca_certs=)") from None
+            raise
         except E.ResponseError as exc:
             if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
                 raise ConfigError(f"{self.describe()} refused the user ({exc})") from None
