@@ -160,6 +160,15 @@ class TestConfiguration:
         with pytest.raises(ValueError, match="not rediss"):
             st.counter("x")
 
+    def test_missing_redis_py_is_a_config_error(self, monkeypatch):
+        """Without redis-py installed, a Redis URL is a ConfigError saying what to install."""
+        import importlib.util
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "redis" else real(name, *a))
+        with pytest.raises(ConfigError, match=r"guarded-serving\[redis\]"):
+            open_store("redis://127.0.0.1:1/0", retention=5)
+
     def test_rejects_bad_urls(self):
         """A URL that is not redis:// or rediss:// is a clear error."""
         with pytest.raises(ValueError, match="redis://host:port/db"):

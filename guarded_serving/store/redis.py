@@ -32,6 +32,7 @@ and each call is retried once.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -135,6 +136,9 @@ class RedisWindowStore(WindowStore):
             raise ValueError(f"namespace={namespace!r} is invalid: expected a non-empty string without braces")
         if not isinstance(dedupe_ttl_s, int) or dedupe_ttl_s < 0:
             raise ValueError(f"dedupe_ttl_s={dedupe_ttl_s!r} is invalid: expected an integer >= 0")
+        if client is None and importlib.util.find_spec("redis") is None:
+            raise ConfigError(f"the store {redact_url(url)} needs redis-py, which is not installed: "
+                              "pip install 'guarded-serving[redis]'")
         self.url = url
         self.retention = retention
         self.namespace = namespace
