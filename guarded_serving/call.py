@@ -36,7 +36,10 @@ class Call:
     outcome : str
         ``ok``, ``error``, ``invalid_input`` or ``rejected`` (set when the call ends).
     latency_ms : float
-        Filled in when the call ends.
+        The model time: from the guard's entry to the call's end (filled in when it ends).
+    request_ms : float or None
+        The request time: from the request's arrival (marked by a serving integration) to
+        the call's end, queueing included; None outside such an integration.
     state : dict of StateKey to object
         Data components hand to each other (see :mod:`guarded_serving.keys`).
     headers : dict of str to str
@@ -44,7 +47,7 @@ class Call:
     """
 
     __slots__ = ("args", "kwargs", "inputs", "input_name", "_input_index", "attributes",
-                 "flagged", "result", "error", "outcome", "latency_ms", "answered", "state",
+                 "flagged", "result", "error", "outcome", "latency_ms", "request_ms", "answered", "state",
                  "_headers", "_response")
 
     def __init__(self, args: tuple, kwargs: dict, inputs: np.ndarray | None,
@@ -61,6 +64,7 @@ class Call:
         self.error: BaseException | None = None
         self.outcome = "ok"
         self.latency_ms = 0.0
+        self.request_ms: float | None = None
         self.answered = False
         self.state: dict[StateKey[Any], Any] = {}
         self._headers: dict[str, str] | None = None

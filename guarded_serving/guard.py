@@ -37,17 +37,18 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import health as H
 from ._version import __version__
+from .arrival import arrival_ns as _arrival_ns
 from .call import Call
 from .component import Component
 from .config import GuardConfig
 from .context import GuardContext
 from .errors import ConfigError, InvalidInputError, RejectedInputError
-from .keys import INPUT_SCHEMA, SLO_VIOLATED
+from .keys import FEATURES, INPUT_SCHEMA, SLO_VIOLATED
 from .registry import capabilities
 from .telemetry import attributes as A
 from .telemetry.metrics import GuardMetrics
 from .telemetry.tracing import resolve_tracer_provider, sampled_parent_context
-from .validation import as_feature_matrix
+from .views import FeatureView, InputView, NumberView, guess_kind
 
 __all__ = ["Guard"]
 
@@ -107,16 +108,12 @@ class Guard:
         for c in self._components:
             c.bind(self.context)
             self.context._publish(c.name, c.resources())
+        # components whose attributes go on every recorded span (the rest only on anomalous ones)
+        self._span_sources = tuple(c for c in self._components if c.span_scope == "every"
+                                   and _overrides(c, "span_attributes"))
         self._before = tuple(c.before_call for c in self._components if _overrides(c, "before_call"))
         self._after = tuple(c.after_call for c in self._components if _overrides(c, "after_call"))
-        # input validation: the guard's settings, completed by the input schema a component publishes
-        schema = self.context.get(INPUT_SCHEMA, None)
-        self._n_features = config.n_features if config.n_features is not None else (
-            schema.n_features if schema is not None else None)
-        nan_mask = schema.nan_allowed if schema is not None else None
-        self._allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
-        self._feature_names = tuple(schema.feature_names) if schema is not None else ()
-        self._max_rows = config.max_batch_rows
+        self._read_input = self._input_reader(config)
         self._sample_ratio = config.trace_sample_ratio
         self._start_lock = threading.Lock()
         self._started = False
@@ -127,6 +124,7 @@ class Guard:
                               A.SLO_LATENCY_MS: float(config.latency_slo_ms)}
         self._component_errors: dict[tuple[str, str], str] = {}
         self._full_spans = config.span_detail == "full"
+        self._span_mode = config.span_mode
 
     # -- components -----------------------------------------------------------------
     @property
@@ -143,8 +141,51 @@ class Guard:
 
     @property
     def n_features(self) -> int | None:
-        """Columns the input matrix must have (the config's, else the profile's), or None."""
+        """Columns of the monitored feature matrix (the config's, else the profile's), or None."""
         return self._n_features
+
+    @property
+    def view(self) -> InputView | None:
+        """The input view that reads a call's input into monitored features, or None
+        (numbers read per call when numeric, nothing inspected otherwise)."""
+        return self._view
+
+    def _input_reader(self, config: GuardConfig) -> Callable[[Any, str], Any] | None:
+        """How a call's input becomes ``call.inputs``: the profile's view, else ``input_kind`` or
+        ``features``, else numbers when the input is numeric; None when nothing needs it."""
+        schema = self.context.get(INPUT_SCHEMA, None)
+        self._n_features = config.n_features if config.n_features is not None else (
+            schema.n_features if schema is not None else None)
+        explicit = (config.input_kind is not None or config.features is not None or config.n_features is not None
+                    or config.allow_nan)
+        needed = any(FEATURES in c.needs for c in self._components)
+        self._view: InputView | None = None
+        if not (needed or explicit):
+            return None  # no component reads features: the input is not inspected at all
+        nan_mask = schema.nan_allowed if schema is not None else None
+        allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
+        names = tuple(schema.feature_names) if schema is not None else ()
+        if schema is not None and schema.view is not None:
+            self._view = schema.view
+        elif config.features is not None:
+            self._view = FeatureView(config.features)
+        elif config.input_kind not in (None, "numbers"):
+            raise ConfigError(f"input_kind={config.input_kind!r} needs a reference profile built with that view "
+                              f"(guarded-serving profile --kind {config.input_kind}) to learn its settings")
+        if self._view is not None:
+            return self._view.transform
+        numbers = NumberView(n_features=self._n_features, allow_nan=allow_nan, max_rows=config.max_batch_rows,
+                             feature_names=names or None)
+        if config.input_kind == "numbers" or config.n_features is not None:
+            self._view = numbers
+            return numbers.transform
+        read = numbers.transform
+
+        def numbers_when_numeric(value: Any, field: str) -> Any:
+            # no view configured: numeric inputs are checked and monitored, others left alone
+            return read(value, field) if guess_kind(value) == "numbers" else None
+
+        return numbers_when_numeric
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> "Guard":
@@ -163,7 +204,10 @@ class Guard:
             self._tracer = provider.get_tracer("guarded_serving", __version__)
             self._metrics = GuardMetrics(self.config.name, self.config.version, self.context.meter_provider)
             for c in self._components:
-                c.start()
+                try:
+                    c.start()
+                except Exception as exc:  # its background work is missing: health says so, serving goes on
+                    self._component_failed(c.name, "start", exc)
             self._started = True
         return self
 
@@ -193,7 +237,7 @@ class Guard:
                 if not self._started:
                     self.start()
                 t0 = _perf_ns()
-                span, token = self._open_span()
+                span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
                             None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
@@ -201,12 +245,12 @@ class Guard:
                     if not call.answered:
                         call.result = await func(*call.args, **call.kwargs)
                 except Exception as exc:
-                    finish(call, exc, t0, span, token)
+                    finish(call, exc, t0, span, token, host)
                     raise
                 except BaseException:
                     _end_quietly(span, token)
                     raise
-                return finish(call, None, t0, span, token)
+                return finish(call, None, t0, span, token, host)
 
             wrapper: Any = async_wrapper
         else:
@@ -215,7 +259,7 @@ class Guard:
                 if not self._started:
                     self.start()
                 t0 = _perf_ns()
-                span, token = self._open_span()
+                span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
                             None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
                 try:
@@ -223,12 +267,12 @@ class Guard:
                     if not call.answered:
                         call.result = func(*call.args, **call.kwargs)
                 except Exception as exc:
-                    finish(call, exc, t0, span, token)
+                    finish(call, exc, t0, span, token, host)
                     raise
                 except BaseException:
                     _end_quietly(span, token)
                     raise
-                return finish(call, None, t0, span, token)
+                return finish(call, None, t0, span, token, host)
 
             wrapper = sync_wrapper
         wrapper.guard = self
@@ -256,28 +300,39 @@ class Guard:
         return name, index, ctx and ctx.name, ctx_index
 
     # -- request path -----------------------------------------------------------------
-    def _open_span(self) -> tuple[Any, Any]:
+    def _open_span(self) -> tuple[Any, Any, Any]:
+        """``(span, context token, host)``: the guard's own span, or (span_mode server) the
+        enclosing recording span that ordinary calls annotate instead of adding one."""
         ratio = self._sample_ratio
         if ratio < 1.0 and random.random() >= ratio:
-            return None, None
+            return None, None, None
+        if self._span_mode != "own":
+            host = trace.get_current_span()
+            if host.is_recording() and (self._span_mode == "server" or getattr(host, "kind", None) is SpanKind.SERVER):
+                return None, None, host
         span = self._tracer.start_span(self._span_name, kind=SpanKind.INTERNAL,  # type: ignore[union-attr]
                                        attributes=self._static_attrs)
         if not span.is_recording():
-            return None, None
-        return span, otel_context.attach(trace.set_span_in_context(span))
+            return None, None, None
+        return span, otel_context.attach(trace.set_span_in_context(span)), None
 
     def _prepare(self, call: Call) -> None:
         """Validate the input matrix into ``call.inputs``, then run the before_call hooks."""
-        args, kwargs, index, name = call.args, call.kwargs, call._input_index, call.input_name
-        value: Any = _MISSING
-        if index is not None and len(args) > index:
-            value = args[index]
-        elif name is not None:
-            value = kwargs.get(name, _MISSING)
-        if value is not _MISSING:
-            call.inputs = as_feature_matrix(value, name or "input", n_features=self._n_features,
-                                            max_rows=self._max_rows, allow_nan=self._allow_nan,
-                                            feature_names=self._feature_names)
+        read = self._read_input
+        if read is not None:
+            args, kwargs, index, name = call.args, call.kwargs, call._input_index, call.input_name
+            value: Any = _MISSING
+            if index is not None and len(args) > index:
+                value = args[index]
+            elif name is not None:
+                value = kwargs.get(name, _MISSING)
+            if value is not _MISSING:
+                try:
+                    call.inputs = read(value, name or "input")
+                except InvalidInputError:
+                    raise
+                except Exception as exc:  # a view failing on an odd input: serving goes on, unmonitored
+                    self._component_failed("view", "transform", exc)
         for hook in self._before:
             try:
                 hook(call)
@@ -292,11 +347,17 @@ class Guard:
             _log.error("guard component %s raised in %s; serving goes on", owner, hook, exc_info=exc)
         self._component_errors[key] = f"{type(exc).__name__}: {exc}"
 
-    def _finish(self, call: Call, exc: BaseException | None, t0: int, span: Any, token: Any) -> Any:
-        """Account and annotate the call; never raises, always ends the span and detaches the context."""
+    def _finish(self, call: Call, exc: BaseException | None, t0: int, span: Any, token: Any,
+                host: Any = None) -> Any:
+        """Account and annotate the call; always ends the span and detaches the context. It raises
+        only a rejection an after_call hook made (an answer withheld), after all of that."""
+        withheld: RejectedInputError | None = None
         try:
             t1 = _perf_ns()
             call.latency_ms = latency_ms = (t1 - t0) / 1e6
+            arrived = _arrival_ns()
+            if arrived is not None and arrived <= t0:
+                call.request_ms = (t1 - arrived) / 1e6
             if exc is None:
                 outcome = A.OUTCOME_OK
             elif isinstance(exc, InvalidInputError):
@@ -309,6 +370,11 @@ class Guard:
             for hook in self._after:
                 try:
                     hook(call)
+                except RejectedInputError as rejection:  # an answer withheld (output check, reject policy)
+                    if exc is None:
+                        exc = withheld = rejection
+                        outcome = A.OUTCOME_REJECTED
+                        call.outcome, call.error = outcome, rejection
                 except Exception as hook_exc:
                     self._component_failed(hook.__self__.name, "after_call", hook_exc)
             violated = call.state.get(SLO_VIOLATED, False)
@@ -320,6 +386,10 @@ class Guard:
             exported = span is not None and span.get_span_context().trace_flags.sampled
             if exported:
                 self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
+            elif host is not None and not anomalous and host.get_span_context().trace_flags.sampled:
+                # an ordinary call under a server span: its attributes, no span of its own
+                host.set_attributes(self._static_attrs)
+                self._annotate(host, call, None, outcome, latency_ms, violated, False)
             if anomalous and not exported and self._tracer is not None:
                 if span is not None:  # end the unsampled span first: the export's parent is the caller's
                     span, live = None, span
@@ -330,6 +400,8 @@ class Guard:
         finally:
             if span is not None:
                 self._end_span(span, token)
+        if withheld is not None:
+            raise withheld
         return call.result
 
     def _end_span(self, span: Any, token: Any) -> None:
@@ -340,39 +412,45 @@ class Guard:
 
     def _annotate(self, span: Any, call: Call, exc: BaseException | None, outcome: str,
                   latency_ms: float, violated: bool, anomalous: bool) -> None:
-        span.set_attribute(A.LATENCY_MS, latency_ms)
-        span.set_attribute(A.SLO_VIOLATED, violated)
-        span.set_attribute(A.OUTCOME, outcome)
-        span.set_attribute(A.ANOMALOUS, anomalous)
+        # one set_attributes call: the SDK takes its lock and validates once per call, not per attribute
+        attrs: dict[str, Any] = {A.LATENCY_MS: latency_ms, A.SLO_VIOLATED: violated, A.OUTCOME: outcome,
+                                 A.ANOMALOUS: anomalous}
         full = anomalous or self._full_spans
-        for c in self._components:
-            if full or c.span_scope == "every":
-                try:
-                    attrs = c.span_attributes()
-                    if attrs:
-                        span.set_attributes(attrs)
-                except Exception as e:
-                    self._component_failed(c.name, "span_attributes", e)
+        for c in self._span_sources if not full else self._components:
+            try:
+                extra = c.span_attributes()
+                if extra:
+                    attrs.update(extra)
+            except Exception as e:
+                self._component_failed(c.name, "span_attributes", e)
         if call.inputs is not None:
-            span.set_attribute(A.BATCH_SIZE, int(call.inputs.shape[0]))
+            attrs[A.BATCH_SIZE] = int(call.inputs.shape[0])
+        if call.request_ms is not None:
+            attrs[A.REQUEST_LATENCY_MS] = call.request_ms
         if call.attributes:
-            span.set_attributes(call.attributes)
+            attrs.update(call.attributes)
         if exc is not None:
-            span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
+            attrs[A.ERROR_TYPE] = type(exc).__qualname__
             if outcome == A.OUTCOME_INVALID:
-                span.set_attribute(A.INPUT_PROBLEM, str(exc))
+                attrs[A.INPUT_PROBLEM] = str(exc)
+        span.set_attributes(attrs)
+        if exc is not None:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
     def _export_anomaly(self, call: Call, exc: BaseException | None, outcome: str,
                         latency_ms: float, violated: bool, duration_ns: int) -> None:
+        """The guard span of an anomalous call that has none yet (sampled out, or span_mode
+        server), with the call's real start and end, under the caller's span marked sampled."""
         end_ns = time.time_ns()
+        parent_sampled = trace.get_current_span().get_span_context().trace_flags.sampled
         span = self._tracer.start_span(  # type: ignore[union-attr]
             self._span_name, context=sampled_parent_context(), kind=SpanKind.INTERNAL,
             attributes=self._static_attrs, start_time=end_ns - duration_ns)
         try:
             if span.is_recording():
-                span.set_attribute(A.FORCED_EXPORT, True)
+                if not parent_sampled:
+                    span.set_attribute(A.FORCED_EXPORT, True)
                 self._annotate(span, call, exc, outcome, latency_ms, violated, True)
         finally:
             span.end(end_time=end_ns)

@@ -21,7 +21,7 @@ from typing import Any, Generic, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["EDGE_P_VALUES", "EDGE_VERDICT", "INPUT_SCHEMA", "PINNED_PACKAGES", "REFERENCE", "SLO_VIOLATED",
+__all__ = ["EDGE_P_VALUES", "EDGE_VERDICT", "FEATURES", "OUTCOME", "INPUT_SCHEMA", "PINNED_PACKAGES", "REFERENCE", "SLO_VIOLATED",
            "InputSchema", "ReferenceData", "StateKey"]
 
 T = TypeVar("T")
@@ -76,8 +76,15 @@ class InputSchema:
     feature_names: Sequence[str] = ()
     nan_allowed: np.ndarray | None = None
     source: str | None = None
+    view: Any = None  # the fitted InputView that reads raw inputs into these features (None: numbers)
 
 
+FEATURES: StateKey[np.ndarray] = StateKey(
+    "features", "call", "The monitored feature matrix of the call (``call.inputs``), computed by the guard's "
+    "input view only when some component needs it.")
+OUTCOME: StateKey[str] = StateKey(
+    "outcome", "call", "Ordering token: a component that may change a call's outcome in after_call (withhold "
+    "an answer) provides it; components that account outcomes need it, so they see the final one.")
 SLO_VIOLATED: StateKey[bool] = StateKey(
     "slo.violated", "call", "True when the call took longer than its latency budget (set in after_call).")
 EDGE_P_VALUES: StateKey[np.ndarray] = StateKey(

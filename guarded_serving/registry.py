@@ -16,7 +16,7 @@ import threading
 
 from .component import Capability
 from .drift.capability import DRIFT
-from .edge_cases.capability import EDGE_CASES
+from .edge_cases.capability import EDGE_CASES, OUTPUT_CHECK
 from .errors import ConfigError
 from .integrity.capability import INTEGRITY
 from .operational.capability import OPERATIONAL, SLO
@@ -26,7 +26,7 @@ __all__ = ["capabilities", "register_capability"]
 
 _lock = threading.Lock()
 # Default order; the guard then moves providers of a key before the components that need it.
-_CAPABILITIES: list[Capability] = [SLO, INTEGRITY, OPERATIONAL, EDGE_CASES, DRIFT]
+_CAPABILITIES: list[Capability] = [SLO, INTEGRITY, OPERATIONAL, EDGE_CASES, OUTPUT_CHECK, DRIFT]
 
 
 def capabilities() -> tuple[Capability, ...]:

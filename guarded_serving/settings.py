@@ -92,6 +92,7 @@ def as_tuple(section: Any, name: str) -> None:
         object.__setattr__(section, name, tuple(getattr(section, name)))
 
 
+_KINDS = ("numbers", "records", "text", "array", "embedding")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -110,8 +111,15 @@ class GuardSettings(Section):
         SLO breaches, invalid or flagged input) are always exported; see
         :mod:`guarded_serving.telemetry.tracing`.
     input_arg : str or None, default=None
-        Name of the parameter holding the feature matrix; ``None`` means the first
-        parameter (after ``self``).
+        Name of the parameter holding the monitored input; ``None`` means the first
+        parameter (after ``self``) other than a request context.
+    input_kind : {None, "numbers", "records", "text", "array", "embedding"}, default=None
+        How the input is read into monitored features (:mod:`guarded_serving.views`).
+        ``None``: the reference profile's view when there is one, else numbers for
+        numeric inputs (other inputs are not inspected). The input is read only when
+        a component needs features (edge cases, drift, rules) or an input setting is given.
+    features : callable or "module:function", default=None
+        Your own monitored features, ``features(input) -> array (rows, k)``, for any input.
     n_features : int or None, default=None
         Expected number of columns; ``None`` accepts any (a reference profile sets it).
     max_batch_rows : int, default=10000
@@ -122,6 +130,13 @@ class GuardSettings(Section):
     readiness_checks : tuple of str or None, default=None
         Names of the checks whose ``failing`` makes the service not ready;
         ``None`` means every check.
+    span_mode : {"auto", "own", "server"}, default="auto"
+        ``own``: one guard span per recorded call, a child of the current span (the model's
+        own spans nest under it). ``server``: ordinary calls put the guard's attributes on
+        the enclosing span (inside BentoML its ``POST /<api>`` server span) and add no span;
+        anomalous calls still get a guard span (with the call's real start and end, exported
+        even when sampled out). ``auto``: ``server`` when the enclosing recording span is a
+        SERVER span, else ``own``. Use ``own`` when the model makes spans of its own.
     span_detail : {"compact", "full"}, default="compact"
         ``compact``: normal spans carry the core attributes and the deployment's
         digest; the context of hardware, edge-case and drift components goes on
@@ -134,10 +149,13 @@ class GuardSettings(Section):
     version: str = "0"
     trace_sample_ratio: float = 1.0
     input_arg: str | None = None
+    input_kind: str | None = None
+    features: Any = None
     n_features: int | None = None
     max_batch_rows: int = 10_000
     allow_nan: bool = False
     readiness_checks: tuple[str, ...] | None = None
+    span_mode: str = "auto"
     span_detail: str = "compact"
 
     def __post_init__(self) -> None:
@@ -148,6 +166,11 @@ class GuardSettings(Section):
         check_number("trace_sample_ratio", self.trace_sample_ratio, lo=0, hi=1)
         if self.input_arg is not None and (not isinstance(self.input_arg, str) or not self.input_arg.isidentifier()):
             fail("input_arg", self.input_arg, "None or a parameter name of the guarded function")
+        if self.input_kind is not None and self.input_kind not in _KINDS:
+            fail("input_kind", self.input_kind, f"None or one of {_KINDS}")
+        if self.features is not None and not (callable(self.features) or (
+                isinstance(self.features, str) and ":" in self.features)):
+            fail("features", self.features, "None, a callable features(input) -> array, or 'module:function'")
         if self.n_features is not None:
             check_integer("n_features", self.n_features, lo=1)
         check_integer("max_batch_rows", self.max_batch_rows, lo=1)
@@ -156,5 +179,7 @@ class GuardSettings(Section):
                 not isinstance(self.readiness_checks, tuple)
                 or not all(isinstance(c, str) for c in self.readiness_checks)):
             fail("readiness_checks", self.readiness_checks, "None or a tuple of check names")
+        if self.span_mode not in ("auto", "own", "server"):
+            fail("span_mode", self.span_mode, "'auto', 'own' or 'server'")
         if self.span_detail not in ("compact", "full"):
             fail("span_detail", self.span_detail, "'compact' or 'full'")

@@ -63,7 +63,7 @@ import numpy as np
 from bentoml.exceptions import NotFound
 
 from guarded_serving import ConfigError, Guard
-from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
+from guarded_serving.serving.bentoml import RequestTiming, health_app, tracing_config_from_env
 from services.features import prepare
 from services.rules import RangeRule
 from services.train import load_model
@@ -175,3 +175,7 @@ class CancerClassifier:
         if fail:
             raise RuntimeError("injected model failure")
         return self._predict(inputs)
+
+
+# the guard times each request from its arrival (queueing included), not only the model call
+CancerClassifier.add_asgi_middleware(RequestTiming)

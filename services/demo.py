@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             mark = "CAUGHT" if v.caught else "MISSED"
             print(f"[{mark}] {sc.name:<24} ({sc.failure})\n      {v.evidence}", flush=True)
         stats, health = r.stats(), r.health()
-        spans = [s for s in receiver.spans if s["name"].startswith("guard ")]
+        # guard spans of anomalous calls, and server spans the ordinary calls annotated (span_mode auto)
+        spans = [s for s in receiver.spans if "guard.outcome" in s["attributes"]]
         print("\nguard stats:", json.dumps(stats, indent=2))
         print("\nguard health:", health["status"], "ready" if health["ready"] else "NOT READY")
         for name, c in health["checks"].items():
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             for s in spans:
                 o = s["attributes"].get("guard.outcome", "?")
                 by_outcome[o] = by_outcome.get(o, 0) + 1
-            print(f"\nguard spans exported over OTLP: {len(spans)} {by_outcome}")
+            own = sum(1 for s in spans if s["name"].startswith("guard "))
+            print(f"\ncalls traced over OTLP: {len(spans)} {by_outcome} ({own} guard spans for anomalies, "
+                  f"{len(spans) - own} ordinary calls on BentoML's server spans)")
         missed = [sc.name for sc, v in rows if not v.caught]
         print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
         if args.keep_serving:

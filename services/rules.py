@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from guarded_serving import Call, CheckResult, Component, ConfigError, GuardContext
-from guarded_serving.keys import INPUT_SCHEMA
+from guarded_serving.keys import FEATURES, INPUT_SCHEMA
 
 __all__ = ["RangeRule"]
 
@@ -38,7 +38,7 @@ class RangeRule(Component):
     """
 
     name = "rules"
-    needs = (INPUT_SCHEMA,)   # feature names -> columns, when a profile provides them
+    needs = (FEATURES, INPUT_SCHEMA)   # the feature matrix; names -> columns when a profile provides them
     span_scope = "anomalous"
 
     def __init__(self, rules: Mapping[str | int, tuple[float | None, float | None]], *,

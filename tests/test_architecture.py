@@ -6,7 +6,7 @@ Floors, bottom up (docs/architecture.md):
 0. ``errors``, ``health``, ``keys``, ``_version``
 1. ``call``, ``store``, ``settings``, ``worker``, ``_polling``
 2. ``component``, ``context``
-3. ``telemetry``, ``validation``
+3. ``telemetry``, ``validation``, ``views``, ``outputs``
 4. the capability packages (``operational``, ``integrity``, ``edge_cases``, ``drift``)
 5. ``registry``, ``config``
 6. ``guard``
@@ -27,7 +27,7 @@ FLOORS = {
     "errors": 0, "health": 0, "keys": 0, "_version": 0,
     "call": 1, "store": 1, "settings": 1, "worker": 1, "_polling": 1,
     "component": 2, "context": 2,
-    "telemetry": 3, "validation": 3,
+    "telemetry": 3, "validation": 3, "views": 3, "outputs": 3,
     "operational": 4, "integrity": 4, "edge_cases": 4, "drift": 4,
     "registry": 5, "config": 5,
     "guard": 6,

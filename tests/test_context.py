@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from guarded_serving import Component, ConfigError, Guard, GuardContext, StateKey
-from guarded_serving.keys import EDGE_P_VALUES, SLO_VIOLATED
+from guarded_serving.keys import EDGE_P_VALUES, FEATURES, SLO_VIOLATED
 
 SCORE: StateKey[float] = StateKey("test.score")
 LIMIT: StateKey[float] = StateKey("test.limit", "guard")
@@ -16,6 +16,7 @@ LIMIT: StateKey[float] = StateKey("test.limit", "guard")
 class Scorer(Component):
     name = "scorer"
     provides = (SCORE, LIMIT)
+    needs = (FEATURES,)
 
     def resources(self):
         return {LIMIT: 2.5}

@@ -52,3 +52,34 @@ def test_add_subparser():
     add_subparser(ap.add_subparsers())
     args = ap.parse_args(["profile", "x.npy", "-o", "p.npz"])
     assert callable(args.func) and args.calibration_fraction == 0.2
+
+
+class TestKinds:
+    def test_text_lines_and_jsonl(self, tmp_path):
+        """--kind text reads one text per line (or JSONL) and stores the text view in the profile."""
+        import json
+
+        from tests.test_views import sentences
+
+        texts = sentences(400)
+        (tmp_path / "t.txt").write_text("\n".join(texts))
+        (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts))
+        for name in ("t.txt", "t.jsonl"):
+            assert main([str(tmp_path / name), "-o", str(tmp_path / "p.npz"), "--kind", "text", "--quiet"]) == 0
+            prof = load_profile(tmp_path / "p.npz")
+            assert prof.view.kind == "text" and prof.feature_names[0] == "n_chars"
+
+    def test_records_csv_with_text_categories(self, tmp_path):
+        """--kind records reads a CSV whose text fields are categorical; unseen categories read as -1."""
+        rows = "\n".join(f"{i % 9},{'red' if i % 3 else 'blue'}" for i in range(300))
+        (tmp_path / "r.csv").write_text("size,colour\n" + rows)
+        assert main([str(tmp_path / "r.csv"), "-o", str(tmp_path / "p.npz"), "--kind", "records", "--quiet"]) == 0
+        view = load_profile(tmp_path / "p.npz").view
+        assert view.feature_names_ == ["size", "colour"] and view.categorical_ == (1,)
+        assert view.transform([{"size": 2.0, "colour": "green"}])[0].tolist() == [2.0, -1.0]
+
+    def test_wrong_file_for_kind_names_it(self, tmp_path, capsys):
+        """An array kind given a text file is an error naming the expected formats."""
+        (tmp_path / "x.txt").write_text("a\nb\n")
+        assert main([str(tmp_path / "x.txt"), "-o", str(tmp_path / "p.npz"), "--kind", "array"]) == 2
+        assert "reads .npy or .npz arrays" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from guarded_serving import Call, Component, Guard, InvalidInputError, RejectedInputError
+from guarded_serving.keys import FEATURES
 from guarded_serving.testing import in_memory_tracer_provider
 
 X = np.ones((2, 4))
@@ -65,9 +66,9 @@ class TestTiming:
         assert g.stats()["slo_violations"] == 1
 
     def test_batch_is_one_call(self, traced):
-        """A batch of 100 rows counts as one call, with its batch size on the span."""
+        """A batch of 100 rows counts as one call, with its batch size on the span (numbers read)."""
         provider, exporter = traced
-        g = guard_with(provider)
+        g = guard_with(provider, input_kind="numbers")
         g(lambda x: x)(np.zeros((100, 3)))
         assert g.stats()["calls"] == 1
         assert exporter.get_finished_spans()[0].attributes["guard.batch_size"] == 100
@@ -97,7 +98,7 @@ class TestErrors:
     def test_invalid_input_counted_apart(self, traced):
         """Invalid input raises InvalidInputError naming the field; it is not a model error."""
         provider, exporter = traced
-        g = guard_with(provider)
+        g = guard_with(provider, input_kind="numbers")
         called = []
 
         @g
@@ -298,6 +299,7 @@ class TestSpans:
 
         class Flagger(Component):
             name = "flagger"
+            needs = (FEATURES,)
 
             def before_call(self, call: Call) -> None:
                 if call.inputs[0, 0] > 100:
@@ -340,6 +342,7 @@ class TestComponents:
         """set_input changes what the model sees; answer() skips the model."""
         class Halver(Component):
             name = "halver"
+            needs = (FEATURES,)
 
             def before_call(self, call):
                 if call.inputs.shape[0] == 1:
@@ -387,15 +390,15 @@ class TestSpanDetail:
 
     def _spans(self, **kw):
         provider, exporter = in_memory_tracer_provider()
-        g = Guard(name="m", latency_slo_ms=5, tracer_provider=provider,
+        g = Guard(name="m", latency_slo_ms=100, tracer_provider=provider,
                   components=[self.Context(), self.Always()], **kw)
 
         @g
         def f(x, delay=0.0):
             time.sleep(delay)
 
-        f(X)
-        f(X, delay=0.02)
+        f(X)  # well under the budget even on a busy machine
+        f(X, delay=0.15)
         return exporter.get_finished_spans()
 
     def test_compact_keeps_context_for_anomalies(self):
@@ -408,3 +411,75 @@ class TestSpanDetail:
         """span_detail='full' attaches every component's attributes to normal spans too."""
         normal, _ = self._spans(span_detail="full")
         assert normal.attributes["guard.ctx.reading"] == 1.5
+
+
+class TestSpanMode:
+    def _served(self, mode, sampler=None):
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        g = Guard(name="m", latency_slo_ms=100, tracer_provider=provider, span_mode=mode, operational=False)
+        server = provider.get_tracer("server")
+
+        @g
+        def f(x, delay=0.0):
+            time.sleep(delay)
+            return x
+
+        def request(*args, **kw):
+            with server.start_as_current_span("POST /predict", kind=SpanKind.SERVER):
+                return f(*args, **kw)
+
+        return g, request, exporter
+
+    def test_auto_puts_ordinary_calls_on_the_server_span(self):
+        """Under a SERVER span an ordinary call adds no span; the server span carries the guard's attributes."""
+        g, request, exporter = self._served("auto")
+        request(X)
+        (server,) = exporter.get_finished_spans()
+        assert server.name == "POST /predict" and server.attributes["guard.outcome"] == "ok"
+        assert server.attributes["guard.model.name"] == "m" and server.attributes["guard.anomalous"] is False
+
+    def test_auto_keeps_a_guard_span_for_anomalies(self):
+        """A slow or failing call still gets a guard span, a child of the server span, not marked forced."""
+        g, request, exporter = self._served("auto")
+        request(X, delay=0.15)
+        guard_span, server = exporter.get_finished_spans()
+        assert guard_span.name == "guard m" and guard_span.parent.span_id == server.context.span_id
+        assert guard_span.attributes["guard.slo.violated"] is True and "guard.forced_export" not in guard_span.attributes
+        assert guard_span.end_time - guard_span.start_time >= 150_000_000
+
+    def test_own_mode_always_adds_a_guard_span(self):
+        """span_mode='own' keeps one guard span per call, a child of the current span."""
+        g, request, exporter = self._served("own")
+        request(X)
+        names = [s.name for s in exporter.get_finished_spans()]
+        assert names == ["guard m", "POST /predict"]
+
+    def test_auto_outside_a_server_span_is_own(self):
+        """Without an enclosing SERVER span, auto behaves as own."""
+        g, request, exporter = self._served("auto")
+        g.wrap(lambda x: x)(X)
+        assert [s.name for s in exporter.get_finished_spans()] == ["guard m"]
+
+    def test_sampled_out_server_still_exports_the_anomaly(self):
+        """Under a server span that was sampled out, a failing call's guard span is still exported (forced)."""
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+        g, request, exporter = self._served("auto", sampler=ParentBased(ALWAYS_OFF))
+
+        def boom(x):
+            raise ValueError("bad")
+
+        g2 = g  # same guard, same provider
+        with pytest.raises(ValueError):
+            tracer = g2.context.tracer_provider.get_tracer("server")
+            with tracer.start_as_current_span("POST /predict", kind=SpanKind.SERVER):
+                g2.wrap(boom)(X)
+        (span,) = exporter.get_finished_spans()
+        assert span.name == "guard m" and span.attributes["guard.forced_export"] is True
+        assert span.attributes["guard.outcome"] == "error"

@@ -99,3 +99,45 @@ class TestGuardChecks:
 
         rep = Guard(name="m", components=[Bad()]).health()
         assert rep["checks"]["bad"]["status"] == "degraded" and "sensor gone" in rep["checks"]["bad"]["reason"]
+
+
+class TestRequestTime:
+    def test_budget_held_to_the_callers_wait(self):
+        """With arrivals marked, a fast model behind a long queue breaks the budget; stats show both times."""
+        import time as _time
+
+        from guarded_serving.arrival import mark_arrival, reset_arrival
+
+        g = Guard(name="m", latency_slo_ms=50, min_window_calls=5, operational=False)
+        f = g.wrap(lambda x: x)
+        for _ in range(10):
+            token = mark_arrival(_time.perf_counter_ns() - 80_000_000)  # arrived 80 ms ago, then queued
+            try:
+                f(1)
+            finally:
+                reset_arrival(token)
+        s = g.stats()
+        assert s["slo_violations"] == 10 and s["latency_ms"]["measure"] == "request"
+        assert s["latency_ms"]["p50"] >= 80 and s["model_latency_ms"]["p50"] < 50
+        check = g.health()["checks"]["latency_slo"]
+        assert check["status"] != "ok" and "queueing and parsing" in check["reason"]
+
+    def test_model_measure_ignores_queueing(self):
+        """slo_measure='model' holds the budget to the model call alone."""
+        import time as _time
+
+        from guarded_serving.arrival import mark_arrival, reset_arrival
+
+        g = Guard(name="m", latency_slo_ms=50, slo_measure="model", operational=False)
+        token = mark_arrival(_time.perf_counter_ns() - 80_000_000)
+        try:
+            g.wrap(lambda x: x)(1)
+        finally:
+            reset_arrival(token)
+        assert g.stats()["slo_violations"] == 0 and g.stats()["latency_ms"]["measure"] == "model"
+
+    def test_without_arrivals_the_model_time_is_used(self):
+        """Outside a serving integration the budget applies to the model time, as before."""
+        g = Guard(name="m", latency_slo_ms=50, operational=False)
+        g.wrap(lambda x: x)(1)
+        assert g.stats()["latency_ms"]["measure"] == "model" and "model_latency_ms" not in g.stats()

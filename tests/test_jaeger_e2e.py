@@ -53,11 +53,13 @@ def traced(artifacts, jaeger, tmp_path_factory):
         bad = X[:1].tolist()
         bad[0][5] = float("nan")
         assert post(server, "predict", {"inputs": bad}).status_code == 400
-        # Flush: wait until Jaeger holds all five guard spans of this run (the batch processor
-        # exports every 100 ms).
+        # Flush: wait until Jaeger holds the four guard spans of this run's anomalous calls and the
+        # server span the ordinary call annotated (the batch processor exports every 100 ms).
         mine = lambda s: s["processTags"].get("gs.test.run") == run_id  # noqa: E731
         jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and s["operationName"] == GUARD_SPAN,
-                                count=5, since_us=since_us)
+                                count=4, since_us=since_us)
+        jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and tags_of(s).get("guard.batch_size") == 7,
+                                count=1, since_us=since_us)
     spans = [s for s in jaeger.query.spans(SERVICE, since_us=since_us) if mine(s)]
     return spans, run_id
 
@@ -69,13 +71,23 @@ def guard_span(spans, **tags):
     return found[0]
 
 
+def server_span(spans, **tags):
+    found = [s for s in spans if s["operationName"].startswith("POST /predict")
+             and all(tags_of(s).get(k) == v for k, v in tags.items())]
+    assert len(found) == 1, f"expected one server span with {tags}, got {len(found)}"
+    return found[0]
+
+
 class TestJaegerEndToEnd:
-    def test_every_call_has_a_guard_span_in_jaeger(self, traced):
-        """Jaeger's /api/traces returns one guard span per call, from the CancerClassifier service."""
+    def test_every_anomaly_has_a_guard_span_and_ordinary_calls_annotate_the_server_span(self, traced):
+        """Jaeger holds a guard span per anomalous call; the ordinary call added no span (span_mode auto)
+        and its guard attributes are on BentoML's server span."""
         spans, _ = traced
         guards = [s for s in spans if s["operationName"] == GUARD_SPAN]
-        assert sorted(tags_of(s)["guard.outcome"] for s in guards) == ["error", "invalid_input", "ok", "ok", "ok"]
+        assert sorted(tags_of(s)["guard.outcome"] for s in guards) == ["error", "invalid_input", "ok", "ok"]
+        assert all(tags_of(s)["guard.anomalous"] is True for s in guards)
         assert {s["serviceName"] for s in guards} == {SERVICE}
+        assert tags_of(server_span(spans, **{"guard.batch_size": 7}))["guard.outcome"] == "ok"
 
     def test_guard_spans_are_children_of_bentoml_server_spans(self, traced):
         """Each guard span's CHILD_OF reference points at BentoML's POST server span in the same trace."""
@@ -91,9 +103,9 @@ class TestJaegerEndToEnd:
             assert tags_of(g)["span.kind"] == "internal"
 
     def test_documented_attributes_present(self, traced):
-        """A normal call's span carries every documented guard.* attribute with its value."""
+        """A normal call's (server) span carries every documented guard.* attribute with its value."""
         spans, _ = traced
-        tags = tags_of(guard_span(spans, **{"guard.batch_size": 7}))
+        tags = tags_of(server_span(spans, **{"guard.batch_size": 7}))
         assert set(DOCUMENTED) <= set(tags)
         assert tags["guard.model.name"] == "breast_cancer" and tags["guard.model.version"] == "1"
         assert tags["guard.outcome"] == "ok" and tags["guard.slo.violated"] is False
@@ -101,7 +113,7 @@ class TestJaegerEndToEnd:
         assert "guard.edge.flagged" not in tags
         assert "guard.edge.policy" not in tags and "guard.hardware.rss_mb" not in tags  # compact: context on anomalies
         assert len(tags["guard.artifact.digest"]) == 64  # the deployment's digest is on every span
-        assert "error" not in tags
+        assert "error" not in tags and tags["span.kind"] == "server"
 
     def test_flagged_call_carries_edge_verdict(self, traced):
         """The batch with a wrong-unit row is exported with its edge verdict: flagged row 1, explanation, anomalous."""

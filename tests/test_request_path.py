@@ -11,6 +11,7 @@ import pytest
 from opentelemetry import trace
 
 from guarded_serving import Component, Guard
+from guarded_serving.keys import FEATURES
 from guarded_serving.testing import in_memory_tracer_provider
 
 X = np.ones((3, 2))
@@ -113,6 +114,7 @@ def test_headers_go_to_the_declared_request_context():
 
     class Header(Component):
         name = "header"
+        needs = (FEATURES,)
 
         def before_call(self, call):
             call.set_header("X-Test", f"rows={len(call.inputs)}")

@@ -79,24 +79,37 @@ class TestServedExample:
         assert spans and spans[0]["status_code"] == 2  # STATUS_CODE_ERROR
         assert spans[0]["attributes"]["guard.outcome"] == "error"
 
-    def test_guard_span_nests_under_bentoml_server_span(self, served_example, artifacts, otlp_receiver):
-        """Decoded OTLP spans show the guard span as the child of BentoML's POST /predict span."""
+    def test_ordinary_call_annotates_the_bentoml_server_span(self, served_example, artifacts, otlp_receiver):
+        """Decoded OTLP spans: an ordinary call adds no span; BentoML's POST /predict server span carries the
+        guard's attributes (span_mode auto), so tracing costs one span per request, not two."""
         resp = post(served_example, "predict", {"inputs": rows(artifacts, 5)})
         assert resp.status_code == 200
+        servers = otlp_receiver.wait_for(lambda s: s["attributes"].get("guard.batch_size") == 5)
+        assert servers, "no span with the guard's attributes arrived over OTLP"
+        srv = servers[-1]
+        assert srv["name"].startswith("POST /predict") and srv["kind"] == 2  # SERVER
+        assert srv["service"] == "CancerClassifier"
+        for key in ("guard.model.name", "guard.model.version", "guard.latency_ms", "guard.slo.violated",
+                    "guard.outcome", "guard.slo.latency_ms"):
+            assert key in srv["attributes"], key
+        assert not [s for s in otlp_receiver.spans if s["name"] == "guard breast_cancer"
+                    and s["trace_id"] == srv["trace_id"]]
+
+    def test_anomalous_call_gets_a_guard_span_under_the_server_span(self, served_example, artifacts,
+                                                                     otlp_receiver):
+        """A flagged call keeps its guard span, an INTERNAL child of BentoML's server span in the same trace."""
+        odd = np.asarray(rows(artifacts, 4))
+        odd[2, 3] *= 1000
+        assert post(served_example, "predict", {"inputs": odd.tolist()}).status_code == 200
         guard_spans = otlp_receiver.wait_for(
-            lambda s: s["name"] == "guard breast_cancer" and s["attributes"].get("guard.batch_size") == 5)
+            lambda s: s["name"] == "guard breast_cancer" and s["attributes"].get("guard.batch_size") == 4)
         assert guard_spans, "no guard span arrived over OTLP"
         g = guard_spans[-1]
         parents = otlp_receiver.wait_for(lambda s: s["span_id"] == g["parent_span_id"])
         assert parents, "the guard span's parent was not exported"
-        parent = parents[0]
-        assert parent["name"].startswith("POST /predict") and parent["trace_id"] == g["trace_id"]
-        assert parent["kind"] == 2  # SERVER
-        assert g["kind"] == 1  # INTERNAL
-        assert g["service"] == "CancerClassifier"
-        for key in ("guard.model.name", "guard.model.version", "guard.latency_ms", "guard.slo.violated",
-                    "guard.outcome", "guard.slo.latency_ms"):
-            assert key in g["attributes"], key
+        assert parents[0]["name"].startswith("POST /predict") and parents[0]["trace_id"] == g["trace_id"]
+        assert parents[0]["kind"] == 2 and g["kind"] == 1  # SERVER, INTERNAL
+        assert g["attributes"]["guard.edge.flagged"] is True and g["attributes"]["guard.anomalous"] is True
 
     def test_slow_call_marked(self, served_example, artifacts, otlp_receiver):
         """A call slower than the budget is an SLO violation on its span."""

@@ -62,3 +62,53 @@ def test_library_imports_api_not_sdk():
     offenders = [str(p) for p in PKG.rglob("*.py")
                  if p.name not in allowed and "opentelemetry.sdk" in p.read_text()]
     assert offenders == []
+
+
+class TestProviderResolution:
+    def test_explicit_then_registered_then_global(self):
+        """An explicit provider wins; else the first registered resolver that answers; else the global one."""
+        from opentelemetry import trace
+
+        from guarded_serving.telemetry import tracing
+        from guarded_serving.testing import in_memory_tracer_provider
+
+        mine, _ = in_memory_tracer_provider()
+        framework, _ = in_memory_tracer_provider()
+        saved = list(tracing._resolvers)
+        try:
+            tracing._resolvers[:] = [lambda: None, lambda: framework]
+            assert tracing.resolve_tracer_provider(mine) is mine
+            assert tracing.resolve_tracer_provider() is framework
+            tracing._resolvers[:] = []
+            assert tracing.resolve_tracer_provider() is trace.get_tracer_provider()
+        finally:
+            tracing._resolvers[:] = saved
+
+    def test_a_failing_lookup_warns_once_naming_the_setting(self, caplog):
+        """A resolver that raises is skipped with one warning that says to pass tracer_provider=."""
+        from guarded_serving.telemetry import tracing
+
+        def broken():
+            raise LookupError("moved")
+
+        saved = list(tracing._resolvers)
+        tracing._warned.clear()
+        try:
+            tracing._resolvers[:] = [broken]
+            with caplog.at_level("WARNING", logger="guarded_serving.telemetry"):
+                tracing.resolve_tracer_provider()
+                tracing.resolve_tracer_provider()
+            warnings = [r for r in caplog.records if r.name == "guarded_serving.telemetry"]
+            assert len(warnings) == 1 and "tracer_provider=" in warnings[0].getMessage()
+            assert "LookupError: moved" in warnings[0].getMessage()
+        finally:
+            tracing._resolvers[:] = saved
+            tracing._warned.clear()
+
+    def test_importing_the_bentoml_integration_registers_its_lookup(self):
+        """serving.bentoml registers BentoML's provider lookup (None outside a BentoML worker)."""
+        from guarded_serving.serving import bentoml as integration
+        from guarded_serving.telemetry import tracing
+
+        assert integration.bentoml_tracer_provider in tracing._resolvers
+        assert integration.bentoml_tracer_provider() is None

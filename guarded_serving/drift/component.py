@@ -38,7 +38,7 @@ import numpy as np
 from .. import health as H
 from ..component import Component
 from ..errors import ConfigError
-from ..keys import EDGE_P_VALUES, REFERENCE, ReferenceData
+from ..keys import EDGE_P_VALUES, FEATURES, REFERENCE, ReferenceData
 from ..store.base import WindowStore
 from ..worker import PeriodicWorker
 from .predictions import PredictionDrift, default_output_extractor
@@ -97,7 +97,7 @@ class DriftComponent(Component):
 
     name = "drift"
     span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
-    needs = (EDGE_P_VALUES, REFERENCE)
+    needs = (FEATURES, EDGE_P_VALUES, REFERENCE)
 
     def __init__(self, *, reference: np.ndarray | None = None, feature_names: Sequence[str] | None = None,
                  categorical: Sequence[int] = (), reference_predictions: np.ndarray | None = None,

@@ -244,13 +244,34 @@ def _standardisation(s: np.ndarray) -> tuple[float, float]:
 
 
 def build_profile(X: Any, *, predictions: Any = None, feature_names: Sequence[str] | None = None,
-                  categorical: Sequence[int] = (), chunk_rows: int = 100_000, **options: Any) -> Profile:
-    """Build a profile from an in-memory matrix (see :class:`ProfileBuilder` for ``options``)."""
+                  categorical: Sequence[int] = (), chunk_rows: int = 100_000, view: Any = None,
+                  **options: Any) -> Profile:
+    """Build a profile from in-memory training data (see :class:`ProfileBuilder` for ``options``).
+
+    ``view`` (a kind such as ``"text"``, ``"records"``, ``"array"``, ``"embedding"``, or an
+    :class:`~guarded_serving.views.InputView`) reads raw samples (texts, records, images,
+    vectors) into monitored features first; it is fitted on ``X`` unless already fitted, and
+    stored in the profile so serving computes the same features.
+    """
+    fitted_view = None
+    if view is not None:
+        from ..views import make_view
+
+        fitted_view = make_view(view)
+        if not hasattr(fitted_view, "feature_names_"):  # not fitted yet
+            fitted_view.fit(X)
+        X = fitted_view.transform(X, "training data")
+        feature_names = feature_names or fitted_view.feature_names_
+        categorical = tuple(sorted(set(categorical) | set(fitted_view.categorical_)))
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
-        raise ConfigError(f"training data must be 2-D (rows x features), got shape {X.shape}")
+        raise ConfigError(f"training data must be 2-D (rows x features), got shape {X.shape}: pass view= for "
+                          "texts, records, images or other arrays")
     b = ProfileBuilder(X.shape[1], feature_names=feature_names, categorical=categorical, **options)
     pred = None if predictions is None else np.asarray(predictions)
     for i in range(0, len(X), chunk_rows):
         b.update(X[i:i + chunk_rows], None if pred is None else pred[i:i + chunk_rows])
-    return b.finish()
+    prof = b.finish()
+    if fitted_view is not None:
+        prof.set_view(fitted_view)
+    return prof

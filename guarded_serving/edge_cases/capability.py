@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 from ..component import Capability, Component
 from ..settings import Section, check_number, fail
 from .component import DETECTOR_NAMES, POLICIES, EdgeCaseComponent
+from .content import ContentCheck
 
 if TYPE_CHECKING:
     from ..context import GuardContext
 
-__all__ = ["EDGE_CASES", "EdgeCaseSettings"]
+__all__ = ["EDGE_CASES", "OUTPUT_CHECK", "EdgeCaseSettings", "OutputCheckSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,3 +73,45 @@ def from_config(section: EdgeCaseSettings, context: "GuardContext") -> Component
 
 
 EDGE_CASES = Capability("edge_cases", EdgeCaseSettings, from_config)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputCheckSettings(Section):
+    """The output content check (:mod:`.content`): edge cases of what the model answers.
+
+    Parameters
+    ----------
+    output_check : bool or callable, default=False
+        ``True``: the built-in check of text answers; a callable ``check(text) -> reason
+        or None``: yours; ``False``: off.
+    output_policy : {"flag", "reject", "fallback"}, default="flag"
+    output_fallback : callable, default=None
+        ``fallback(text) -> replacement``; required by ``output_policy="fallback"``.
+    """
+
+    section = "output_check"
+    output_check: Any = False
+    output_policy: str = "flag"
+    output_fallback: Any = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.output_check is not False and self.output_check is not None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.output_check, bool) or self.output_check is None or callable(self.output_check)):
+            fail("output_check", self.output_check, "True, False or a callable check(text) -> reason or None")
+        if self.output_policy not in POLICIES:
+            fail("output_policy", self.output_policy, "'flag', 'reject' or 'fallback'")
+        if self.output_policy == "fallback" and not callable(self.output_fallback):
+            fail("output_fallback", self.output_fallback, "a callable fallback(text) -> replacement when "
+                 "output_policy='fallback'")
+
+
+def output_from_config(section: OutputCheckSettings, context: "GuardContext") -> Component | None:
+    if not section.enabled:
+        return None
+    return ContentCheck(section.output_check, policy=section.output_policy, fallback=section.output_fallback)
+
+
+OUTPUT_CHECK = Capability("output_check", OutputCheckSettings, output_from_config)  # type: ignore[arg-type]

@@ -8,7 +8,19 @@ first of ``X``, ``X_train``, ``data``, or the only array) or a ``.csv`` (a heade
 row gives feature names; empty, ``NA``, ``NaN`` or ``?`` fields are missing
 values; categorical columns hold numeric codes). Rows are streamed in chunks
 with a progress line on stderr, so millions of rows fit in bounded memory.
-Also runnable as ``python -m guarded_serving.edge_cases.cli``.
+
+``--kind`` reads other inputs through a view (:mod:`guarded_serving.views`),
+whose settings the profile keeps so serving computes the same features:
+
+- ``text``: a ``.txt`` file with one text per line, or ``.jsonl`` (a JSON string,
+  or an object whose ``--text-key`` field, default ``text``, holds the text);
+- ``records``: a ``.csv`` with a header (text fields are categorical), ``.jsonl``
+  objects, or ``.parquet`` (needs pandas and pyarrow);
+- ``array``: a ``.npy``/``.npz`` batch of shape (n, ...) (images, audio, sequences);
+- ``embedding``: a ``.npy``/``.npz`` matrix (n, d) of vectors.
+
+These are read whole (a view is fitted on them first). Also runnable as
+``python -m guarded_serving.edge_cases.cli``.
 """
 
 from __future__ import annotations
@@ -57,6 +69,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-rows", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--kind", choices=("numbers", "records", "text", "array", "embedding"), default="numbers",
+                   help="how DATA is read into monitored features (default: a numeric matrix)")
+    p.add_argument("--text-key", default="text", help="field holding the text in .jsonl objects (--kind text)")
 
 
 class _Progress:
@@ -192,9 +207,80 @@ def _resolve_columns(spec: str, names: list[str]) -> list[int]:
     return out
 
 
+def read_raw(path: Path, kind: str, *, key: str | None = None, text_key: str = "text") -> Any:
+    """Training samples of ``kind`` from ``path`` (see the module docstring for the formats)."""
+    import json
+
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if kind in ("array", "embedding"):
+        if suffix not in (".npy", ".npz"):
+            raise ConfigError(f"{path}: --kind {kind} reads .npy or .npz arrays, got {suffix!r}")
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        z = np.load(path, allow_pickle=False)
+        k = key or (z.files[0] if len(z.files) == 1 else None)
+        if k is None or k not in z.files:
+            raise ConfigError(f"{path} holds arrays {list(z.files)}: choose one with --key")
+        return z[k]
+    if suffix == ".jsonl":
+        out = []
+        with open(path, encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}, line {i}: not JSON ({exc})") from None
+                if kind == "text":
+                    obj = obj.get(text_key) if isinstance(obj, dict) else obj
+                    if not isinstance(obj, str):
+                        raise ConfigError(f"{path}, line {i}: expected a string or an object with a string "
+                                          f"{text_key!r} field")
+                elif not isinstance(obj, dict):
+                    raise ConfigError(f"{path}, line {i}: expected a JSON object (a record)")
+                out.append(obj)
+        return out
+    if kind == "text":
+        with open(path, encoding="utf-8") as fh:
+            return [line.rstrip("\n") for line in fh]
+    if suffix == ".parquet":
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ConfigError("reading .parquet needs pandas and pyarrow (pip install pandas pyarrow)") from None
+        return pd.read_parquet(path)
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    raise ConfigError(f"{path}: --kind {kind} reads .csv, .jsonl or .parquet, got {suffix!r}")
+
+
+def _csv_value(v: str | None) -> Any:
+    if v is None or v.strip().lower() in _MISSING_TOKENS:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def run(args: argparse.Namespace) -> int:
     """Build and save the profile described by parsed ``args``; returns an exit status."""
-    from .builder import ProfileBuilder
+    from .builder import ProfileBuilder, build_profile
+
+    if getattr(args, "kind", "numbers") != "numbers":
+        raw = read_raw(args.data, args.kind, key=args.key, text_key=args.text_key)
+        preds = _load_predictions(args.predictions, args.prediction_key) if args.predictions else None
+        if preds is not None and len(preds) != len(raw):
+            raise ConfigError(f"--predictions has {len(preds)} rows but {args.data} has {len(raw)} samples")
+        prof = build_profile(raw, view=args.kind, predictions=preds, calibration_fraction=args.calibration_fraction,
+                             sample_size=args.sample_size, calibration_size=args.calibration_size,
+                             reference_size=args.reference_size, seed=args.seed,
+                             source=os.path.basename(str(args.data)))
+        return _report(prof, args.out)
 
     n_cols, header_names, total, chunks = iter_chunks(args.data, key=args.key, chunk_rows=args.chunk_rows)
     names = header_names or [f"f{i}" for i in range(n_cols)]
@@ -223,9 +309,12 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if preds is not None and len(preds) != rows:
         raise ConfigError(f"--predictions has {len(preds)} rows but {args.data} has {rows}")
-    prof = b.finish()
-    sha = prof.save(args.out)
-    print(f"wrote {args.out}: {prof.summary()}\nsha256 {sha}")
+    return _report(b.finish(), args.out)
+
+
+def _report(prof: Any, out: Path) -> int:
+    sha = prof.save(out)
+    print(f"wrote {out}: {prof.summary()}\nsha256 {sha}")
     if prof.n_calibration < 99:
         print(f"warning: only {prof.n_calibration} calibration rows; the smallest reachable edge_fpr is "
               f"{1 / (prof.n_calibration + 1):.3g}", file=sys.stderr)

@@ -46,7 +46,7 @@ import numpy as np
 from ..component import Component
 from ..errors import ConfigError, RejectedInputError
 from ..health import OK, CheckResult
-from ..keys import EDGE_P_VALUES, EDGE_VERDICT, INPUT_SCHEMA, REFERENCE, InputSchema, ReferenceData, StateKey
+from ..keys import EDGE_P_VALUES, EDGE_VERDICT, FEATURES, INPUT_SCHEMA, REFERENCE, InputSchema, ReferenceData, StateKey
 from .explain import explain_rows
 from .profile import DETECTORS, Profile, load_profile
 
@@ -87,6 +87,7 @@ class EdgeCaseComponent(Component):
     name = "edge_cases"
     span_scope = "anomalous"  # context for anomalous spans (all spans with span_detail="full")
     provides = (EDGE_P_VALUES, EDGE_VERDICT, INPUT_SCHEMA, REFERENCE)
+    needs = (FEATURES,)
 
     def __init__(self, profile: str | os.PathLike[str] | Profile, *, policy: str = "flag", fpr: float = 0.01,
                  fallback: Callable[[np.ndarray], Any] | None = None, detector: str = "combined",
@@ -139,7 +140,7 @@ class EdgeCaseComponent(Component):
         missing_ok = np.asarray(prof.missing_rate) > 0
         source = prof.path or "the edge-case profile"
         schema = InputSchema(n_features=prof.n_features, feature_names=tuple(prof.feature_names),
-                             nan_allowed=missing_ok if missing_ok.any() else None, source=source)
+                             nan_allowed=missing_ok if missing_ok.any() else None, source=source, view=prof.view)
         ref = ReferenceData(reference=np.asarray(prof.reference, dtype=float),
                             feature_names=list(prof.feature_names) or None, categorical=prof.categorical,
                             reference_predictions=prof.reference_predictions, source=source)

@@ -30,6 +30,7 @@ def explain_rows(profile: Any, X: np.ndarray, rows: np.ndarray, *, max_reasons: 
     tail = profile.detector("tail")
     mah = profile.detector("mahalanobis")
     names = profile.feature_names
+    view = profile.view  # speaks the input's language: "text of 4,312 characters, longer than ..."
     cats = tail.categories_
     Xr = X[rows]
     contrib = tail.contributions(Xr)
@@ -50,6 +51,11 @@ def explain_rows(profile: Any, X: np.ndarray, rows: np.ndarray, *, max_reasons: 
                     found.append((contrib[k, j], f"{name} is missing, which happened in only {rate:.2%} "
                                                  "of training rows"))
                 continue
+            lo, hi = float(tail.min_[j]), float(tail.max_[j])
+            said = view.describe(j, v, lo, hi) if view is not None and (v > hi or v < lo or j in cats) else None
+            if said is not None and (j not in cats or not np.any(cats[j][0] == v)):
+                found.append((contrib[k, j], said))
+                continue
             if j in cats:
                 vals, freqs = cats[j]
                 hit = np.nonzero(vals == v)[0]
@@ -61,7 +67,6 @@ def explain_rows(profile: Any, X: np.ndarray, rows: np.ndarray, *, max_reasons: 
                     found.append((contrib[k, j], f"{name}={_fmt(v)} is a rare category ({freqs[hit[0]]:.3%} "
                                                  "of training rows)"))
                 continue
-            lo, hi = float(tail.min_[j]), float(tail.max_[j])
             if v > hi:
                 by = (f", {v / hi:.3g}x the maximum" if hi > 0 and v / hi >= 2
                       else f", by {_fmt(v - hi)} ({(v - hi) / (hi - lo):.1%} of the training range)" if hi > lo
@@ -84,6 +89,9 @@ def explain_rows(profile: Any, X: np.ndarray, rows: np.ndarray, *, max_reasons: 
                                                  f"of training values (range {_fmt(lo)} to {_fmt(hi)})"))
         found.sort(key=lambda r: -r[0])
         reasons = [r for _, r in found[:max_reasons]]
+        head = view.headline(x) if view is not None else None
+        if head is not None:
+            reasons = [head, *reasons[:max_reasons - 1]]
         if not reasons:
             c = mah.contributions(x[None, :])[0]
             top = [names[int(j)] for j in np.argsort(-c)[:3] if c[int(j)] > 0]

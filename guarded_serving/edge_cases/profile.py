@@ -104,6 +104,28 @@ class Profile:
         return self.arrays.get("reference_predictions")
 
     @property
+    def view(self) -> Any:
+        """The fitted input view the profile was built through (:mod:`guarded_serving.views`),
+        or None for a plain numeric matrix. Serving applies it to compute the same features."""
+        if "view" not in self.header:
+            return None
+        if "_view" not in self._detectors:
+            from ..views import view_from_state
+
+            arrays = {k[len("view."):]: v for k, v in self.arrays.items() if k.startswith("view.")}
+            self._detectors["_view"] = view_from_state(self.header["view"], arrays)
+        return self._detectors["_view"]
+
+    def set_view(self, view: Any) -> None:
+        """Record the fitted ``view`` (its settings go in the header, its arrays beside the others)."""
+        state, arrays = view.get_state()
+        self.header = dict(self.header, view=state)
+        for k in [k for k in self.arrays if k.startswith("view.")]:
+            del self.arrays[k]
+        self.arrays.update({f"view.{k}": np.asarray(v) for k, v in arrays.items()})
+        self._detectors["_view"] = view
+
+    @property
     def missing_rate(self) -> np.ndarray:
         return self.arrays["missing_rate"]
 
@@ -172,7 +194,8 @@ class Profile:
 
     def summary(self) -> str:
         h = self.header
-        return (f"{FORMAT}: {h['n_features']} features ({len(h['categorical'])} categorical), fitted on "
+        kind = f"{h['view']['kind']} view, " if "view" in h else ""
+        return (f"{FORMAT}: {kind}{h['n_features']} features ({len(h['categorical'])} categorical), fitted on "
                 f"{h['n_rows']:,} rows, {h['n_calibration']:,} calibration rows, reference subsample "
                 f"{len(self.reference):,} rows, Ledoit-Wolf shrinkage {h['shrinkage']:.3g}"
                 + (", with reference predictions" if "reference_predictions" in self.arrays else ""))

@@ -51,6 +51,10 @@ class SloSettings(Section):
         Fewer calls than this in the short window never change a rate-based verdict.
     latency_window : int, default=4096
         Number of recent calls kept for the latency quantiles (bounded memory).
+    slo_measure : {"request", "model"}, default="request"
+        What the budget applies to: the caller's wait, from the request's arrival (queueing
+        and parsing included; needs a serving integration that marks arrivals, e.g.
+        BentoML with ``RequestTiming``, else the model time is used), or the model call alone.
     """
 
     section = "slo"
@@ -63,8 +67,11 @@ class SloSettings(Section):
     error_rate_failing: float = 0.5
     min_window_calls: int = 20
     latency_window: int = 4096
+    slo_measure: str = "request"
 
     def __post_init__(self) -> None:
+        if self.slo_measure not in ("request", "model"):
+            fail("slo_measure", self.slo_measure, "'request' (the caller's wait) or 'model' (the model call)")
         check_number("latency_slo_ms", self.latency_slo_ms, lo=0, lo_open=True, valid="a number > 0 (milliseconds)")
         check_number("slo_target", self.slo_target, lo=0, hi=1, lo_open=True, hi_open=True,
                      valid="a fraction strictly between 0 and 1, e.g. 0.99")

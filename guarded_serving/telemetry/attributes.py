@@ -5,7 +5,9 @@ attribute                  type     meaning
 ========================== ======== ==================================================
 guard.model.name           str      model name from the guard's config
 guard.model.version        str      model version from the guard's config
-guard.latency_ms           float    wall time of the guarded call (monotonic clock)
+guard.latency_ms           float    wall time of the guarded call (monotonic clock): the model time
+guard.request.latency_ms   float    from the request's arrival to the call's end (queueing included),
+                                    when a serving integration marks arrivals
 guard.slo.latency_ms       float    the latency budget the call was held to
 guard.slo.violated         bool     the call took longer than the budget
 guard.outcome              str      ok | error | invalid_input | rejected
@@ -67,6 +69,7 @@ integrity), ``guard.hardware.*`` / ``guard.health.*`` (operational health),
 MODEL_NAME = "guard.model.name"
 MODEL_VERSION = "guard.model.version"
 LATENCY_MS = "guard.latency_ms"
+REQUEST_LATENCY_MS = "guard.request.latency_ms"
 SLO_LATENCY_MS = "guard.slo.latency_ms"
 SLO_VIOLATED = "guard.slo.violated"
 OUTCOME = "guard.outcome"
