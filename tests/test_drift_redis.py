@@ -8,7 +8,7 @@ import pytest
 
 from guarded_serving import ConfigError, Guard
 from guarded_serving.testing import free_port, wait_until
-from tests.redis_server import RedisServer, redis_server, redis_url  # noqa: F401 (fixtures)
+from tests.redis_server import RedisServer
 
 pytest.importorskip("redis", reason="the redis extra is not installed (pip install guarded-serving[redis])")
 

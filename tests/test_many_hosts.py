@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from tests.hosts import ARTIFACTS, detection_delay, serve_hosts
-from tests.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("redis", reason="the redis extra is not installed (pip install guarded-serving[redis])")

@@ -10,7 +10,7 @@ import pytest
 from guarded_serving import ConfigError
 from guarded_serving.store import SQLiteWindowStore, WindowStore, open_store
 from guarded_serving.store.redis import RedisWindowStore, redact_url
-from tests.redis_server import RedisServer, redis_server, redis_url  # noqa: F401 (fixtures)
+from tests.redis_server import RedisServer
 
 pytest.importorskip("redis", reason="the redis extra is not installed (pip install guarded-serving[redis])")
 
