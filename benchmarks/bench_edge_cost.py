@@ -6,7 +6,14 @@ Measures, on the breast-cancer example's profile (built here if missing):
 1. scoring: the default detector's outlyingness + conformal p-value of one row;
 2. the component's whole ``before_call`` (scoring, p-values into call.state, verdict);
 3. a guarded no-op model with and without a profile (what the guard adds in all);
-4. batch throughput of the tail, Mahalanobis and default scores on 1,000,000 rows x 30
+4. the component's ``before_call`` at 1, 2, 10 and 100 rows (30 features: the example's test
+   rows as they come, so the 10 rows include one out of the training range and the 100 one
+   flagged, explained row; then "clean" rows, in range and not flagged: the verdict alone),
+   and at 1 and 10 rows of 1,000 features (synthetic Gaussian
+   profile), with OpenBLAS's default threads and then after ``limit_blas_threads(1)``;
+5. what scoping BLAS to one thread would cost per call (threadpoolctl), the reason the
+   setting is per worker (``guarded_serving.operational.blas``);
+6. batch throughput of the tail, Mahalanobis and default scores on 1,000,000 rows x 30
    features (goal: millions of rows per second), best of ``--batch-reps`` runs.
 Figures are p50 / p99 over repetitions, in microseconds, on this machine.
 """
@@ -39,6 +46,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=20000)
     ap.add_argument("--batch-reps", type=int, default=3)
+    ap.add_argument("--only-batches", action="store_true", help="only section 4 (before_call by batch size)")
+    ap.add_argument("--no-wide", action="store_true", help="skip the 1,000-feature rows of section 4")
     args = ap.parse_args(argv)
     from guarded_serving import Guard
     from guarded_serving.call import Call
@@ -60,6 +69,9 @@ def main(argv=None):
     def hook():
         comp.before_call(Call((x,), {}, x, "x", 0))
 
+    if args.only_batches:
+        batches(comp, ref["X_test"], args.reps, wide=not args.no_wide)
+        return
     model = lambda inputs: inputs  # noqa: E731
     with_edge, without = g_edge(model), g_none(model)
     rows = [("default detector + p-value (1 row, 30 features)", score),
@@ -74,7 +86,76 @@ def main(argv=None):
         print(f"{name:<52} {p50:8.1f} {p99:8.1f}")
     added = out["guarded no-op model, with profile"] - out["guarded no-op model, without profile"]
     print(f"\nedge-case verdict adds {added:.1f} µs p50 to a guarded call (target <= 20 µs)")
-    throughput(args.batch_reps)
+    throughput(args.batch_reps)  # with BLAS's default threads
+    blas_scoping(args.reps)
+    batches(comp, ref["X_test"], args.reps)  # ends by limiting BLAS to one thread for the process
+
+
+def batches(comp, X, reps, wide=True):
+    """The component's before_call by batch size: 30 features (the example), then 1,000 (synthetic)."""
+    from guarded_serving.call import Call
+    from guarded_serving.edge_cases import build_profile
+    from guarded_serving.edge_cases.component import EdgeCaseComponent
+
+    def cost(c, x):
+        return timed(lambda: c.before_call(Call((x,), {}, x, "x", 0)), reps)[0]
+
+    print("\nbefore_call by batch size (p50 µs; ratio to one row):")
+    rng = np.random.default_rng(0)
+    wide_rows = rng.normal(size=(100, 1000))
+    o = comp.detector_.outlyingness(X)
+    p = (comp._cal_n - np.searchsorted(comp._cal, o, side="left") + 1.0) / comp._cal_num
+    tail = comp.detector_.detectors_.get("tail") if hasattr(comp.detector_, "detectors_") else None
+    in_range = ~np.isnan(tail._lookup(X).sum(axis=1)) if tail is not None else np.ones(len(X), bool)
+    clean = X[(p > comp.fpr) & in_range]  # in the training range and not flagged: the verdict alone
+    cases = [("30 features", comp, X, (1, 2, 10, 100)), ("30, clean rows", comp, clean, (1, 2, 10, 100))]
+    if wide:
+        wide_comp = EdgeCaseComponent(build_profile(rng.normal(size=(6000, 1000))))
+        wide_comp.bind(_Bindable(1000))
+        cases.append(("1,000 features", wide_comp, wide_rows, (1, 10)))
+    for label, c, data, sizes in cases:
+        one = None
+        for n in sizes:
+            x = np.ascontiguousarray(np.resize(data, (n, data.shape[1])), dtype=np.float64)
+            p50 = cost(c, x)
+            one = one or p50
+            print(f"  {label:<16} {n:>4} rows {p50:9.1f}   x{p50 / one:4.1f}")
+    if not wide:
+        return
+    try:
+        from guarded_serving.operational.blas import blas_threads, limit_blas_threads
+    except ImportError:  # older checkouts
+        return
+    before = limit_blas_threads(1)  # the per-worker setting; process-wide from here on
+    print(f"  after limit_blas_threads(1) (BLAS threads were {before}, now {blas_threads()}):")
+    for n in (1, 10):
+        x = np.ascontiguousarray(wide_rows[:n])
+        print(f"  {'1,000 features':<16} {n:>4} rows {cost(wide_comp, x):9.1f}")
+
+
+class _Bindable:
+    """The least of a guard that EdgeCaseComponent.bind reads."""
+
+    def __init__(self, n_features):
+        from guarded_serving.config import GuardConfig
+
+        self.config = GuardConfig(name="bench", n_features=n_features)
+
+
+def blas_scoping(reps):
+    """Per-call cost of limiting BLAS to one thread around a call (threadpoolctl), for the record."""
+    try:
+        from threadpoolctl import ThreadpoolController, threadpool_limits
+    except ImportError:
+        print("\nthreadpoolctl is not installed: BLAS scoping cost not measured")
+        return
+    ctl = ThreadpoolController()
+    print("\nBLAS scoping cost per call (p50 / p99 µs):")
+    for name, f in (("threadpool_limits(1, 'blas')", lambda: threadpool_limits(1, "blas").__exit__(None, None, None)),
+                    ("cached controller .limit(1, 'blas')",
+                     lambda: ctl.limit(limits=1, user_api="blas").__exit__(None, None, None))):
+        p50, p99 = timed(f, max(reps // 10, 500))
+        print(f"  {name:<40} {p50:8.1f} {p99:8.1f}")
 
 
 def throughput(reps):

@@ -22,6 +22,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "guarded_serving.integrity.cli",  # manifest create|verify, keygen
     "guarded_serving.edge_cases.cli",  # profile
+    "guarded_serving.report",  # report
 )
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pinned, cached local Jaeger (v1.76.0, "v2" OTel-collector-based binary).
 #
-# Usage: scripts/jaeger.sh {build|start|stop|status}
+# Usage: scripts/jaeger.sh {build|start|stop|status|ui-assets}
 #
 #   build   Build the binary once into the cache dir (reused if present) and
 #           print its path on stdout.
@@ -12,6 +12,8 @@
 #           instance is already running and healthy.
 #   stop    Stop the instance recorded in the pid file.
 #   status  Print state; exit 0 if running and healthy, 1 otherwise.
+#   ui-assets  Print the folder of the Jaeger UI named by GUARDED_JAEGER_UI (unpacking a
+#           tarball into the cache once); exit 1 when none is given or found.
 #
 # Endpoints (all 127.0.0.1): OTLP gRPC 4317, OTLP HTTP 4318 (/v1/traces),
 # query UI/API 16686 (/api/services, /api/traces?service=NAME), query gRPC
@@ -25,6 +27,10 @@
 #   JAEGER_STORAGE         badger (default: persistent) or memory (tools/jaeger/config-memory.yaml)
 #   JAEGER_BADGER_DIR      Badger's state directory (default: $GUARDED_SERVING_CACHE/jaeger-v1.76.0/badger);
 #                          delete it (while stopped) to forget every trace
+#   GUARDED_JAEGER_UI  the built Jaeger UI to serve on 16686: a folder holding index.html and
+#           static/, a .tar.gz of one, or a folder holding such a tarball (CI and the tests use
+#           ../shared/jaeger-ui/). Unset: Jaeger built from the Go module serves only a
+#           placeholder page (its release binaries and images embed the UI; see docs/jaeger.md).
 set -euo pipefail
 
 JAEGER_VERSION="v1.76.0"
@@ -63,6 +69,38 @@ find_go() {
     else
         die "go toolchain not found (set GO=/path/to/go)"
     fi
+}
+
+# The UI assets folder for GUARDED_JAEGER_UI (empty when unset); dies when it names nothing usable.
+ui_assets() {
+    local src="${GUARDED_JAEGER_UI:-}" tarball="" dest
+    [[ -n "${src}" ]] || return 0
+    if [[ -d "${src}" && -f "${src}/index.html" ]]; then
+        (cd "${src}" && pwd)
+        return 0
+    fi
+    if [[ -d "${src}" ]]; then
+        tarball="$(ls -1 "${src}"/jaeger-ui-*.tar.gz 2>/dev/null | sort | tail -n 1 || true)"
+    elif [[ -f "${src}" && "${src}" == *.tar.gz ]]; then
+        tarball="${src}"
+    fi
+    [[ -n "${tarball}" ]] || die "GUARDED_JAEGER_UI=${src}: neither a folder with index.html nor a jaeger-ui tarball"
+    dest="${JAEGER_DIR}/ui/$(basename "${tarball}" .tar.gz)"
+    if [[ ! -f "${dest}/index.html" ]]; then
+        mkdir -p "${dest}.tmp.$$"
+        tar -xzf "${tarball}" -C "${dest}.tmp.$$" || { rm -rf "${dest}.tmp.$$"; die "cannot unpack ${tarball}"; }
+        [[ -f "${dest}.tmp.$$/index.html" ]] || { rm -rf "${dest}.tmp.$$"; die "${tarball} holds no index.html"; }
+        rm -rf "${dest}"
+        mv "${dest}.tmp.$$" "${dest}"
+    fi
+    echo "${dest}"
+}
+
+cmd_ui_assets() {
+    local dir
+    dir="$(ui_assets)"
+    [[ -n "${dir}" ]] || die "GUARDED_JAEGER_UI is not set"
+    echo "${dir}"
 }
 
 cmd_build() {
@@ -136,11 +174,19 @@ cmd_start() {
         fi
         cmd_build >/dev/null
         mkdir -p "${JAEGER_DIR}" "${JAEGER_BADGER_DIR}/keys" "${JAEGER_BADGER_DIR}/values"
+        local ui extra=()
+        ui="$(ui_assets)"
+        if [[ -n "${ui}" ]]; then
+            extra=("--set=extensions.jaeger_query.ui.assets_path=${ui}")
+            log "serving the Jaeger UI from ${ui}"
+        else
+            log "GUARDED_JAEGER_UI not set: http://127.0.0.1:16686 shows Jaeger's placeholder page (the API works)"
+        fi
         {
-            echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting ${JAEGER_BIN} --config ${CONFIG} (storage ${JAEGER_STORAGE:-badger}$([[ "${JAEGER_STORAGE:-badger}" == badger ]] && echo " in ${JAEGER_BADGER_DIR}"))"
+            echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting ${JAEGER_BIN} --config ${CONFIG} ${extra[*]} (storage ${JAEGER_STORAGE:-badger}$([[ "${JAEGER_STORAGE:-badger}" == badger ]] && echo " in ${JAEGER_BADGER_DIR}"))"
         } >>"${LOG_FILE}"
         # setsid: detach from the caller's process group / terminal.
-        setsid "${JAEGER_BIN}" --config "${CONFIG}" </dev/null >>"${LOG_FILE}" 2>&1 &
+        setsid "${JAEGER_BIN}" --config "${CONFIG}" "${extra[@]}" </dev/null >>"${LOG_FILE}" 2>&1 &
         pid=$!
         echo "${pid}" >"${PID_FILE}"
         log "started pid ${pid}, log ${LOG_FILE}"
@@ -210,8 +256,9 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
+    ui-assets) cmd_ui_assets ;;
     *)
-        echo "usage: $0 {build|start|stop|status}" >&2
+        echo "usage: $0 {build|start|stop|status|ui-assets}" >&2
         exit 2
         ;;
 esac

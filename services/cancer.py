@@ -12,6 +12,8 @@ POST /predict_chaos  the same guarded model with injected faults, for the demo a
 GET  /guard/health   the guard's health report (503 when a gating check fails)
 GET  /guard/stats    the guard's counters and latency quantiles
 GET  /readyz         503 while the guard is failing (``__is_ready__``)
+GET  /metrics        BentoML's Prometheus metrics, with the guard's ``guard_*`` series
+                     (guarded_serving.serving.prometheus; merged over workers)
 
 Configuration (environment, all optional):
 GUARDED_ARTIFACT_DIR   artifacts directory (default services/artifacts)
@@ -46,6 +48,7 @@ GUARDED_STORE_PASSWORD the Redis password when the URL carries none
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
 GUARDED_WORKERS        BentoML worker processes (default 1); they pool drift windows
+GUARDED_METRICS_INTERVAL_S  seconds between refreshes of the guard's gauges on /metrics (default 5)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -64,6 +67,7 @@ from bentoml.exceptions import NotFound
 
 from guarded_serving import ConfigError, Guard
 from guarded_serving.serving.bentoml import RequestTiming, health_app, tracing_config_from_env
+from guarded_serving.serving.prometheus import PrometheusMetrics
 from services.features import prepare
 from services.rules import RangeRule
 from services.train import load_model
@@ -103,6 +107,9 @@ def abstain(rows: np.ndarray) -> dict:
     return {"label": [-1] * len(rows), "probability": [None] * len(rows)}
 
 
+# the guard's findings on BentoML's /metrics: counters per call, gauges every few seconds
+metrics = PrometheusMetrics(interval_s=float(os.environ.get("GUARDED_METRICS_INTERVAL_S", "5")))
+
 guard = Guard(
     name="breast_cancer",
     version="1",
@@ -134,8 +141,10 @@ guard = Guard(
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
     # an extension written outside the package (services/rules.py): sizes cannot be negative
-    components=[RangeRule({"mean_radius": (0, None), "mean_area": (0, None)})] if _USE_PROFILE else [],
+    components=[*([RangeRule({"mean_radius": (0, None), "mean_area": (0, None)})] if _USE_PROFILE else []),
+                metrics],
 )
+metrics.watch(guard)
 
 
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30}, workers=WORKERS)

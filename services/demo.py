@@ -1,13 +1,15 @@
 """The main job: serve the guarded example on embedded defaults, replay traffic, show what it caught.
 
-    python -m services.demo [--port 3000] [--keep-serving]
+    python -m services.demo [--port 3000] [--keep-serving] [--report build/report.html]
 
 Trains the example model if its artifacts are missing, starts
 ``bentoml serve services.cancer:CancerClassifier`` on 127.0.0.1 with fault
 injection on and traces exported over OTLP (to a receiver this script runs,
 or to ``OTEL_EXPORTER_OTLP_ENDPOINT`` such as a local Jaeger when set), replays
 every scenario of :mod:`services.replay`, and prints a table of what the guard
-caught, then its stats and health.
+caught, then its stats and health. With ``--report``, the guard's health and stats are
+sampled every second during the replay and ``guarded-serving report`` writes an HTML report
+(plots embedded) from them, the drift store and the reference.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--keep-serving", action="store_true", help="leave the server up until Ctrl-C")
+    ap.add_argument("--report", type=Path, help="write an HTML report of the run here")
     args = ap.parse_args(argv)
 
     from guarded_serving.serving.process import BentoServer
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ready in {time.monotonic() - t0:.1f} s\n", flush=True)
         r = replay.Replay(server.url, artifacts, spans=lambda: list(receiver.spans))
         r.feature_store = feature_store  # type: ignore[attr-defined]  # for the downstream scenario
+        sampler = _Sampler(server.url) if args.report else None
         rows = []
         for sc in replay.SCENARIOS:
             try:
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             mark = "CAUGHT" if v.caught else "MISSED"
             print(f"[{mark}] {sc.name:<24} ({sc.failure})\n      {v.evidence}", flush=True)
         stats, health = r.stats(), r.health()
+        if sampler is not None:
+            _write_report(sampler.finish(), args.report, Path(state_dir.name), artifacts)
         # guard spans of anomalous calls, and server spans the ordinary calls annotated (span_mode auto)
         spans = [s for s in receiver.spans if "guard.outcome" in s["attributes"]]
         print("\nguard stats:", json.dumps(stats, indent=2))
@@ -96,6 +102,41 @@ def main(argv: list[str] | None = None) -> int:
     feature_store.stop()
     state_dir.cleanup()
     return 1 if missed else 0
+
+
+class _Sampler:
+    """Health and stats of the served guard every second, in a thread, until ``finish()``."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        from guarded_serving.report import collect_samples
+
+        self.stop = threading.Event()
+        self.samples: list = []
+        self.thread = threading.Thread(target=lambda: self.samples.extend(collect_samples(
+            url, duration_s=3600, interval_s=1.0, quiet=True, stop=self.stop)), daemon=True)
+        self.thread.start()
+
+    def finish(self) -> list:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        return self.samples
+
+
+def _write_report(samples: list, out: Path, state_dir: Path, artifacts: Path) -> None:
+    from guarded_serving.drift.component import load_reference_npz
+    from guarded_serving.report import Report, render_html
+    from guarded_serving.store.sqlite import SQLiteWindowStore
+
+    store = SQLiteWindowStore(state_dir / "drift-breast_cancer.sqlite")
+    ref = load_reference_npz(artifacts / "reference.npz")
+    doc = render_html(Report(samples, store=store, reference=ref["reference"],
+                             feature_names=ref.get("feature_names")))
+    store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(doc)
+    print(f"\nreport: {out} ({len(samples)} samples, {len(doc) / 1024:.0f} KiB)", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Two ways to get one:
   stops it at the end only if it started it (``JaegerHandle.started``).
 - :class:`PrivateJaeger` -- the same cached binary on other loopback ports,
   from a config copy written to a temp dir, for fault tests that stop and
-  restart Jaeger without disturbing the shared one.
+  restart Jaeger without disturbing the shared one, and for the UI test
+  (``PrivateJaeger(ui=...)`` serves the built Jaeger UI, see :func:`ui_source`).
 
 Both expose :class:`JaegerQuery` (``/api/traces`` as plain dicts).
 """
@@ -40,7 +41,28 @@ CONFIGS = {"badger": CONFIG, "memory": ROOT / "tools" / "jaeger" / "config-memor
 #: The standard ports of tools/jaeger/config.yaml.
 STANDARD_PORTS = {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133}
 
-__all__ = ["JaegerHandle", "JaegerQuery", "PrivateJaeger", "build_jaeger", "shared_jaeger", "tags_of"]
+__all__ = ["JaegerHandle", "JaegerQuery", "PrivateJaeger", "build_jaeger", "shared_jaeger", "tags_of", "ui_assets",
+           "ui_source"]
+
+
+def ui_source() -> Path | None:
+    """The built Jaeger UI to serve: ``$GUARDED_JAEGER_UI``, else ``../shared/jaeger-ui/`` beside the
+    repository (CI and developers' machines), else None."""
+    env = os.environ.get("GUARDED_JAEGER_UI")
+    if env:
+        return Path(env)
+    shared = ROOT.parent / "shared" / "jaeger-ui"
+    return shared if shared.exists() else None
+
+
+def ui_assets(source: Path) -> Path:
+    """The folder of UI assets for ``source`` (a folder, a tarball, or a folder holding one), unpacked
+    into the cache once by ``scripts/jaeger.sh ui-assets``."""
+    res = subprocess.run(["bash", str(SCRIPT), "ui-assets"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GUARDED_JAEGER_UI": str(source)})
+    if res.returncode != 0:
+        raise RuntimeError(f"scripts/jaeger.sh ui-assets failed ({res.returncode}): {res.stderr.strip()}")
+    return Path(res.stdout.strip().splitlines()[-1])
 
 
 def _run_script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -161,10 +183,11 @@ class PrivateJaeger:
     kept across restarts. Use as a context manager.
     """
 
-    def __init__(self, storage: str = "memory") -> None:
+    def __init__(self, storage: str = "memory", *, ui: Path | None = None) -> None:
         if storage not in CONFIGS:
             raise ValueError(f"storage={storage!r}: expected one of {sorted(CONFIGS)}")
         self.storage = storage
+        self.ui = ui_assets(ui) if ui is not None else None
         self.ports = {k: _free_port() for k in STANDARD_PORTS}
         self._tmp = tempfile.TemporaryDirectory(prefix="gs-jaeger-")
         self.config = Path(self._tmp.name) / "config.yaml"
@@ -181,6 +204,7 @@ class PrivateJaeger:
         self.proc: subprocess.Popen[bytes] | None = None
         self.query = JaegerQuery(self.ports["query_http"])
         self.otlp_http = f"http://127.0.0.1:{self.ports['otlp_http']}"
+        self.ui_url = f"http://127.0.0.1:{self.ports['query_http']}"
 
     @property
     def traces_endpoint(self) -> str:
@@ -189,7 +213,8 @@ class PrivateJaeger:
     def start(self, timeout: float = 60.0) -> "PrivateJaeger":
         binary = build_jaeger()
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(binary), "--config", str(self.config)], stdin=subprocess.DEVNULL,
+        extra = [] if self.ui is None else [f"--set=extensions.jaeger_query.ui.assets_path={self.ui}"]
+        self.proc = subprocess.Popen([str(binary), "--config", str(self.config), *extra], stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "JAEGER_BADGER_DIR": str(self.badger_dir)})
         log.close()

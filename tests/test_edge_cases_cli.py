@@ -54,6 +54,17 @@ def test_add_subparser():
     assert callable(args.func) and args.calibration_fraction == 0.2
 
 
+def test_csv_over_many_chunks_shows_a_progress_bar(tmp_path, capsys):
+    """A CSV read in several chunks profiles every row, with a progress bar that reaches 100%."""
+    X = np.random.default_rng(2).normal(size=(2500, 3))
+    np.savetxt(tmp_path / "d.csv", X, delimiter=",", fmt="%.5f")
+    assert main([str(tmp_path / "d.csv"), "-o", str(tmp_path / "p.npz"), "--chunk-rows", "1000"]) == 0
+    err = capsys.readouterr().err
+    assert "profile [" in err and "100.0% 2,500 rows" in err
+    prof = load_profile(tmp_path / "p.npz")
+    assert prof.header["n_rows_total"] == 2500
+
+
 class TestKinds:
     def test_text_lines_and_jsonl(self, tmp_path):
         """--kind text reads one text per line (or JSONL) and stores the text view in the profile."""

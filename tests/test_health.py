@@ -67,8 +67,9 @@ class TestGuardChecks:
         assert g.health()["checks"]["latency_slo"]["status"] == "ok"
 
     def test_burn_rate_degrades_then_fails(self):
-        """A moderate burn degrades the SLO check; a fast burn over both windows fails it."""
-        g = Guard(name="m", latency_slo_ms=10, min_window_calls=10)
+        """A moderate burn degrades the SLO check; a fast burn over both windows fails it (and, when the
+        SLO is set to gate readiness, makes the service not ready)."""
+        g = Guard(name="m", latency_slo_ms=10, min_window_calls=10, slo_gates_readiness=True)
         for i in range(100):
             g.component("slo").tracker.record(50.0 if i < 5 else 1.0)  # 5% -> 5x burn
         c = g.health()["checks"]["latency_slo"]
@@ -141,3 +142,13 @@ class TestRequestTime:
         g = Guard(name="m", latency_slo_ms=50, operational=False)
         g.wrap(lambda x: x)(1)
         assert g.stats()["latency_ms"]["measure"] == "model" and "model_latency_ms" not in g.stats()
+
+
+def test_failing_slo_does_not_gate_readiness_by_default():
+    """A fast burn fails the latency check but leaves the service ready unless slo_gates_readiness is set."""
+    g = Guard(name="m", latency_slo_ms=10, min_window_calls=10, operational=False)
+    for _ in range(100):
+        g.component("slo").tracker.record(50.0)
+    rep = g.health()
+    assert rep["checks"]["latency_slo"]["status"] == "failing" and rep["ready"] is True
+    assert rep["checks"]["latency_slo"]["affects_readiness"] is False

@@ -458,7 +458,12 @@ class DriftComponent(Component):
         if pv.size:
             self._seq.update(pv[:, 0])
         self._stats = {"pooled_rows": total, "flushed_rows": self._flushed, "window_tests": self._tests,
-                       "p_values_seen": self._seq.n_seen_}
+                       "p_values_seen": self._seq.n_seen_, "sequential": self._seq.to_dict()}
+        if self._feat is not None:  # the latest window, every feature (bounded by the schema): for exporters
+            self._stats["window_rows"] = self._feat.n
+            self._stats["features"] = {f.feature: {"p_value": float(f.p_value), "q_value": float(f.q_value),
+                                                   "effect": float(f.effect), "psi": float(f.psi),
+                                                   "drifted": bool(f.drifted)} for f in self._feat.features}
         if new_window:
             self._emit_span(total)
 

@@ -31,12 +31,12 @@ import io
 import itertools
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .._progress import Progress
 from ..errors import ConfigError
 
 __all__ = ["add_subparser", "main", "run"]
@@ -68,31 +68,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-size", type=int, default=5_000)
     p.add_argument("--chunk-rows", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--kind", choices=("numbers", "records", "text", "array", "embedding"), default="numbers",
                    help="how DATA is read into monitored features (default: a numeric matrix)")
     p.add_argument("--text-key", default="text", help="field holding the text in .jsonl objects (--kind text)")
-
-
-class _Progress:
-    def __init__(self, total: int | None, unit: str, quiet: bool) -> None:
-        self.total, self.unit, self.quiet = total, unit, quiet or not sys.stderr.isatty() and total is None
-        self.t0 = time.monotonic()
-        self.last = 0.0
-
-    def update(self, done: int, rows: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.quiet or (not force and now - self.last < 0.5):
-            return
-        self.last = now
-        pct = f" {100.0 * done / self.total:5.1f}%" if self.total else ""
-        rate = rows / max(now - self.t0, 1e-9)
-        sys.stderr.write(f"\rprofile:{pct} {rows:,} rows, {rate:,.0f} rows/s, {now - self.t0:.1f} s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if not self.quiet:
-            sys.stderr.write("\n")
 
 
 def _read_header(path: Path) -> list[str] | None:
@@ -165,15 +144,17 @@ def iter_chunks(path: Path, *, key: str | None, chunk_rows: int
 
         def gen_csv() -> Iterator[tuple[np.ndarray, int]]:
             with open(path, newline="") as fh:
-                line_no = 0
+                line_no, done = 0, 0  # done: characters read (fh.tell() is disabled while iterating)
                 if names is not None:
-                    fh.readline()
+                    done += len(fh.readline())
                     line_no = 1
                 while True:
-                    lines = [ln for ln in itertools.islice(fh, chunk_rows) if ln.strip()]
+                    raw = list(itertools.islice(fh, chunk_rows))
+                    done += sum(map(len, raw))
+                    lines = [ln for ln in raw if ln.strip()]
                     if not lines:
                         return
-                    yield _parse_csv_chunk(lines, path, line_no, n_cols), fh.tell()
+                    yield _parse_csv_chunk(lines, path, line_no, n_cols), min(done, size)
                     line_no += len(lines)
 
         return n_cols, names, size, gen_csv()
@@ -294,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
                        calibration_fraction=args.calibration_fraction, sample_size=args.sample_size,
                        calibration_size=args.calibration_size, reference_size=args.reference_size,
                        seed=args.seed, source=os.path.basename(str(args.data)))
-    bar = _Progress(total, "rows", args.quiet)
+    bar = Progress(total, "profile", quiet=args.quiet)
     rows = 0
     for X, done in chunks:
         P = None
@@ -304,8 +285,8 @@ def run(args: argparse.Namespace) -> int:
             P = np.asarray(preds[rows:rows + len(X)])
         b.update(X, P)
         rows += len(X)
-        bar.update(done, rows)
-    bar.update(total or rows, rows, force=True)
+        bar.update(done, f"{rows:,} rows, {rows / max(bar.elapsed(), 1e-9):,.0f} rows/s")
+    bar.update(total or rows, f"{rows:,} rows", force=True)
     bar.close()
     if preds is not None and len(preds) != rows:
         raise ConfigError(f"--predictions has {len(preds)} rows but {args.data} has {rows}")

@@ -89,6 +89,9 @@ class CombinedDetector(BaseDetector):
         self._parts = [(self.detectors_[n].outlyingness, float(c), 1.0 / float(s))
                        for n, c, s in zip(self.parts, self.center_, self.spread_)]
         self._one = [(self.detectors_[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._small = [(self.detectors_[n].outlyingness_small, c, inv)
+                       for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._fused = _fuse(self.detectors_, dict(zip(self.parts, self._parts)))
         return self
 
     @classmethod
@@ -103,11 +106,68 @@ class CombinedDetector(BaseDetector):
         self._parts = [(detectors[n].outlyingness, float(c), 1.0 / float(s))
                        for n, c, s in zip(self.parts, self.center_, self.spread_)]
         self._one = [(detectors[n].outlyingness_one, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._small = [(detectors[n].outlyingness_small, c, inv) for n, (_, c, inv) in zip(self.parts, self._parts)]
+        self._fused = _fuse(self.detectors_, dict(zip(self.parts, self._parts)))
         return self
 
     def outlyingness_one(self, X: np.ndarray) -> float:
         """``outlyingness`` of a single validated row (float64, shape (1, n_features)), as a float."""
         return max([(f(X) - c) * inv for f, c, inv in self._one])
+
+    def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
+        """``outlyingness`` of a small validated batch (float64, 2-D).
+
+        The default parts (all-numeric tail + Mahalanobis) run fused, with the
+        standardisation folded into the tail's table and the Mahalanobis factor
+        (:func:`_fuse`): 14 array operations for any number of rows. Rows with a value
+        out of range or missing are scored again: by the one-row path (up to 4 rows), else
+        by the parts' small-batch paths on those rows (the tail's exact scores; Mahalanobis
+        again only where a value is missing).
+        """
+        fused = self._fused
+        if fused is None:
+            return self._parts_small(X)
+        t_scale, t_shift, t_low, t_high, table, t_off, factor, shift, m_off = fused
+        u = X * t_scale
+        u += t_shift
+        np.fmax(u, t_low, out=u)
+        np.minimum(u, t_high, out=u)
+        s = table.take(u.astype(np.intp)).sum(axis=1)
+        z = X @ factor
+        z -= shift
+        d = np.einsum("ij,ij->i", z, z)
+        s -= t_off
+        d -= m_off
+        out = np.maximum(s, d)
+        total = out.sum()
+        if total == total:
+            return out
+        # rows the table cannot score (a value out of range or missing): those rows again, exactly
+        bad = np.flatnonzero(np.isnan(out))
+        if len(bad) <= 4:  # the one-row path, scalar arithmetic
+            for r in bad.tolist():
+                out[r] = self.outlyingness_one(X[r:r + 1])
+            return out
+        tail, mah = self.detectors_["tail"], self.detectors_["mahalanobis"]
+        (_, c_t, i_t) = self._parts[self.parts.index("tail")]
+        (_, c_m, i_m) = self._parts[self.parts.index("mahalanobis")]
+        xb = X[bad]
+        tb = (tail.outlyingness_small(xb) - c_t) * i_t
+        db = d[bad]
+        if np.isnan(db).any():  # missing values: Mahalanobis imputes them
+            db = (mah.outlyingness_small(xb) - c_m) * i_m
+        out[bad] = np.maximum(tb, db)
+        return out
+
+    def _parts_small(self, X: np.ndarray) -> np.ndarray:
+        """Largest standardised part score, through each part's ``outlyingness_small``."""
+        total = None
+        for score, c, inv in self._small:
+            s = score(X)
+            s -= c
+            s *= inv
+            total = s if total is None else np.maximum(total, s, out=total)
+        return total
 
     def outlyingness(self, X: Any) -> np.ndarray:
         """Largest of the parts' standardised outlyingness. Higher = stranger."""
@@ -127,3 +187,24 @@ class CombinedDetector(BaseDetector):
         X = check_matrix(X, n_features=self.n_features_in_)
         return {n: (self.detectors_[n].outlyingness(X) - c) * inv
                 for n, (_, c, inv) in zip(self.parts, self._parts)}
+
+
+def _fuse(detectors: dict[str, BaseDetector], parts: dict[str, tuple[Any, float, float]]) -> tuple | None:
+    """Constants of the fused small-batch path for exactly an all-numeric tail + Mahalanobis pair, else None.
+
+    ``(tail - c_t) * i_t`` becomes a table scaled by ``i_t`` less ``c_t * i_t``; ``(d2 - c_m) * i_m``
+    becomes the squared norm under a factor scaled by ``sqrt(i_m)`` less ``c_m * i_m`` (scores agree
+    with ``outlyingness`` to rounding).
+    """
+    if set(detectors) != {"tail", "mahalanobis"}:
+        return None
+    tail, mah = detectors["tail"], detectors["mahalanobis"]
+    if not (isinstance(tail, TailDetector) and isinstance(mah, MahalanobisDetector)
+            and tail._all_numeric and mah._all):
+        return None
+    (_, c_t, i_t), (_, c_m, i_m) = parts["tail"], parts["mahalanobis"]
+    if not (i_t > 0 and i_m > 0):
+        return None
+    factor = np.ascontiguousarray(mah.precision_factor_ * np.sqrt(i_m))
+    return (tail._scale, tail._shift, tail._low, tail._high, tail._table * i_t, c_t * i_t,
+            factor, mah.location_ @ factor, c_m * i_m)

@@ -56,6 +56,8 @@ POLICIES = ("flag", "reject", "fallback")
 DETECTOR_NAMES = DETECTORS
 
 HEADER = "X-Guard-Edge"
+#: Batches up to this many rows take the detector's small-batch path (``outlyingness_small``).
+SMALL_BATCH = 100
 REASON_HEADER = "X-Guard-Edge-Reason"
 # this component's own per-call state: which rows went to the fallback (read back in after_call)
 _FALLBACK_PLAN: StateKey[tuple[Any, ...]] = StateKey("edge.fallback_plan", "call")
@@ -125,6 +127,7 @@ class EdgeCaseComponent(Component):
         self.calibrator_ = prof.calibrator(self.detector)
         self._outlyingness = self.detector_.outlyingness
         self._outlyingness_one = self.detector_.outlyingness_one
+        self._outlyingness_small = self.detector_.outlyingness_small
         cal = self.calibrator_
         self._cal, self._cal_n, self._cal_num = cal.scores_, cal.n_, float(cal.n_ + 1)
         self._cal_list = cal.scores_.tolist()
@@ -161,16 +164,17 @@ class EdgeCaseComponent(Component):
                 return
             self._flagged(call, x, p, np.array([0]))
             return
-        o = self._outlyingness(x)
-        p = (self._cal_n - np.searchsorted(self._cal, o, side="left") + 1.0) / self._cal_num
+        # small batches (up to SMALL_BATCH rows): the detector's lean path, no chunking or re-checks
+        o = self._outlyingness_small(x) if len(x) <= SMALL_BATCH else self._outlyingness(x)
+        p = np.searchsorted(self._cal, o, side="left")
+        p = (self._cal_n + 1.0 - p) / self._cal_num
         call.state[EDGE_P_VALUES] = p
         self.calls += 1
         self.rows += len(p)
-        flagged = p <= self.fpr
-        if not flagged.any():
+        if p.min() > self.fpr:
             call.set_header(HEADER, "ok")
             return
-        self._flagged(call, x, p, np.flatnonzero(flagged))
+        self._flagged(call, x, p, np.flatnonzero(p <= self.fpr))
 
     def _flagged(self, call: Any, x: np.ndarray, p: np.ndarray, rows: np.ndarray) -> None:
         n = len(rows)

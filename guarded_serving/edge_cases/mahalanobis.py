@@ -129,6 +129,15 @@ class MahalanobisDetector(BaseDetector):
             d2 = np.einsum("ij,ij->i", z, z)
         return d2
 
+    def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
+        """``outlyingness`` of a small validated batch (float64, 2-D): no checks, three array operations."""
+        if not self._all:
+            return self.outlyingness(X)
+        z = (X - self.location_) @ self.precision_factor_
+        d2 = np.einsum("ij,ij->i", z, z)
+        total = d2.sum()
+        return d2 if total == total else self.outlyingness(X)
+
     def outlyingness_one(self, X: np.ndarray) -> float:
         """``outlyingness`` of a single validated row (float64 array of shape (1, n_features)), as a float."""
         d = (X[0] if self._all else X[0, self.columns_]) - self.location_

@@ -29,6 +29,7 @@ single row costs a handful of small numpy operations.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -138,10 +139,10 @@ class TailDetector(BaseDetector):
         self.lower_width_ = np.maximum(qn[:, i10] - lo, floor_w) if num.size else np.zeros(0)
         self.upper_width_ = np.maximum(hi - qn[:, i90], floor_w) if num.size else np.zeros(0)
         self._t = float(self.threshold)
-        self._build_table(num, lo, hi, const)
         floor = 1.0 / (self.n_samples_fit_ + 1.0)
         # a value missing where training never had one is as strange as it gets
         self.missing_score_ = np.where(self.missing_rate_ > 0, -np.log(np.maximum(self.missing_rate_, floor)), np.inf)
+        self._build_table(num, lo, hi, const)
         self._cat_scores = {j: -np.log(np.maximum(f, floor)) for j, (_, f) in self.categories_.items()}
 
     def _build_table(self, num: np.ndarray, lo: np.ndarray, hi: np.ndarray, const: np.ndarray) -> None:
@@ -182,6 +183,11 @@ class TailDetector(BaseDetector):
         self._shift = offset - lo * self._scale
         self._low = offset - 1.0
         self._high = offset + cells + 1.0
+        # per-feature constants as Python floats, for exact scores of single cells (see _exact_cell)
+        self._cell_consts = list(zip(lo.tolist(), hi.tolist(), self.lower_width_.tolist(),
+                                     self.upper_width_.tolist(), self._scale.tolist(), self._shift.tolist(),
+                                     self._low.tolist(), self._high.tolist(),
+                                     self.missing_score_[num].tolist()))
 
     # -- scoring --------------------------------------------------------------------
     _CHUNK = 4096
@@ -215,13 +221,56 @@ class TailDetector(BaseDetector):
             out[bad] = self.contributions(X[bad]).sum(axis=1)
         return out
 
+    def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
+        """``outlyingness`` of a small validated batch: one table pass, then exact scores for
+        the cells the table has none for (out of range, missing): one by one in up to 4 rows,
+        else through :meth:`contributions` for those rows."""
+        if not self._all_numeric:
+            return self.outlyingness(X)
+        v = self._lookup(X)
+        s = v.sum(axis=1)
+        total = s.sum()
+        if total != total:
+            bad = np.flatnonzero(np.isnan(s))
+            if len(bad) > 4:  # many rows to fix: vectorised, as the batch path does
+                if np.isinf(X[bad]).any():
+                    check_matrix(X[bad])
+                s[bad] = self.contributions(X[bad]).sum(axis=1)
+                return s
+            for r in bad.tolist():
+                s[r] = self._exact_row(X[r], v[r])
+        return s
+
     def outlyingness_one(self, X: np.ndarray) -> float:
         """``outlyingness`` of a single validated row (float64 array of shape (1, n_features)), as a float."""
         if self._all_numeric:
-            s = float(self._lookup(X[0]).sum())
+            v = self._lookup(X[0])
+            s = float(v.sum())
             if s == s:
                 return s
+            return self._exact_row(X[0], v)
         return float(self.contributions(X).sum())
+
+    def _exact_row(self, x: np.ndarray, v: np.ndarray) -> float:
+        """A row's outlyingness from its table scores ``v`` (all-numeric; NaN where the table has
+        none), filling those cells exactly as :meth:`contributions` computes them."""
+        for j in np.flatnonzero(np.isnan(v)).tolist():
+            v[j] = self._exact_cell(j, float(x[j]))
+        return float(v.sum())
+
+    def _exact_cell(self, j: int, x: float) -> float:
+        """The contribution of value ``x`` of numeric feature ``j`` (see :meth:`contributions`)."""
+        lo, hi, lw, uw, scale, shift, low, high, missing = self._cell_consts[j]
+        t = self._t
+        if x != x:
+            return max(missing - t, 0.0)
+        if x < lo or x > hi:
+            if math.isinf(x):
+                raise ValueError("X contains inf")
+            excess = (lo - x) / lw if x < lo else (x - hi) / uw
+            return max(self.floor_score_ + self.excess_weight * math.log1p(excess) - t, 0.0)
+        # in range, rounded onto a sentinel at the very ends of the range: clip onto the table
+        return float(self._table[int(min(max(x * scale + shift, low + 1.0), high - 1.0))])
 
     def contributions(self, X: Any) -> np.ndarray:
         """Per-feature contributions, ndarray of shape (n_samples, n_features)."""

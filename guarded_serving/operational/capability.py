@@ -51,6 +51,11 @@ class SloSettings(Section):
         Fewer calls than this in the short window never change a rate-based verdict.
     latency_window : int, default=4096
         Number of recent calls kept for the latency quantiles (bounded memory).
+    slo_gates_readiness : bool, default=False
+        Whether a ``failing`` latency SLO makes the service not ready. Off by default: a
+        replica that is slow because it is loaded only moves its load to the others when
+        taken out of rotation (and the request time includes queueing); burn rates are for
+        alerting.
     slo_measure : {"request", "model"}, default="request"
         What the budget applies to: the caller's wait, from the request's arrival (queueing
         and parsing included; needs a serving integration that marks arrivals, e.g.
@@ -68,8 +73,10 @@ class SloSettings(Section):
     min_window_calls: int = 20
     latency_window: int = 4096
     slo_measure: str = "request"
+    slo_gates_readiness: bool = False
 
     def __post_init__(self) -> None:
+        check_bool("slo_gates_readiness", self.slo_gates_readiness)
         if self.slo_measure not in ("request", "model"):
             fail("slo_measure", self.slo_measure, "'request' (the caller's wait) or 'model' (the model call)")
         check_number("latency_slo_ms", self.latency_slo_ms, lo=0, lo_open=True, valid="a number > 0 (milliseconds)")
@@ -129,6 +136,13 @@ class OperationalSettings(Section):
     readiness_policy : dict of str to bool, default={}
         Per operational check (name or prefix): whether its ``failing`` makes the service
         not ready. Merged over the defaults (``hardware.cpu`` and ``runtime.gc`` never gate).
+    gc_cause_share : float, default=0.5
+        Share of a slow call's time over budget that GC pauses (or queueing) must account
+        for to be named as its cause.
+    trend_window : int or None, default=1024
+        Recent model latencies the latency-trend test reads (``None``: no trend test).
+    trend_alpha : float, default=0.001
+        False-alarm level of one trend test (Mann-Kendall on block medians).
     """
 
     section = "operational"
@@ -146,6 +160,9 @@ class OperationalSettings(Section):
     probe_backoff_max_s: float = 60.0
     gc_tracking: bool = True
     readiness_policy: dict[str, bool] = field(default_factory=dict)
+    gc_cause_share: float = 0.5
+    trend_window: int | None = 1024
+    trend_alpha: float = 0.001
 
     @property
     def enabled(self) -> bool:
@@ -181,6 +198,10 @@ class OperationalSettings(Section):
         names = [parse_probe(p).name for p in self.probes]
         if len(set(names)) != len(names):
             fail("probes", self.probes, "probes with distinct names")
+        check_number("gc_cause_share", self.gc_cause_share, lo=0, hi=1, lo_open=True)
+        if self.trend_window is not None:
+            check_integer("trend_window", self.trend_window, lo=64, hi=1_000_000)
+        check_number("trend_alpha", self.trend_alpha, lo=0, hi=0.5, lo_open=True, hi_open=True)
         if not isinstance(self.readiness_policy, dict) or not all(
                 isinstance(k, str) and isinstance(v, bool) for k, v in self.readiness_policy.items()):
             fail("readiness_policy", self.readiness_policy, "a dict of check name (or prefix) -> True/False")

@@ -2,11 +2,15 @@
 
 :class:`OperationalHealth` owns three background workers (the hardware
 sampler, the dependency checker, the downstream prober) and a GC monitor.
-On the request path it does O(1) work in ``after_call``: a call that breached
-the latency SLO gets its likely cause (``gc_pause`` when a collection ran
-during it, ``cpu_saturation`` / ``memory_pressure`` from the cached hardware
-snapshot), and pending health transitions are attached as span events to the
-next recorded span. ``checks()`` and ``span_attributes()`` only read caches.
+On the request path it does O(1) work in ``after_call``: the call's latency
+goes into the latency-trend ring (:mod:`.trend`), a call that breached the
+latency SLO gets the causes that explain its time over budget, by share
+(:mod:`.causes`: ``gc_pause`` when the collections during it account for a
+material share, ``latency_trend`` when the model itself is getting slower,
+GPU and host pressure from the cached hardware snapshot), and pending health
+transitions are attached as span events to the next recorded span. The trend
+test runs on the hardware sampler's tick. ``checks()`` and
+``span_attributes()`` only read caches.
 
 Health transitions (a check going ok -> degraded -> failing and back) are
 detected in the background threads when verdicts change, logged at once on
@@ -27,15 +31,18 @@ from opentelemetry import trace
 
 from .. import health as H
 from ..component import Component
+from ..errors import ConfigError
 from ..health import CheckResult
 from ..keys import PINNED_PACKAGES, SLO_VIOLATED
 from ..telemetry import attributes as A
 from ..worker import PeriodicWorker
+from .causes import UNKNOWN, explain
 from .dependencies import DependencyChecker
 from .downstream import DownstreamProber, Probe
 from .gc_monitor import GcMonitor
 from .hardware import Provider, PsutilProvider, Thresholds
 from .sampler import HardwareSampler, HardwareSnapshot
+from .trend import LatencyTrend
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -49,7 +56,8 @@ _SEVERITY = {H.OK: 0, H.UNAVAILABLE: 0, "unknown": 0, H.DEGRADED: 1, H.FAILING: 
 
 #: Checks whose ``failing`` does not make the service not ready unless configured otherwise:
 #: CPU saturation slows a replica but taking it out of rotation only moves the load.
-DEFAULT_READINESS_POLICY: dict[str, bool] = {"hardware.cpu": False, "hardware.sampler": False, "runtime.gc": False}
+DEFAULT_READINESS_POLICY: dict[str, bool] = {"hardware.cpu": False, "hardware.sampler": False, "runtime.gc": False,
+                                             "runtime.latency_trend": False}
 
 
 class OperationalHealth(Component):
@@ -77,6 +85,14 @@ class OperationalHealth(Component):
     readiness_policy : mapping of str to bool, optional
         Check name (or prefix, e.g. ``"hardware"``) -> whether its ``failing``
         makes the service not ready; merged over :data:`DEFAULT_READINESS_POLICY`.
+    gc_cause_share : float, default=0.5
+        A slow call's GC pauses are named as its cause only when they account for at
+        least this share of its time over the budget.
+    trend_window : int or None, default=1024
+        Recent call latencies kept for the latency-trend test (run on the hardware
+        sampler's tick); ``None`` turns the test off.
+    trend_alpha : float, default=0.001
+        False-alarm level of one trend test (:class:`~.trend.LatencyTrend`).
     """
 
     name = "operational"
@@ -88,7 +104,8 @@ class OperationalHealth(Component):
                  thresholds: Thresholds | Mapping[str, float] | None = None, dependencies: Any = None,
                  dependency_interval_s: float = 300.0, import_timeout_s: float = 30.0,
                  probes: Sequence[Any] = (), probe_backoff_max_s: float = 60.0, gc_tracking: bool = True,
-                 readiness_policy: Mapping[str, bool] | None = None) -> None:
+                 readiness_policy: Mapping[str, bool] | None = None, gc_cause_share: float = 0.5,
+                 trend_window: int | None = 1024, trend_alpha: float = 0.001) -> None:
         if thresholds is None or isinstance(thresholds, Mapping):
             thresholds = Thresholds().with_overrides(thresholds or {})
         self.thresholds = thresholds
@@ -105,7 +122,17 @@ class OperationalHealth(Component):
         self.prober = DownstreamProber(probes, backoff_max_s=probe_backoff_max_s, on_change=self._publish) \
             if probes else None
         self.gc = GcMonitor() if gc_tracking else None
+        if not 0.0 < gc_cause_share <= 1.0:
+            raise ConfigError(f"gc_cause_share={gc_cause_share!r} is invalid: expected a share of the time over "
+                              "budget in (0, 1]")
+        self.gc_cause_share = float(gc_cause_share)
+        try:
+            self.trend = LatencyTrend(window=trend_window, alpha=trend_alpha) if trend_window else None
+        except ValueError as exc:
+            raise ConfigError(f"latency trend settings are invalid: {exc}") from None
+        self._gc_slow: tuple[float, float] = (0.0, 0.0)  # pause and excess (ms) of the last gc_pause call
         self._slo_ms = float("inf")
+        self._slo_measure = "model"
         self._pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
         self._transitions: collections.deque[dict[str, Any]] = collections.deque(maxlen=32)
         self._last: dict[str, str] = {}
@@ -113,6 +140,7 @@ class OperationalHealth(Component):
         self._attrs: Mapping[str, Any] = {}
         self._pressure: tuple[str, ...] = ()
         self._dep_worker: PeriodicWorker | None = None
+        self._trend_worker: PeriodicWorker | None = None
         self._started = False
         self.slow_calls = 0
         self._gc_slow_at = float("-inf")
@@ -129,11 +157,13 @@ class OperationalHealth(Component):
                            {"timeout_s": cfg.probe_timeout_s, "interval_s": cfg.probe_interval_s, **p}
                            for p in cfg.probes],
                    probe_backoff_max_s=cfg.probe_backoff_max_s, gc_tracking=cfg.gc_tracking,
-                   readiness_policy=cfg.readiness_policy)
+                   readiness_policy=cfg.readiness_policy, gc_cause_share=cfg.gc_cause_share,
+                   trend_window=cfg.trend_window, trend_alpha=cfg.trend_alpha)
 
     # -- lifecycle ----------------------------------------------------------------------
     def bind(self, context: "GuardContext") -> None:
         self._slo_ms = float(context.config.latency_slo_ms)
+        self._slo_measure = getattr(context.config, "slo_measure", "model")
         spec = self._dependency_spec
         if spec is None:  # no explicit list: the packages the manifest pinned at training time
             spec = context.get(PINNED_PACKAGES, None) or None
@@ -163,10 +193,21 @@ class OperationalHealth(Component):
                                               self.dependency_interval_s, run_first=True, join_timeout_s=5, weak=True).start()
         if self.prober is not None:
             self.prober.start()
+        if self.trend is not None and self.sampler is None and self._trend_worker is None:
+            # no sampler to tick the trend test: it gets a worker of its own
+            self._trend_worker = PeriodicWorker("latency-trend", self._update_trend, 5.0, weak=True).start()
+        self._publish()
+
+    def _update_trend(self) -> None:
+        assert self.trend is not None
+        self.trend.update()
         self._publish()
 
     def stop(self) -> None:
         self._started = False
+        if self._trend_worker is not None:
+            self._trend_worker.stop()
+            self._trend_worker = None
         if self.gc is not None:
             self.gc.uninstall()
         if self.sampler is not None:
@@ -184,27 +225,43 @@ class OperationalHealth(Component):
 
     def _on_sample(self, snap: HardwareSnapshot) -> None:
         self._pressure = snap.pressure
+        if self.trend is not None:
+            self.trend.update()
         self._publish()
 
     # -- request path ---------------------------------------------------------------------
     def after_call(self, call: "Call") -> None:
         if self._pending:
             self._emit_events()
+        latency = call.latency_ms
+        trend = self.trend
+        if trend is not None and call.error is None and not call.answered:
+            trend.append(latency)
         if not call.state.get(SLO_VIOLATED):
             return
-        causes = []
+        # the time the budget was held to: the request's (queueing included) when it is known
+        waited = call.request_ms if call.request_ms is not None and self._slo_measure == "request" else latency
+        paused = 0.0
         if self.gc is not None:
             t1 = _perf_ns()
-            paused = self.gc.overlap_ms(t1 - int(call.latency_ms * 1e6), t1)
+            paused = self.gc.overlap_ms(t1 - int(latency * 1e6), t1)
             if paused > 0.0:
-                causes.append("gc_pause")
-                self._gc_slow_at = time.monotonic()
                 call.attributes[A.GC_PAUSE_MS] = round(paused, 3)
-        causes.extend(self._pressure)
-        cause = causes[0] if causes else "unknown"
+        tr = None if trend is None else trend.result  # read once: the sampler thread may swap it
+        since = 0 if tr is None else trend.calls - tr.at_call  # type: ignore[union-attr]
+        found = explain(waited, self._slo_ms, gc_pause_ms=paused, gc_share=self.gc_cause_share, trend=tr,
+                        calls_since_trend=since, snapshot=self._pressure, queue_ms=max(waited - latency, 0.0))
+        cause = found[0][0] if found else UNKNOWN
         call.attributes[A.LATENCY_CAUSE] = cause
-        if causes:
-            call.attributes[A.LATENCY_CAUSES] = causes
+        if found:
+            call.attributes[A.LATENCY_CAUSES] = [c for c, _ in found]
+            call.attributes[A.LATENCY_CAUSE_SHARES] = [round(sh, 3) for _, sh in found]
+            for c, _ in found:
+                if c == "gc_pause":
+                    self._gc_slow_at = time.monotonic()
+                    self._gc_slow = (paused, waited - self._slo_ms)
+                elif c == "latency_trend" and tr is not None:
+                    call.attributes[A.LATENCY_TREND] = round(tr.slope_ms_per_100_calls or 0.0, 3)
         self.slow_calls += 1
         self.slow_calls_by_cause[cause] = self.slow_calls_by_cause.get(cause, 0) + 1
 
@@ -234,6 +291,8 @@ class OperationalHealth(Component):
             out.extend(self.prober.checks())
         if self.gc is not None:
             out.append(self._gc_check())
+        if self.trend is not None:
+            out.append(self._trend_check())
         return [self._apply_policy(r) for r in out]
 
     def _apply_policy(self, r: CheckResult) -> CheckResult:
@@ -251,14 +310,31 @@ class OperationalHealth(Component):
         recent = [p for p in g.recent() if p["ago_s"] <= 60.0]
         worst = max((p["pause_ms"] for p in recent), default=0.0)
         details = {**g.stats(), "pauses_last_60s": len(recent), "max_pause_last_60s_ms": round(worst, 3),
-                   "slow_calls_by_cause": dict(self.slow_calls_by_cause)}
+                   "slow_calls_by_cause": dict(self.slow_calls_by_cause), "gc_cause_share": self.gc_cause_share}
         ago = time.monotonic() - self._gc_slow_at
         if ago <= 60.0:
-            return CheckResult("runtime.gc", H.DEGRADED, f"a call breached the {self._slo_ms:g} ms budget during a "
-                               f"GC pause {ago:.0f} s ago ({self.slow_calls_by_cause.get('gc_pause', 0)} such calls "
-                               f"in all; longest pause in the last 60 s {worst:.1f} ms)", details, False)
+            paused, excess = self._gc_slow
+            return CheckResult("runtime.gc", H.DEGRADED, f"GC pauses explain a slow call {ago:.0f} s ago: "
+                               f"{paused:.1f} ms of its {excess:.1f} ms over the {self._slo_ms:g} ms budget "
+                               f"({self.slow_calls_by_cause.get('gc_pause', 0)} such calls in all; longest pause in "
+                               f"the last 60 s {worst:.1f} ms)", details, False)
         return CheckResult("runtime.gc", H.OK, f"{len(recent)} GC pauses in the last 60 s, longest {worst:.2f} ms; "
-                           "no slow call overlapped one in the last 60 s", details, False)
+                           f"no slow call in the last 60 s owed {self.gc_cause_share:.0%} or more of its time over "
+                           "budget to them", details, False)
+
+    def _trend_check(self) -> CheckResult:
+        """``runtime.latency_trend``: degraded while the last trend test says the model's latency is rising."""
+        t = self.trend
+        assert t is not None
+        r = t.result
+        details = {**r.as_dict(), "window": t.window, "tests": t.tests, "slo_ms": self._slo_ms}
+        reason = t.describe()
+        if r.rising:
+            over = r.end_ms is not None and r.end_ms > self._slo_ms
+            where = f"; the latest calls are fitted at {r.end_ms:.1f} ms, over the {self._slo_ms:g} ms budget" \
+                if over else f"; still within the {self._slo_ms:g} ms budget"
+            return CheckResult("runtime.latency_trend", H.DEGRADED, reason + where, details, False)
+        return CheckResult("runtime.latency_trend", H.OK if r.calls else H.UNAVAILABLE, reason, details, False)
 
     def checks(self) -> Iterable[CheckResult]:
         if not self._started:  # no readings before start(): nothing to report yet
@@ -277,6 +353,8 @@ class OperationalHealth(Component):
                                "pressure": list(snap.pressure)}
         if self.gc is not None:
             out["gc"] = self.gc.stats()
+        if self.trend is not None:
+            out["latency_trend"] = self.trend.result.as_dict()
         if self.dependencies is not None:
             out["dependency_rounds"] = self.dependencies.rounds
         return out

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 from .. import health as H
 from ..health import CheckResult
 
-__all__ = ["NvmlProvider", "evaluate_gpus", "CLOCK_EVENT_REASONS"]
+__all__ = ["NvmlProvider", "evaluate_gpus", "gpu_pressure", "CLOCK_EVENT_REASONS", "SLOWDOWN_REASONS"]
 
 _MB = 1024 * 1024
 
@@ -41,6 +41,9 @@ CLOCK_EVENT_REASONS: dict[int, tuple[str, str]] = {
     0x100: ("display_clock_setting", H.OK),
 }
 _REASON_VERDICT = {name: verdict for name, verdict in CLOCK_EVENT_REASONS.values()}
+#: Clock-event reasons that cost speed (the GPU runs slower than its power cap allows).
+SLOWDOWN_REASONS = frozenset(name for name, verdict in CLOCK_EVENT_REASONS.values() if verdict != H.OK)
+THERMAL_REASONS = frozenset({"sw_thermal_slowdown", "hw_thermal_slowdown"})
 
 
 def decode_clock_events(mask: int) -> list[str]:
@@ -190,14 +193,32 @@ def _memory(p: str, g: Mapping[str, Any], t: Any) -> CheckResult:
 
 
 def _power(p: str, g: Mapping[str, Any], t: Any) -> CheckResult:
+    """Power is a reading, not a problem: a GPU at its cap is doing the work it was bought for.
+
+    ``degraded`` only when the draw is above the enforced limit (the cap is not holding), or
+    when the draw is near the cap *and* clocks are slowed for a reason that costs speed
+    (thermal or hardware slowdown, power brake). ``sw_power_cap`` alone at the cap is ``ok``.
+    """
     w, lim = g.get("power_w"), g.get("power_limit_w")
-    details = {"power_w": w, "power_limit_w": lim}
+    reasons = g.get("clock_event_reasons") or []
+    details = {"power_w": w, "power_limit_w": lim, "clock_event_reasons": g.get("clock_event_reasons")}
     if w is None or not lim:
         return CheckResult(f"{p}.power", H.UNAVAILABLE, "the GPU reports no power draw or limit", details)
     pct = 100.0 * w / lim
+    details["percent_of_limit"] = round(pct, 1)
     text = f"drawing {w:.0f} W of an enforced {lim:.0f} W limit ({pct:.0f}%)"
+    if pct > t.gpu_power_over_limit_percent:
+        return CheckResult(f"{p}.power", H.DEGRADED,
+                           text + f", above {t.gpu_power_over_limit_percent:g}% of the limit: the power cap is "
+                           "not holding", details)
+    costly = [r for r in reasons if r in SLOWDOWN_REASONS]
     if pct >= t.gpu_power_percent_degraded:
-        return CheckResult(f"{p}.power", H.DEGRADED, text, details)
+        if costly:
+            return CheckResult(f"{p}.power", H.DEGRADED,
+                               text + ", at the cap with clocks slowed down: " + ", ".join(costly), details)
+        capped = " (sw_power_cap: the driver holds clocks to the limit)" if "sw_power_cap" in reasons else ""
+        return CheckResult(f"{p}.power", H.OK, text + ", at the cap with no slowdown that costs speed" + capped,
+                           details)
     return CheckResult(f"{p}.power", H.OK, text, details)
 
 
@@ -236,3 +257,33 @@ def _throttle(p: str, g: Mapping[str, Any]) -> CheckResult:
         return CheckResult(f"{p}.throttle", H.DEGRADED, "clocks slowed down: " + ", ".join(bad), details)
     return CheckResult(f"{p}.throttle", H.OK,
                        "no thermal or hardware slowdown" + (f" ({', '.join(reasons)})" if reasons else ""), details)
+
+
+def gpu_pressure(readings: Mapping[str, Any], t: Any) -> tuple[str, ...]:
+    """Latency causes visible in the GPU readings, most severe first.
+
+    ``gpu_thermal_slowdown`` (a thermal clock-event reason, or the temperature at the device's
+    slowdown threshold), ``gpu_hardware_slowdown`` (``hw_slowdown`` or the power brake),
+    ``gpu_memory_pressure`` (memory use at or above ``gpu_memory_percent_degraded``) and
+    ``gpu_saturation`` (utilisation at or above ``gpu_saturation_percent``), each named once
+    whichever device shows it.
+    """
+    found: set[str] = set()
+    for g in readings.get("gpus") or []:
+        reasons = set(g.get("clock_event_reasons") or ())
+        cur, slow = g.get("temperature_c"), g.get("slowdown_c")
+        if reasons & THERMAL_REASONS or (cur is not None and slow is not None and cur >= slow):
+            found.add("gpu_thermal_slowdown")
+        if reasons & (SLOWDOWN_REASONS - THERMAL_REASONS):
+            found.add("gpu_hardware_slowdown")
+        used, total = g.get("memory_used_mb"), g.get("memory_total_mb")
+        if used is not None and total and 100.0 * used / total >= t.gpu_memory_percent_degraded:
+            found.add("gpu_memory_pressure")
+        util = g.get("utilization_percent")
+        if util is not None and util >= t.gpu_saturation_percent:
+            found.add("gpu_saturation")
+    return tuple(c for c in GPU_CAUSES if c in found)
+
+
+#: GPU latency causes, most severe first.
+GPU_CAUSES = ("gpu_thermal_slowdown", "gpu_hardware_slowdown", "gpu_memory_pressure", "gpu_saturation")

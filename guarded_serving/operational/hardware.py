@@ -71,10 +71,17 @@ class Thresholds:
         at or above it, ``failing``.
     gpu_memory_percent_degraded, gpu_memory_percent_failing : float, default=95, 99
     gpu_power_percent_degraded : float, default=98
-        Power draw as a share of the enforced limit.
+        Power draw (share of the enforced limit) that counts as *at the cap*. At the cap the
+        power check is ``degraded`` only together with a clock-event reason that costs speed
+        (thermal or hardware slowdown, power brake); ``sw_power_cap`` alone is normal full load.
+    gpu_power_over_limit_percent : float, default=100
+        A draw above this share of the enforced limit is ``degraded`` on its own (the cap is not holding).
     cpu_saturation_percent, memory_pressure_percent : float, default=90, 10
         Latency root causes: CPU utilisation at or above, or available memory below,
         which a slow call is attributed to CPU saturation / memory pressure.
+    gpu_saturation_percent : float, default=95
+        Latency root cause: GPU utilisation at or above this is ``gpu_saturation``
+        (GPU memory at or above ``gpu_memory_percent_degraded`` is ``gpu_memory_pressure``).
     """
 
     cpu_percent_degraded: float = 95.0
@@ -92,8 +99,10 @@ class Thresholds:
     gpu_memory_percent_degraded: float = 95.0
     gpu_memory_percent_failing: float = 99.0
     gpu_power_percent_degraded: float = 98.0
+    gpu_power_over_limit_percent: float = 100.0
     cpu_saturation_percent: float = 90.0
     memory_pressure_percent: float = 10.0
+    gpu_saturation_percent: float = 95.0
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -318,8 +327,16 @@ def _temperatures(temps: Mapping[str, Any], t: Thresholds) -> CheckResult:
 
 
 def pressure(readings: Mapping[str, Any], t: Thresholds) -> tuple[str, ...]:
-    """Likely latency causes visible in a host snapshot: ``cpu_saturation``, ``memory_pressure``."""
-    out = []
+    """Likely latency causes visible in a snapshot.
+
+    GPU causes first (:func:`guarded_serving.operational.gpu.gpu_pressure`: thermal or hardware
+    slowdown, memory pressure, saturation), then ``cpu_saturation`` and ``memory_pressure``.
+    """
+    out: list[str] = []
+    if readings.get("gpus"):
+        from .gpu import gpu_pressure
+
+        out.extend(gpu_pressure(readings, t))
     cpu = readings.get("cpu") or {}
     pct, lpc = cpu.get("percent"), cpu.get("load_per_cpu")
     if (pct is not None and pct >= t.cpu_saturation_percent) or (lpc is not None and lpc >= 1.5):

@@ -119,9 +119,10 @@ def latency_check(s: LatencySnapshot, cfg: Any, model: LatencySnapshot | None = 
                "window_calls_short": s.window_calls[0], "window_violations_short": s.window_violations[0]}
     if model is not None:
         details.update(model_p50_ms=model.p50_ms, model_p99_ms=model.p99_ms)
+    gates = bool(getattr(cfg, "slo_gates_readiness", False))
     if s.window_calls[0] < cfg.min_window_calls:
         return H.CheckResult("latency_slo", H.OK, f"{s.window_calls[0]} calls in the last {short} s, "
-                             f"fewer than {cfg.min_window_calls} needed to judge the SLO", details)
+                             f"fewer than {cfg.min_window_calls} needed to judge the SLO", details, gates)
     what = "calls" if model is None else "requests (arrival to answer)"
     budget_txt = (f"{s.window_violations[0]} of {s.window_calls[0]} {what} in the last {short} s took longer "
                   f"than {cfg.latency_slo_ms:g} ms; error budget burning at {b_s:.1f}x")
@@ -131,10 +132,11 @@ def latency_check(s: LatencySnapshot, cfg: Any, model: LatencySnapshot | None = 
     if b_s is not None and b_l is not None and b_s >= cfg.burn_rate_failing and b_l >= cfg.burn_rate_failing \
             and s.window_calls[1] >= cfg.min_window_calls:
         return H.CheckResult("latency_slo", H.FAILING, budget_txt + f" (>= {cfg.burn_rate_failing:g}x over "
-                             f"both {short} s and {long_} s)", details)
+                             f"both {short} s and {long_} s)", details, gates)
     if b_s is not None and b_s >= cfg.burn_rate_degraded:
-        return H.CheckResult("latency_slo", H.DEGRADED, budget_txt + f" (>= {cfg.burn_rate_degraded:g}x)", details)
-    return H.CheckResult("latency_slo", H.OK, budget_txt, details)
+        return H.CheckResult("latency_slo", H.DEGRADED, budget_txt + f" (>= {cfg.burn_rate_degraded:g}x)", details,
+                             gates)
+    return H.CheckResult("latency_slo", H.OK, budget_txt, details, gates)
 
 
 def error_check(s: LatencySnapshot, cfg: Any) -> H.CheckResult:

@@ -188,6 +188,21 @@ class SQLiteWindowStore(WindowStore):
                          "ORDER BY pos_end", (stream, int(position)))
         return rows_after_batches(got, int(position), limit)
 
+    def batches(self, stream: str, limit_rows: int | None = None) -> list[tuple[float, np.ndarray]]:
+        """``(unix time appended, rows)`` of each retained batch of ``stream``, oldest first (the
+        latest ``limit_rows`` rows at most); for reports, not for the request path."""
+        got = self._read("SELECT ts, n, ncols, data FROM batches WHERE stream=? ORDER BY pos_end", (stream,))
+        out = [(float(ts), np.frombuffer(data, dtype=np.float64).reshape(n, ncols)) for ts, n, ncols, data in got]
+        if limit_rows is not None:
+            kept, rows = [], 0
+            for ts, a in reversed(out):
+                if rows >= limit_rows:
+                    break
+                kept.append((ts, a))
+                rows += len(a)
+            out = kept[::-1]
+        return out
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

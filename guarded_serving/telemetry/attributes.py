@@ -23,9 +23,15 @@ guard.artifact.manifest_version
                            str      model version recorded in the manifest
 guard.artifact.verified    bool     artifacts (and preprocessing) matched the manifest at
                                     the last check
-guard.latency.cause        str      slow calls only (SLO breached): gc_pause | cpu_saturation |
-                                    memory_pressure | unknown (the first of the causes)
-guard.latency.causes       str[]    every likely cause of the breach, most direct first
+guard.latency.cause        str      slow calls only (SLO breached): the cause with the largest
+                                    share of the time over budget, or unknown: gc_pause |
+                                    latency_trend | gpu_thermal_slowdown | gpu_hardware_slowdown |
+                                    gpu_memory_pressure | gpu_saturation | cpu_saturation |
+                                    memory_pressure (see guarded_serving.operational.causes)
+guard.latency.causes       str[]    every cause that explains part of the breach, largest share first
+guard.latency.cause_shares float[]  each cause's share of the time over budget (same order)
+guard.latency.trend        float    the model's latency trend, ms per 100 calls (when latency_trend
+                                    is a cause)
 guard.gc.pause_ms          float    GC pause time inside the call (slow calls only)
 guard.hardware.*           float    cached hardware snapshot: cpu_percent, load_per_cpu,
                                     memory_available_percent, rss_mb, open_fds,
@@ -86,6 +92,8 @@ ARTIFACT_VERIFIED = "guard.artifact.verified"
 # operational health
 LATENCY_CAUSE = "guard.latency.cause"
 LATENCY_CAUSES = "guard.latency.causes"
+LATENCY_CAUSE_SHARES = "guard.latency.cause_shares"
+LATENCY_TREND = "guard.latency.trend"
 GC_PAUSE_MS = "guard.gc.pause_ms"
 HEALTH_OPERATIONAL = "guard.health.operational"
 HEALTH_TRANSITION_EVENT = "guard.health.transition"
