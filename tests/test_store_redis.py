@@ -227,3 +227,28 @@ class TestConcurrency:
         rows = s.window("s", 10**6)
         assert len(rows) == expected
         assert len({(a, b) for a, b in rows.tolist()}) == expected
+
+
+class TestReport:
+    def test_report_reads_the_window_from_a_redis_url(self, redis_url, tmp_path):
+        """`guarded-serving report --store redis://...` draws the current rows from the model's and
+        version's keys (the edge-rate plot falls back to the samples: Redis keeps no times)."""
+        pytest.importorskip("matplotlib", reason="the report extra is not installed")
+        import json
+
+        from guarded_serving.cli import main as cli_main
+        from tests.test_report import NAMES, reference, sample
+
+        rng = np.random.default_rng(0)
+        st = open_store(redis_url, retention=10_000, namespace="m:1:drift")
+        x = rng.normal(size=(200, 3))
+        x[:, 0] += 2.0
+        st.append("m:inputs", x)
+        rec, ref, out = tmp_path / "s.jsonl", tmp_path / "ref.npz", tmp_path / "r.html"
+        rec.write_text("".join(json.dumps(sample(1_800_000_000 + 5 * i, 10 * i, drifted=i > 5)) + "\n"
+                               for i in range(10)))
+        np.savez(ref, reference=reference(), feature_names=np.array(NAMES))
+        assert cli_main(["report", "--samples", str(rec), "--store", redis_url, "--reference", str(ref),
+                         "-o", str(out), "--quiet"]) == 0
+        doc = out.read_text()
+        assert "200 current rows from the store" in doc
