@@ -1,6 +1,7 @@
-"""The main job: serve the guarded example on embedded defaults, replay traffic, show what it caught.
+"""The main job: serve the guarded examples on embedded defaults, replay traffic, show what they caught.
 
     python -m services.demo [--port 3000] [--keep-serving] [--report build/report.html]
+                            [--no-examples | --examples-only]
 
 Trains the example model if its artifacts are missing, starts
 ``bentoml serve services.cancer:CancerClassifier`` on 127.0.0.1 with fault
@@ -9,7 +10,10 @@ or to ``OTEL_EXPORTER_OTLP_ENDPOINT`` such as a local Jaeger when set), replays
 every scenario of :mod:`services.replay`, and prints a table of what the guard
 caught, then its stats and health. With ``--report``, the guard's health and stats are
 sampled every second during the replay and ``guarded-serving report`` writes an HTML report
-(plots embedded) from them, the drift store and the reference.
+(plots embedded) from them, the drift store and the reference. Then it serves the image and
+text examples (``services.digits:DigitClassifier``, ``services.sentiment:SentimentAnalyzer``,
+both started at once) and replays their failures (:data:`services.replay.EXAMPLES`): edge
+cases of each kind beside held-out inputs, and the text model's content check.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--keep-serving", action="store_true", help="leave the server up until Ctrl-C")
+    ap.add_argument("--no-examples", action="store_true", help="only the tabular example")
+    ap.add_argument("--examples-only", action="store_true", help="only the image and text examples")
     ap.add_argument("--report", type=Path, help="write an HTML report of the run here")
     args = ap.parse_args(argv)
 
@@ -38,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = Path(os.environ.get("GUARDED_ARTIFACT_DIR", train.DEFAULT_DIR))
     if not (artifacts / "model.pkl").exists():
         train.train(artifacts)
+    if not args.no_examples:
+        from services import train_digits, train_sentiment
+
+        for mod, sub in ((train_digits, "digits"), (train_sentiment, "sentiment")):
+            if not (artifacts / sub / "profile.npz").exists():
+                mod.train(artifacts / sub)
     port = args.port or free_port()
     receiver = OTLPReceiver().__enter__()
     import tempfile
@@ -54,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     external = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if not external:
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = receiver.endpoint
+    if args.examples_only:
+        rows = run_examples(artifacts, env, receiver)
+        missed = [sc.name for sc, v in rows if not v.caught]
+        print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
+        receiver.__exit__(None, None, None)
+        feature_store.stop()
+        state_dir.cleanup()
+        return 1 if missed else 0
     print(f"serving services.cancer:CancerClassifier on 127.0.0.1:{port} "
           f"(traces -> {external or receiver.endpoint})", flush=True)
     t0 = time.monotonic()
@@ -89,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             own = sum(1 for s in spans if s["name"].startswith("guard "))
             print(f"\ncalls traced over OTLP: {len(spans)} {by_outcome} ({own} guard spans for anomalies, "
                   f"{len(spans) - own} ordinary calls on BentoML's server spans)")
+        if not args.no_examples:
+            rows += run_examples(artifacts, env, receiver)
         missed = [sc.name for sc, v in rows if not v.caught]
         print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
         if args.keep_serving:
@@ -102,6 +125,73 @@ def main(argv: list[str] | None = None) -> int:
     feature_store.stop()
     state_dir.cleanup()
     return 1 if missed else 0
+
+
+def _serve(target: str, env: dict[str, str], attempts: int = 3) -> Any:
+    """``bentoml serve target`` on a free port; a port taken between choosing and binding it
+    (servers starting side by side) is retried on another one."""
+    from guarded_serving.serving.process import BentoServer
+    from guarded_serving.testing import free_port
+
+    for attempt in range(attempts):
+        server = BentoServer(target, free_port(), cwd=ROOT, env=env)
+        try:
+            return server.start(timeout=120)
+        except RuntimeError as exc:
+            server.stop()
+            if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def run_examples(artifacts: Path, env: dict[str, str], receiver: Any) -> list[tuple[Any, Any]]:
+    """Serve the image and text examples (started together), replay their scenarios, print what was caught."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from guarded_serving.testing import wait_until
+    from services import replay
+
+    print(f"\nserving {', '.join(ex.target for ex in replay.EXAMPLES)} (started together)", flush=True)
+    t0 = time.monotonic()
+    rows: list[tuple[Any, Any]] = []
+    with ThreadPoolExecutor(len(replay.EXAMPLES)) as pool:
+        started = [pool.submit(_serve, ex.target, {**env, ex.dir_env: str(artifacts / ex.subdir)})
+                   for ex in replay.EXAMPLES]
+    try:
+        print(f"ready in {time.monotonic() - t0:.1f} s", flush=True)
+        for ex, fut in zip(replay.EXAMPLES, started):
+            try:
+                server = fut.result()
+            except Exception as exc:  # reported as missed, the demo goes on
+                print(f"\n-- {ex.name}: bentoml serve failed: {str(exc)[-1500:]}", flush=True)
+                rows += [(sc, replay.Verdict(False, "the server did not start")) for sc in ex.scenarios]
+                continue
+            print(f"\n-- {ex.name} ({ex.target} on {server.url}, POST /{ex.api})", flush=True)
+            r = ex.replay(server.url, artifacts / ex.subdir, spans=lambda: list(receiver.spans))
+            for sc in ex.scenarios:
+                try:
+                    v = sc.run(r)
+                except Exception as exc:  # a broken scenario is reported, not fatal
+                    v = replay.Verdict(False, f"scenario raised {type(exc).__name__}: {exc}")
+                rows.append((sc, v))
+                print(f"[{'CAUGHT' if v.caught else 'MISSED'}] {sc.name:<28} ({sc.failure})\n      {v.evidence}",
+                      flush=True)
+            st = r.stats()
+            edge = st.get("edge_cases", {})
+            out = f", output_check {st['output_check']}" if "output_check" in st else ""
+            print(f"   guard stats: {st.get('calls', st.get('ok'))} calls, edge_cases rows {edge.get('rows')} "
+                  f"flagged {edge.get('rows_flagged')}{out}", flush=True)
+            want = edge.get("calls_flagged", 0)
+            spans = wait_until(lambda: [s for s in receiver.spans if s["name"] == f"guard {ex.name}"
+                                        and s["attributes"].get("guard.edge.flagged")], 5, 0.1,
+                               until=lambda found: len(found) >= want)
+            if spans:
+                print(f"   {len(spans)} flagged '{spans[0]['name']}' spans exported over OTLP", flush=True)
+    finally:
+        for fut in started:
+            if fut.exception() is None:
+                fut.result().stop()
+    return rows
 
 
 class _Sampler:

@@ -19,7 +19,7 @@ import requests
 
 from guarded_serving.testing import wait_until
 
-__all__ = ["Replay", "Scenario", "Verdict", "SCENARIOS"]
+__all__ = ["EXAMPLES", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario", "Verdict"]
 
 
 @dataclass
@@ -301,4 +301,158 @@ SCENARIOS: list[Scenario] = [
     Scenario("feature store down", "software: downstream component outage", downstream_outage),
     Scenario("edge case", "ML: input unlike the training data (unit error x1000)", edge_case),
     Scenario("shifted stream", "data: distribution shift / train-serving skew", shifted_stream),
+]
+
+
+# -- the image and text examples -------------------------------------------------------------
+# Each example is served by its own `bentoml serve`; its scenarios get an ExampleReplay.
+
+@dataclass
+class ExampleReplay:
+    """What an example's scenario gets: the server's URL, its API, an HTTP session, its clean data."""
+
+    url: str
+    api: str
+    field: str
+    clean: Any  # held-out inputs like the training data (images, or texts)
+    edge_cases: dict[str, Any]
+    spans: Callable[[], list[dict[str, Any]]] = lambda: []
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def send(self, inputs: Any) -> requests.Response:
+        inputs = inputs.tolist() if isinstance(inputs, np.ndarray) else list(inputs)
+        return self.session.post(f"{self.url}/{self.api}", json={self.field: inputs}, timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        return self.session.get(f"{self.url}/guard/stats", timeout=10).json()
+
+    def health(self) -> dict[str, Any]:
+        return self.session.get(f"{self.url}/guard/health", timeout=10).json()
+
+
+def flagged_rows(resp: requests.Response) -> set[int]:
+    """Rows named by ``X-Guard-Edge: flagged; rows=0,3; ...`` (empty for ``ok`` or no header)."""
+    verdict = resp.headers.get("X-Guard-Edge", "")
+    for part in verdict.split(";"):
+        part = part.strip()
+        if part.startswith("rows="):
+            return {int(r) for r in part[5:].split(",") if r}
+    return set()
+
+
+def _concat(a: Any, b: Any) -> Any:
+    return np.concatenate([a, b]) if isinstance(a, np.ndarray) else list(a) + list(b)
+
+
+def example_clean(r: ExampleReplay, batches: int = 20, size: int = 8) -> Verdict:
+    """Held-out inputs in batches: answered, and (almost) never flagged."""
+    codes, flagged, n = [], 0, 0
+    for i in range(batches):
+        rows = r.clean[(i * size) % len(r.clean):(i * size) % len(r.clean) + size]
+        resp = r.send(rows)
+        codes.append(resp.status_code)
+        flagged += len(flagged_rows(resp))
+        n += len(rows)
+    ok = codes.count(200)
+    return Verdict(ok == batches and flagged <= max(2, 0.05 * n),
+                   f"{ok}/{batches} batches answered 200; {flagged}/{n} held-out rows flagged "
+                   f"(target false-positive rate {r.stats().get('edge_cases', {}).get('fpr', 0.01):g})")
+
+
+def example_edge(kind: str, n_clean: int = 4, n_edge: int = 8) -> Callable[[ExampleReplay], Verdict]:
+    """A batch of ``n_clean`` held-out rows then ``n_edge`` edge cases of ``kind``: the edge rows flagged."""
+
+    def run(r: ExampleReplay) -> Verdict:
+        edge = r.edge_cases[kind][:n_edge]
+        batch = _concat(r.clean[-n_clean:], edge)
+        resp = r.send(batch)
+        rows = flagged_rows(resp)
+        hit = len(rows & set(range(n_clean, n_clean + len(edge))))
+        false = len(rows & set(range(n_clean)))
+        reason = resp.headers.get("X-Guard-Edge-Reason", "")
+        first = next((part.strip() for part in reason.split("|") if part.strip().startswith(f"row {n_clean}")),
+                     reason.split("|")[0].strip())
+        return Verdict(resp.status_code == 200 and hit >= 0.75 * len(edge) and false == 0,
+                       f"HTTP {resp.status_code}: {hit}/{len(edge)} {kind} rows flagged, {false}/{n_clean} clean "
+                       f"rows flagged; X-Guard-Edge: {resp.headers.get('X-Guard-Edge', '')[:80]!r}\n      "
+                       f"reason: {first[:220]}")
+
+    return run
+
+
+def sentiment_content(r: ExampleReplay) -> Verdict:
+    """Texts that make the model's reply repeat an insult: the built-in output content check flags the replies."""
+    texts = ["What a stupid idea, the author is an idiot.", "This is a clear and useful explanation.",
+             "Only a moron would write such damn nonsense."]
+    before = r.stats().get("output_check", {})
+    resp = r.send(texts)
+    after = r.stats().get("output_check", {})
+    body = resp.json() if resp.status_code == 200 else {}
+    verdict = resp.headers.get("X-Guard-Output", "")
+    n = after.get("failed", 0) - before.get("failed", 0)
+    check = r.health()["checks"].get("output.content", {})
+    return Verdict(resp.status_code == 200 and verdict.startswith("flagged; rows=0,2") and n == 2,
+                   f"HTTP {resp.status_code}, X-Guard-Output: {verdict!r}; replies: {body.get('reply')}\n      "
+                   f"output.content {check.get('status')}: {check.get('reason', '')[:160]} "
+                   f"(last: {check.get('details', {}).get('last_reason')})")
+
+
+def _digits_data(artifact_dir: Path) -> tuple[Any, dict[str, Any]]:
+    from services import train_digits
+
+    x_test = np.load(artifact_dir / "reference.npz")["X_test"]
+    return x_test[:200], train_digits.edge_cases(x_test[200:])
+
+
+def _sentiment_data(artifact_dir: Path) -> tuple[Any, dict[str, Any]]:
+    from services import train_sentiment
+
+    test = train_sentiment.load_texts(artifact_dir)["test"]
+    return test[:200], train_sentiment.edge_cases(test[200:])
+
+
+@dataclass
+class Example:
+    """An example served beside the tabular one, with the scenarios the demo replays against it.
+
+    ``subdir`` is its artifacts directory under the tabular one's, ``dir_env`` the
+    variable that points its service there; ``data(artifact_dir)`` gives
+    (held-out inputs, edge cases by kind).
+    """
+
+    name: str
+    target: str
+    api: str
+    field: str
+    subdir: str
+    dir_env: str
+    data: Callable[[Path], tuple[Any, dict[str, Any]]]
+    scenarios: list[Scenario]
+
+    def replay(self, url: str, artifact_dir: Path,
+               spans: Callable[[], list[dict[str, Any]]] = lambda: []) -> ExampleReplay:
+        clean, edge = self.data(artifact_dir)
+        return ExampleReplay(url, self.api, self.field, clean, edge, spans)
+
+
+DIGITS_SCENARIOS = [
+    Scenario("digits: held-out images", "baseline: clean images mostly not flagged", example_clean),
+    Scenario("digits: blank images", "ML: an empty frame (camera off)", example_edge("blank")),
+    Scenario("digits: negatives", "ML: inverted intensities", example_edge("negative")),
+    Scenario("digits: off-centre", "ML: digit shifted 3 pixels towards a corner", example_edge("shifted")),
+    Scenario("digits: letters", "ML: images from another data set (letters)", example_edge("letters")),
+    Scenario("digits: noise", "ML: images from another data set (noise)", example_edge("noise")),
+]
+SENTIMENT_SCENARIOS = [
+    Scenario("sentiment: held-out texts", "baseline: clean texts mostly not flagged", example_clean),
+    Scenario("sentiment: empty texts", "ML: empty or blank text", example_edge("empty")),
+    Scenario("sentiment: capitals only", "ML: text in capitals only", example_edge("capitals")),
+    Scenario("sentiment: pasted HTML", "ML: text pasted with its HTML markup", example_edge("html")),
+    Scenario("sentiment: blocked words", "output: the model's reply repeats an insult", sentiment_content),
+]
+EXAMPLES: list[Example] = [
+    Example("digits", "services.digits:DigitClassifier", "classify", "images", subdir="digits",
+            dir_env="GUARDED_DIGITS_DIR", data=_digits_data, scenarios=DIGITS_SCENARIOS),
+    Example("sentiment", "services.sentiment:SentimentAnalyzer", "analyze", "texts", subdir="sentiment",
+            dir_env="GUARDED_SENTIMENT_DIR", data=_sentiment_data, scenarios=SENTIMENT_SCENARIOS),
 ]

@@ -17,6 +17,10 @@ features; no download), and writes to DIR (default ``services/artifacts``):
 - ``profile.npz``    the edge-case reference profile of the training split
   (detectors fitted on 70% of it, calibrated on the held-out 30%), with the
   model's predictions on it (see ``guarded_serving.edge_cases.profile``).
+
+Unless ``--no-examples``, ``main`` also prepares the image and text examples in
+``DIR/digits`` (:mod:`services.train_digits`) and ``DIR/sentiment``
+(:mod:`services.train_sentiment`).
 """
 
 from __future__ import annotations
@@ -93,8 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--key", type=Path, help="sign the manifest with this Ed25519 private key (PEM)")
+    ap.add_argument("--no-examples", action="store_true",
+                    help="only the tabular model (skip the digits and sentiment examples)")
     args = ap.parse_args(argv)
     train(args.out, args.seed, args.key)
+    if not args.no_examples:  # the image and text examples, in subdirectories (a few seconds)
+        from services import train_digits, train_sentiment
+
+        train_digits.train(args.out / "digits", args.seed)
+        train_sentiment.train(args.out / "sentiment", args.seed)
 
 
 if __name__ == "__main__":
