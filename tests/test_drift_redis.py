@@ -126,7 +126,7 @@ class TestFaults:
     def test_wrong_password_is_a_clear_error_at_start(self, reference):
         """A refused password stops the guard at start with a ConfigError naming the setting (and not
         the password)."""
-        X, path = reference
+        _, path = reference
         with RedisServer(password="right") as server:
             g, _ = _guard(path, server.url_with("wrong"))
             with pytest.raises(ConfigError, match=r"drift_store.*refused the credentials") as e:

@@ -122,7 +122,7 @@ def test_redis_stopped_mid_run(stack):
 def test_redis_killed_and_restarted_with_append_only_file(stack):
     """Redis is SIGKILLed under load and restarted from its append-only file: nothing it acknowledged
     is lost, nothing is appended twice, and every prediction succeeds."""
-    server, redis, proxy = stack
+    server, redis, _ = stack
     before = _total(redis)
     with _Load(server) as load:
         assert wait_until(lambda: load.sample().get("pooled_rows", 0) > before + 50, 30, 0.1)
