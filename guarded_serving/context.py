@@ -20,10 +20,19 @@ from .keys import StateKey
 if TYPE_CHECKING:
     from .store.base import WindowStore
 
-__all__ = ["GuardContext", "default_state_dir"]
+__all__ = ["STORE_URL_ENV", "GuardContext", "default_state_dir", "default_store_url"]
+
+#: Environment variable naming the shared store when a component's setting is None.
+STORE_URL_ENV = "GUARDED_STORE_URL"
 
 T = TypeVar("T")
 _MISSING = object()
+
+
+def default_store_url() -> str | None:
+    """``$GUARDED_STORE_URL`` (e.g. ``redis://127.0.0.1:6379/0``): the shared store of every
+    component whose own store setting is None; None when unset or empty."""
+    return os.environ.get(STORE_URL_ENV) or None
 
 
 def default_state_dir() -> Path:
@@ -79,13 +88,15 @@ class GuardContext:
     # -- shared state ------------------------------------------------------------------
     def open_store(self, target: "str | os.PathLike[str] | WindowStore | None", *, name: str,
                    retention: int) -> "WindowStore":
-        """The shared window store: ``target`` (a store, or a SQLite path), else
-        ``<state dir>/<name>-<model>.sqlite``. Opened by the caller's background work."""
+        """The shared window store: ``target`` (a store, a ``redis://`` / ``rediss://`` URL, or a
+        SQLite path), else :func:`default_store_url` (``$GUARDED_STORE_URL``) when set, else
+        ``<state dir>/<name>-<model>.sqlite``. A Redis store's keys are namespaced
+        ``<model>:<version>:<name>``. Nothing connects here."""
         from .store import open_store
 
         if target is None:
-            target = default_state_dir() / f"{name}-{self.model_name}.sqlite"
-        return open_store(target, retention=retention)
+            target = default_store_url() or default_state_dir() / f"{name}-{self.model_name}.sqlite"
+        return open_store(target, retention=retention, namespace=f"{self.model_name}:{self.model_version}:{name}")
 
     def get(self, key: StateKey[T], default: Any = _MISSING) -> T:
         """The value a component published for the guard-scoped ``key``; ``default``

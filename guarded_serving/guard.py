@@ -203,9 +203,16 @@ class Guard:
             self.context._set_tracer_provider(provider)
             self._tracer = provider.get_tracer("guarded_serving", __version__)
             self._metrics = GuardMetrics(self.config.name, self.config.version, self.context.meter_provider)
-            for c in self._components:
+            for i, c in enumerate(self._components):
                 try:
                     c.start()
+                except ConfigError:  # a setting that can never work (a store refusing the password): fail now
+                    for done in self._components[:i]:
+                        try:
+                            done.stop()
+                        except Exception:  # pragma: no cover - defensive
+                            _log.exception("component %s failed to stop", done.name)
+                    raise
                 except Exception as exc:  # its background work is missing: health says so, serving goes on
                     self._component_failed(c.name, "start", exc)
             self._started = True

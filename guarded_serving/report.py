@@ -10,7 +10,9 @@
 Sources: the guard's **health and stats**, sampled from ``GET <url>/guard/health`` and
 ``/guard/stats`` every ``--interval`` seconds for ``--duration`` seconds (or read back from a
 ``--record``-ed JSONL file), and the guard's **store** (the drift store, shared by the workers):
-the rows it pooled and the conformal p-values of the edge-case detector, with their times.
+the rows it pooled and the conformal p-values of the edge-case detector, with their times (a
+SQLite file, or the Redis URL many hosts share: its window is drawn, but Redis keeps no times,
+so the edge-rate plot falls back to the sampled stats).
 
 Sections: latency over time against the SLO (and the burn rate), the health-check timeline,
 reference-vs-current distributions of the drifted features (the largest effects when none
@@ -357,7 +359,9 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds to sample --url (default 60; 0: one sample)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
     p.add_argument("--record", type=Path, help="also write the samples taken to this JSONL file")
-    p.add_argument("--store", type=Path, help="the guard's drift store (SQLite), e.g. .state/drift-MODEL.sqlite")
+    p.add_argument("--store", help="the guard's drift store: a SQLite file, e.g. .state/drift-MODEL.sqlite, or the "
+                                   "Redis URL of many hosts, e.g. redis://127.0.0.1:6379/0 (keys of the model and "
+                                   "version in the stats; password from the URL or GUARDED_STORE_PASSWORD)")
     p.add_argument("--reference", type=Path, help="reference rows (.npz: reference or X_train, feature_names)")
     p.add_argument("--model", help="model name in the store (default: from the stats)")
     p.add_argument("--window", type=int, default=500, help="current rows drawn from the store (default 500)")
@@ -377,11 +381,18 @@ def run(args: argparse.Namespace) -> int:
         samples = read_samples(args.samples)
     store = reference = names = None
     if args.store is not None:
-        if not args.store.exists():
-            raise ConfigError(f"--store {args.store} does not exist")
-        from .store.sqlite import SQLiteWindowStore
+        from .store import is_url, open_store
 
-        store = SQLiteWindowStore(args.store)
+        if is_url(args.store):
+            last = samples[-1]["stats"] if samples else {}
+            model, version = args.model or last.get("model", "model"), str(last.get("version", "1"))
+            store = open_store(args.store, retention=10**9, namespace=f"{model}:{version}:drift")
+        else:
+            if not Path(args.store).exists():
+                raise ConfigError(f"--store {args.store} does not exist")
+            from .store.sqlite import SQLiteWindowStore
+
+            store = SQLiteWindowStore(args.store)
     if args.reference is not None:
         from .drift.component import load_reference_npz
 

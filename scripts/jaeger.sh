@@ -6,7 +6,8 @@
 #   build   Build the binary once into the cache dir (reused if present) and
 #           print its path on stdout.
 #   start   Build if missing, start in the background with
-#           tools/jaeger/config.yaml (memory storage, loopback only), and wait
+#           tools/jaeger/config.yaml (embedded Badger storage in a state
+#           directory, so traces survive a restart; loopback only), and wait
 #           until the health check and the query API answer. No-op if our
 #           instance is already running and healthy.
 #   stop    Stop the instance recorded in the pid file.
@@ -23,6 +24,9 @@
 #   GO                     go binary (default: `go` on PATH, else /usr/local/go/bin/go)
 #   JAEGER_BUILD_JOBS      go build -p value (default: nproc, max 4)
 #   JAEGER_START_TIMEOUT   seconds to wait for readiness on start (default: 60)
+#   JAEGER_STORAGE         badger (default: persistent) or memory (tools/jaeger/config-memory.yaml)
+#   JAEGER_BADGER_DIR      Badger's state directory (default: $GUARDED_SERVING_CACHE/jaeger-v1.76.0/badger);
+#                          delete it (while stopped) to forget every trace
 #   GUARDED_JAEGER_UI  the built Jaeger UI to serve on 16686: a folder holding index.html and
 #           static/, a .tar.gz of one, or a folder holding such a tarball (CI and the tests use
 #           ../shared/jaeger-ui/). Unset: Jaeger built from the Go module serves only a
@@ -35,13 +39,18 @@ JAEGER_PKG="github.com/jaegertracing/jaeger/cmd/jaeger"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
 TOOL_DIR="${REPO_ROOT}/tools/jaeger"
-CONFIG="${TOOL_DIR}/config.yaml"
+case "${JAEGER_STORAGE:-badger}" in
+    badger) CONFIG="${TOOL_DIR}/config.yaml" ;;
+    memory) CONFIG="${TOOL_DIR}/config-memory.yaml" ;;
+    *) echo "jaeger.sh: error: JAEGER_STORAGE=${JAEGER_STORAGE} (expected badger or memory)" >&2; exit 2 ;;
+esac
 
 CACHE_ROOT="${GUARDED_SERVING_CACHE:-${HOME}/.cache/guarded-serving}"
 JAEGER_DIR="${CACHE_ROOT}/jaeger-${JAEGER_VERSION}"
 JAEGER_BIN="${JAEGER_DIR}/jaeger"
 PID_FILE="${JAEGER_DIR}/jaeger.pid"
 LOG_FILE="${JAEGER_DIR}/jaeger.log"
+export JAEGER_BADGER_DIR="${JAEGER_BADGER_DIR:-${JAEGER_DIR}/badger}"
 
 HEALTH_URL="http://127.0.0.1:13133/status"
 QUERY_URL="http://127.0.0.1:16686/api/services"
@@ -164,7 +173,7 @@ cmd_start() {
             die "something else already serves ${HEALTH_URL} and ${QUERY_URL} (not started by this script)"
         fi
         cmd_build >/dev/null
-        mkdir -p "${JAEGER_DIR}"
+        mkdir -p "${JAEGER_DIR}" "${JAEGER_BADGER_DIR}/keys" "${JAEGER_BADGER_DIR}/values"
         local ui extra=()
         ui="$(ui_assets)"
         if [[ -n "${ui}" ]]; then
@@ -174,7 +183,7 @@ cmd_start() {
             log "GUARDED_JAEGER_UI not set: http://127.0.0.1:16686 shows Jaeger's placeholder page (the API works)"
         fi
         {
-            echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting ${JAEGER_BIN} --config ${CONFIG} ${extra[*]}"
+            echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting ${JAEGER_BIN} --config ${CONFIG} ${extra[*]} (storage ${JAEGER_STORAGE:-badger}$([[ "${JAEGER_STORAGE:-badger}" == badger ]] && echo " in ${JAEGER_BADGER_DIR}"))"
         } >>"${LOG_FILE}"
         # setsid: detach from the caller's process group / terminal.
         setsid "${JAEGER_BIN}" --config "${CONFIG}" "${extra[@]}" </dev/null >>"${LOG_FILE}" 2>&1 &

@@ -41,6 +41,10 @@ GUARDED_EDGE_POLICY    flag (default) | reject | fallback: what happens to rows 
                        training data (fallback answers them with label -1, probability null)
 GUARDED_EDGE_FPR       target false-positive rate of the edge-case flag (default 0.01)
 GUARDED_STATE_DIR      where shared state lives, e.g. the drift store (default .state/ in the repo root)
+GUARDED_STORE_URL      a Redis store shared by every host's workers, e.g. redis://127.0.0.1:6379/0
+                       (rediss:// for TLS, with ?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...);
+                       default: a SQLite file in GUARDED_STATE_DIR, pooled by this host's workers only
+GUARDED_STORE_PASSWORD the Redis password when the URL carries none
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
 GUARDED_WORKERS        BentoML worker processes (default 1); they pool drift windows
@@ -127,10 +131,11 @@ guard = Guard(
     edge_policy=os.environ.get("GUARDED_EDGE_POLICY", "flag"),
     edge_fpr=float(os.environ.get("GUARDED_EDGE_FPR", "0.01")),
     edge_fallback=abstain,
-    # distribution shift and skew: windows pooled across workers in a SQLite file
+    # distribution shift and skew: windows pooled across this host's workers in a SQLite file,
+    # or across every host's workers in Redis (GUARDED_STORE_URL)
     drift=True,
     drift_reference=str(ARTIFACT_DIR / "reference.npz"),
-    drift_store=str(STATE_DIR / "drift-breast_cancer.sqlite"),
+    drift_store=os.environ.get("GUARDED_STORE_URL") or str(STATE_DIR / "drift-breast_cancer.sqlite"),
     drift_window=500,
     drift_min_samples=100,
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),

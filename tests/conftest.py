@@ -52,3 +52,7 @@ def jaeger():
     finally:
         if handle.started:
             stop_shared_jaeger()
+
+
+# A private redis-server on 127.0.0.1 per test module (skipped, saying why, without the binary)
+from tests.redis_server import redis_server, redis_url  # noqa: E402,F401

@@ -35,7 +35,8 @@ from guarded_serving.testing import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "jaeger.sh"
-CONFIG = ROOT / "tools" / "jaeger" / "config.yaml"
+CONFIG = ROOT / "tools" / "jaeger" / "config.yaml"  # Badger storage in $JAEGER_BADGER_DIR
+CONFIGS = {"badger": CONFIG, "memory": ROOT / "tools" / "jaeger" / "config-memory.yaml"}
 
 #: The standard ports of tools/jaeger/config.yaml.
 STANDARD_PORTS = {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133}
@@ -174,23 +175,31 @@ def _free_port() -> int:
 
 
 class PrivateJaeger:
-    """The cached Jaeger binary on its own free loopback ports, memory storage.
+    """The cached Jaeger binary on its own free loopback ports.
 
-    ``stop()`` then ``start()`` restarts it on the same ports (its memory store
-    starts empty again). Use as a context manager.
+    ``storage="memory"`` (default): ``stop()`` then ``start()`` restarts it on the
+    same ports with an empty store. ``storage="badger"``: the configuration of
+    ``scripts/jaeger.sh``, Badger in a directory of this instance (``badger_dir``),
+    kept across restarts. Use as a context manager.
     """
 
-    def __init__(self, *, ui: Path | None = None) -> None:
+    def __init__(self, storage: str = "memory", *, ui: Path | None = None) -> None:
+        if storage not in CONFIGS:
+            raise ValueError(f"storage={storage!r}: expected one of {sorted(CONFIGS)}")
+        self.storage = storage
         self.ui = ui_assets(ui) if ui is not None else None
         self.ports = {k: _free_port() for k in STANDARD_PORTS}
         self._tmp = tempfile.TemporaryDirectory(prefix="gs-jaeger-")
         self.config = Path(self._tmp.name) / "config.yaml"
         self.log_path = Path(self._tmp.name) / "jaeger.log"
-        text = CONFIG.read_text()
+        self.badger_dir = Path(self._tmp.name) / "badger"
+        for sub in ("keys", "values"):
+            (self.badger_dir / sub).mkdir(parents=True, exist_ok=True)
+        text = CONFIGS[storage].read_text()
         for key, std in STANDARD_PORTS.items():
             text, n = re.subn(rf"127\.0\.0\.1:{std}\b", f"127.0.0.1:{self.ports[key]}", text)
             if n != 1:
-                raise RuntimeError(f"{CONFIG}: expected one 127.0.0.1:{std} endpoint, found {n}")
+                raise RuntimeError(f"{CONFIGS[storage]}: expected one 127.0.0.1:{std} endpoint, found {n}")
         self.config.write_text(text)
         self.proc: subprocess.Popen[bytes] | None = None
         self.query = JaegerQuery(self.ports["query_http"])
@@ -206,7 +215,8 @@ class PrivateJaeger:
         log = open(self.log_path, "ab")
         extra = [] if self.ui is None else [f"--set=extensions.jaeger_query.ui.assets_path={self.ui}"]
         self.proc = subprocess.Popen([str(binary), "--config", str(self.config), *extra], stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "JAEGER_BADGER_DIR": str(self.badger_dir)})
         log.close()
         proc = self.proc
         health = f"http://127.0.0.1:{self.ports['health']}/status"

@@ -221,7 +221,7 @@ def test_state_dir_becomes_read_only(artifacts, fragile_state):
         assert first.failures == 0
         stats = lambda: requests.get(server.url + "/guard/stats", timeout=10).json()["drift"]  # noqa: E731
         assert _wait(lambda: stats().get("pooled_rows", 0) > 0)
-        assert "drift.store" not in _health(server)[1]["checks"]
+        assert _health(server)[1]["checks"]["drift.store"]["status"] == "ok"
 
         make_read_only()
         stop = threading.Event()
@@ -230,7 +230,8 @@ def test_state_dir_becomes_read_only(artifacts, fragile_state):
             drive(url, {"inputs": X[:4].tolist()}, seconds=20, concurrency=2, stop=stop)))
         loader.start()
         try:
-            failed = _wait(lambda: (lambda h: h[1]["checks"].get("drift.store") and h)(_health(server)))
+            failed = _wait(lambda: (lambda h: h[1]["checks"]["drift.store"]["status"] == "degraded" and h)(
+                _health(server)))
         finally:
             stop.set()
             loader.join(30)

@@ -368,6 +368,46 @@ class TestComponents:
         check = g.health()["checks"]["guard.components"]
         assert check["status"] == "degraded" and "broken.after_call: ZeroDivisionError: oops" in check["reason"]
 
+    def test_component_failing_to_start_is_a_component_error(self):
+        """A component whose start() raises leaves serving on; health names the component and the hook."""
+        class NoStart(Component):
+            name = "nostart"
+
+            def start(self):
+                raise OSError("no thread for you")
+
+        g = Guard(name="m", components=[NoStart()])
+        assert g(lambda x: 5)(X) == 5
+        check = g.health()["checks"]["guard.components"]
+        assert check["status"] == "degraded" and "nostart.start: OSError: no thread for you" in check["reason"]
+
+    def test_config_error_at_start_stops_the_start(self):
+        """A ConfigError from start() (a setting that can never work) propagates; components already
+        started are stopped again."""
+        from guarded_serving import ConfigError
+
+        events = []
+
+        class First(Component):
+            name = "first"
+
+            def start(self):
+                events.append("first.start")
+
+            def stop(self):
+                events.append("first.stop")
+
+        class Refused(Component):
+            name = "refused"
+
+            def start(self):
+                raise ConfigError("store_setting: refused the credentials")
+
+        g = Guard(name="m", components=[First(), Refused()])
+        with pytest.raises(ConfigError, match="store_setting"):
+            g.start()
+        assert events == ["first.start", "first.stop"]
+
     def test_non_component_rejected_at_construction(self):
         """Passing something that is not a Component fails when the guard is built."""
         with pytest.raises(Exception, match="expected guarded_serving.Component"):

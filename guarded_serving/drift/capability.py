@@ -23,8 +23,11 @@ class DriftSettings(Section):
     drift : bool, default=False
         Turn on distribution-shift and skew monitoring (:mod:`guarded_serving.drift`).
     drift_store : str or None, default=None
-        SQLite file pooling windows across the host's workers; ``None`` means
-        ``$GUARDED_STATE_DIR/drift-<name>.sqlite`` (default state dir ``.state/``).
+        Where windows are pooled: a ``redis://`` / ``rediss://`` URL (every host's workers;
+        keys under ``<name>:<version>:drift``; password from the URL or
+        ``$GUARDED_STORE_PASSWORD``), or a SQLite file (the host's workers); ``None`` means
+        ``$GUARDED_STORE_URL`` when set, else ``$GUARDED_STATE_DIR/drift-<name>.sqlite``
+        (default state dir ``.state/``).
     drift_reference : str or None, default=None
         ``.npz`` with ``reference`` (or ``X_train``), optional ``reference_predictions``
         (or ``pred_train``), ``feature_names``, ``categorical``; ``None`` means the
@@ -75,7 +78,8 @@ class DriftSettings(Section):
         for fname in ("drift_store", "drift_reference"):
             v = getattr(self, fname)
             if v is not None and (not isinstance(v, str) or not v):
-                fail(fname, v, "None or a non-empty path string")
+                fail(fname, v, "None, a redis:// URL or a non-empty path string" if fname == "drift_store"
+                     else "None or a non-empty path string")
         check_integer("drift_window", self.drift_window, lo=2)
         check_integer("drift_min_samples", self.drift_min_samples, lo=1)
         check_level("drift_alpha", self.drift_alpha)

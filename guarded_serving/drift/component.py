@@ -8,7 +8,11 @@ computed there.
 Background worker (a :class:`~guarded_serving.worker.PeriodicWorker`, every ``interval_s``):
 
 1. flush the buffer to the shared store (inputs, model outputs, p-values:
-   three streams), so every worker of the host pools its rows;
+   three streams, one batch with an id, one round trip), so every worker of
+   the host -- or of every host, with a Redis store -- pools its rows. A batch
+   the store refused stays pending and is sent again next cycle (the id keeps
+   a retried batch from being counted twice); pending rows are bounded like
+   the buffer, the oldest dropped and counted first;
 2. test the latest ``window`` pooled rows against the reference (features and
    predictions), feed new pooled p-values to the sequential alarm, and, once
    ``skew_first_n`` rows arrived after this worker started, run the skew check;
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -32,6 +37,7 @@ import numpy as np
 
 from .. import health as H
 from ..component import Component
+from ..errors import ConfigError
 from ..keys import EDGE_P_VALUES, FEATURES, REFERENCE, ReferenceData
 from ..store.base import WindowStore
 from ..worker import PeriodicWorker
@@ -62,8 +68,9 @@ class DriftComponent(Component):
         Indices of categorical features.
     reference_predictions : ndarray, optional
         The model's outputs on reference rows; enables prediction drift.
-    store : WindowStore or path, optional
-        Shared store, or the path of a SQLite file; default
+    store : WindowStore, URL or path, optional
+        Shared store: a store, a ``redis://`` / ``rediss://`` URL (many hosts), or the path
+        of a SQLite file (one host); default ``$GUARDED_STORE_URL``, else
         ``<state dir>/drift-<model>.sqlite``.
     window : int, default=2000
         Latest pooled rows tested.
@@ -75,7 +82,8 @@ class DriftComponent(Component):
     interval_s : float, default=5.0
         Period of the background thread.
     buffer_rows : int, default=10000
-        Bound of the in-memory buffer; older batches are dropped (and counted) beyond it.
+        Bound of the in-memory buffer, and of the rows kept pending while the store
+        fails; older batches are dropped (and counted) beyond it.
     retention_rows : int, default=100000
         Rows per stream kept in the store.
     output_extractor : callable, default=default_output_extractor
@@ -123,6 +131,12 @@ class DriftComponent(Component):
         self._buf: deque[tuple[np.ndarray, Any, Any]] = deque()
         self._buf_rows = 0
         self._dropped = 0
+        self._pending: deque[tuple[str, dict[str, np.ndarray], int, bool]] = deque()
+        self._pending_rows = 0
+        self._recovered = 0
+        self._store_obj: WindowStore | None = None
+        self._batch_prefix = ""
+        self._batch_seq = 0
         self._unreadable_outputs = 0
         self._worker: PeriodicWorker | None = None
         self._context: GuardContext | None = None
@@ -163,6 +177,7 @@ class DriftComponent(Component):
     def start(self) -> None:
         if self._worker is not None and self._worker.running:
             return
+        self._verify_store()
         self._worker = PeriodicWorker(f"drift-{self._model}", self._cycle, float(self.interval_s),
                                       on_stop=self._final_cycle,
                                       join_timeout_s=max(5.0, 2 * float(self.interval_s)), weak=True).start()
@@ -171,6 +186,32 @@ class DriftComponent(Component):
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
+
+    def _open_store(self) -> WindowStore:
+        """The store (opened once; nothing connects until it is used)."""
+        if self._store_obj is None:
+            retention = max(self.retention_rows, self.window, self.skew_first_n)
+            if self._context is not None:
+                self._store_obj = self._context.open_store(self.store, name="drift", retention=retention)
+            else:
+                from ..context import default_state_dir, default_store_url
+                from ..store import open_store
+
+                target = self.store or default_store_url() or default_state_dir() / f"drift-{self._model}.sqlite"
+                self._store_obj = open_store(target, retention=retention, namespace=f"{self._model}:drift")
+        return self._store_obj
+
+    def _verify_store(self) -> None:
+        """At start: a store that can never work (Redis refusing the password) is a ConfigError
+        naming the setting; a store that is only down now is retried by the worker."""
+        store = self._open_store()
+        try:
+            store.verify()
+        except ConfigError as exc:
+            raise ConfigError(f"drift_store (or $GUARDED_STORE_URL): {exc}") from None
+        except Exception as exc:  # down or slow: not a configuration error; the worker retries and health says so
+            _log.warning("drift store %s is not reachable at start (retrying in the background): %s: %s",
+                         store.describe(), type(exc).__name__, exc)
 
     # -- request path ----------------------------------------------------------------
     def after_call(self, call: "Call") -> None:
@@ -195,9 +236,15 @@ class DriftComponent(Component):
 
     def stats(self) -> Mapping[str, Any]:
         with self._lock:
-            buffered, dropped = self._buf_rows, self._dropped
-        out = {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped,
-               "unreadable_outputs": self._unreadable_outputs, "worker_pid": os.getpid()}
+            buffered, dropped, pending = self._buf_rows, self._dropped, self._pending_rows
+        out = {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped, "pending_rows": pending,
+               "recovered_rows": self._recovered, "unreadable_outputs": self._unreadable_outputs,
+               "worker_pid": os.getpid()}
+        st = self._store_obj
+        if st is not None:
+            out["store"] = st.describe()
+            if hasattr(st, "round_trips"):
+                out["store_round_trips"] = st.round_trips
         if self._worker is not None:
             out["background"] = self._worker.stats()
         return out
@@ -218,15 +265,9 @@ class DriftComponent(Component):
                                 self.reference_predictions if self.reference_predictions is not None
                                 else ref.reference_predictions, ref.source)
         self.reference_ = ref
-        retention = max(self.retention_rows, self.window, self.skew_first_n)
-        if self._context is not None:
-            self._store: WindowStore = self._context.open_store(self.store, name="drift", retention=retention)
-        else:
-            from ..context import default_state_dir
-            from ..store import open_store
-
-            self._store = open_store(self.store or default_state_dir() / f"drift-{self._model}.sqlite",
-                                     retention=retention)
+        self._store: WindowStore = self._open_store()
+        if not self._batch_prefix:  # per process: batch ids never collide across workers and hosts
+            self._batch_prefix = f"{uuid.uuid4().hex[:16]}-{os.getpid()}"
         self._streams = {k: f"{self._model}:{k}" for k in ("inputs", "outputs", "p_values")}
         self._wt: WindowTest | None = None
         self._pd: PredictionDrift | None = None
@@ -294,8 +335,12 @@ class DriftComponent(Component):
             try:
                 self._setup()
             except Exception as exc:
-                self._checks = (H.CheckResult("drift", H.DEGRADED, f"drift monitoring could not start (retrying): "
-                                              f"{type(exc).__name__}: {exc}", affects_readiness=False),)
+                why = f"{type(exc).__name__}: {exc}"
+                checks = [H.CheckResult("drift", H.DEGRADED, f"drift monitoring could not start (retrying): {why}",
+                                        affects_readiness=False)]
+                if self._store_obj is not None:
+                    checks.append(self._store_check(why))
+                self._checks = tuple(checks)
                 raise
             self._ready = True
         try:
@@ -313,6 +358,7 @@ class DriftComponent(Component):
             self.run_once()
         finally:
             self._store.close()
+            self._store_obj = None
 
     def run_once(self) -> None:
         """One background cycle: flush, test, publish (also callable directly, e.g. in tests)."""
@@ -322,39 +368,72 @@ class DriftComponent(Component):
         self._publish()
 
     def flush(self) -> int:
-        """Move the buffered rows to the store; return how many input rows were written."""
-        with self._lock:
+        """Move the buffered rows to the store (with any batch still pending from a failed flush),
+        in one call of :meth:`WindowStore.append_batches`; return how many input rows were written.
+
+        When the store fails, the batch stays pending (bounded by ``buffer_rows``, the oldest dropped
+        and counted) and the error propagates; the next flush sends it again under the same id.
+        """
+        with self._lock:  # buffered rows become pending in one step (stats never see them in neither count)
             items = list(self._buf)
             self._buf.clear()
+            self._pending_rows += self._buf_rows
             self._buf_rows = 0
-        if not items:
+        self._pending.extend(self._batches(items))
+        while self._pending_rows > self.buffer_rows and len(self._pending) > 1:
+            _, _, n_old, _ = self._pending.popleft()
+            with self._lock:
+                self._pending_rows -= n_old
+                self._dropped += n_old
+        if not self._pending:
             return 0
-        widths: dict[int, list[np.ndarray]] = {}
-        for x, _, _ in items:
-            widths.setdefault(x.shape[1], []).append(x)
-        n = 0
-        for w, xs in widths.items():
-            self._store.append(self._streams["inputs"], np.concatenate(xs, axis=0))
-            n += sum(len(x) for x in xs)
-        outs, pvs = [], []
-        for x, result, pv in items:
-            if self._pd is not None:
-                try:
-                    o = self.output_extractor(result)
-                    if o is not None and len(o) == len(x):
-                        outs.append(self._pd.columns(o))
-                except Exception:  # an output we cannot read is skipped (and counted), not fatal
-                    self._unreadable_outputs += 1
-            if pv is not None:
-                p = np.asarray(pv, dtype=float).reshape(-1)
-                if len(p) == len(x) and np.all((p > 0) & (p <= 1)):
-                    pvs.append(p[:, None])
-        if outs:
-            self._store.append(self._streams["outputs"], np.concatenate(outs, axis=0))
-        if pvs:
-            self._store.append(self._streams["p_values"], np.concatenate(pvs, axis=0))
+        sending = list(self._pending)
+        try:
+            self._store.append_batches([(bid, streams) for bid, streams, _, _ in sending])
+        except Exception:
+            self._pending = deque((bid, streams, n, True) for bid, streams, n, _ in self._pending)
+            raise
+        for _ in sending:
+            self._pending.popleft()
+        n = sum(b[2] for b in sending)
+        with self._lock:
+            self._pending_rows -= n
+        self._recovered += sum(b[2] for b in sending if b[3])
         self._flushed += n
         return n
+
+    def _batches(self, items: list[tuple[np.ndarray, Any, Any]]) -> list[tuple[str, dict[str, np.ndarray], int, bool]]:
+        """Buffered calls as store batches ``(id, {stream: rows}, input rows, failed before)``:
+        one batch, or one per input width if the width changed."""
+        if not items:
+            return []
+        by_width: dict[int, list[tuple[np.ndarray, Any, Any]]] = {}
+        for it in items:
+            by_width.setdefault(it[0].shape[1], []).append(it)
+        out = []
+        for group in by_width.values():
+            streams: dict[str, np.ndarray] = {self._streams["inputs"]: np.concatenate([x for x, _, _ in group], axis=0)}
+            outs, pvs = [], []
+            for x, result, pv in group:
+                if self._pd is not None:
+                    try:
+                        o = self.output_extractor(result)
+                        if o is not None and len(o) == len(x):
+                            outs.append(self._pd.columns(o))
+                    except Exception:  # an output we cannot read is skipped (and counted), not fatal
+                        self._unreadable_outputs += 1
+                if pv is not None:
+                    p = np.asarray(pv, dtype=float).reshape(-1)
+                    if len(p) == len(x) and np.all((p > 0) & (p <= 1)):
+                        pvs.append(p[:, None])
+            if outs:
+                streams[self._streams["outputs"]] = np.concatenate(outs, axis=0)
+            if pvs:
+                streams[self._streams["p_values"]] = np.concatenate(pvs, axis=0)
+            self._batch_seq += 1
+            out.append((f"{self._batch_prefix}-{self._batch_seq}", streams, len(streams[self._streams["inputs"]]),
+                        False))
+        return out
 
     def _analyse(self) -> None:
         st = self._store
@@ -379,8 +458,7 @@ class DriftComponent(Component):
         if pv.size:
             self._seq.update(pv[:, 0])
         self._stats = {"pooled_rows": total, "flushed_rows": self._flushed, "window_tests": self._tests,
-                       "p_values_seen": self._seq.n_seen_, "store": str(getattr(st, "path", type(st).__name__)),
-                       "sequential": self._seq.to_dict()}
+                       "p_values_seen": self._seq.n_seen_, "sequential": self._seq.to_dict()}
         if self._feat is not None:  # the latest window, every feature (bounded by the schema): for exporters
             self._stats["window_rows"] = self._feat.n
             self._stats["features"] = {f.feature: {"p_value": float(f.p_value), "q_value": float(f.q_value),
@@ -391,10 +469,7 @@ class DriftComponent(Component):
 
     # -- publishing --------------------------------------------------------------------
     def _publish(self) -> None:
-        out: list[H.CheckResult] = []
-        if self._store_error:
-            out.append(H.CheckResult("drift.store", H.DEGRADED, f"the drift store failed: {self._store_error}",
-                                     {"store": self._stats.get("store")}, affects_readiness=False))
+        out: list[H.CheckResult] = [self._store_check(self._store_error)]
         if self._wt is None:
             out.append(H.CheckResult("drift.features", H.UNAVAILABLE,
                                      "no reference profile: set drift_reference or enable edge cases",
@@ -417,6 +492,20 @@ class DriftComponent(Component):
         if self._seq.alarm:
             attrs["guard.drift.alarm"] = True
         self._span_attrs = attrs
+
+    def _store_check(self, error: str | None) -> H.CheckResult:
+        st = self._store_obj
+        where = st.describe() if st is not None else "the drift store"
+        with self._lock:
+            dropped = self._dropped
+        details = {"store": where, "pending_rows": self._pending_rows, "dropped_rows": dropped,
+                   "recovered_rows": self._recovered, "buffer_rows": self.buffer_rows}
+        if error:
+            return H.CheckResult("drift.store", H.DEGRADED, f"{where} failed: {error}; {self._pending_rows} rows "
+                                 f"pending (bounded at {self.buffer_rows}, {dropped} dropped so far), retrying",
+                                 details, affects_readiness=False)
+        return H.CheckResult("drift.store", H.OK, f"{where}: flushes succeed ({dropped} rows dropped so far)",
+                             details, affects_readiness=False)
 
     def _sequential_check(self) -> H.CheckResult:
         s = self._seq

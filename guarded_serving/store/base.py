@@ -15,10 +15,14 @@ stream, ``INCRBY`` for the total inside a ``MULTI``, ``LTRIM`` for retention.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["WindowStore"]
+__all__ = ["Batch", "WindowStore"]
+
+#: One flush: an optional idempotency id and the rows to append to each stream.
+Batch = tuple["str | None", Mapping[str, np.ndarray]]
 
 
 class WindowStore(ABC):
@@ -54,6 +58,24 @@ class WindowStore(ABC):
     @abstractmethod
     def counter(self, key: str) -> int:
         """The shared counter ``key`` (0 if never set)."""
+
+    def append_batches(self, batches: Sequence[Batch]) -> list[dict[str, int]]:
+        """Append several batches (each ``(batch_id, {stream: rows})``); return each batch's totals.
+
+        A store that talks to a server sends them in one round trip. A ``batch_id``
+        makes the append idempotent where the store supports it (a retried batch whose
+        first attempt was applied but not acknowledged is not appended twice). This
+        default appends stream by stream.
+        """
+        return [{stream: self.append(stream, rows) for stream, rows in streams.items()} for _, streams in batches]
+
+    def describe(self) -> str:
+        """What and where the store is, for health messages (never a password)."""
+        return type(self).__name__
+
+    def verify(self) -> None:
+        """Check the configuration at startup (e.g. credentials); raise ``ConfigError`` when
+        it cannot work. Transient trouble (a server that is down) is not an error here."""
 
     def close(self) -> None:
         """Release connections (idempotent)."""

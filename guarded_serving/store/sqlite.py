@@ -24,10 +24,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from .base import WindowStore
+from ._rows import as_rows as _as_rows, rows_after_batches, stack as _stack
+from .base import Batch, WindowStore
 
 __all__ = ["SQLiteWindowStore"]
 
@@ -129,25 +131,39 @@ class SQLiteWindowStore(WindowStore):
 
     # -- WindowStore -----------------------------------------------------------------
     def append(self, stream: str, rows: np.ndarray) -> int:
-        rows = np.ascontiguousarray(rows, dtype=np.float64)
-        if rows.ndim != 2:
-            raise ValueError(f"rows must be 2-D (n_rows, n_columns), got shape {rows.shape}")
+        rows = _as_rows(rows)
+        if rows.shape[0] == 0:
+            return self.total(stream)
+        return int(self._write(lambda conn: self._append_in(conn, stream, rows)))
+
+    def append_batches(self, batches: Sequence[Batch]) -> list[dict[str, int]]:
+        """Every batch in one transaction (the batch ids are not needed: SQLite answers for sure)."""
+        prepared = [{stream: _as_rows(rows) for stream, rows in streams.items()} for _, streams in batches]
+        if not any(r.shape[0] for streams in prepared for r in streams.values()):
+            return [{stream: self.total(stream) for stream in streams} for streams in prepared]
+
+        def txn(conn: sqlite3.Connection) -> list[dict[str, int]]:
+            return [{stream: self._append_in(conn, stream, rows) for stream, rows in streams.items()}
+                    for streams in prepared]
+
+        return self._write(txn)  # type: ignore[no-any-return]
+
+    def _append_in(self, conn: sqlite3.Connection, stream: str, rows: np.ndarray) -> int:
+        key = "total:" + stream
         n, ncols = rows.shape
         if n == 0:
-            return self.total(stream)
-        blob = rows.tobytes()
-        key = "total:" + stream
+            got = conn.execute("SELECT value FROM counters WHERE key=?", (key,)).fetchone()
+            return int(got[0]) if got else 0
+        conn.execute("INSERT INTO counters(key, value) VALUES(?, ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (key, n))
+        total = int(conn.execute("SELECT value FROM counters WHERE key=?", (key,)).fetchone()[0])
+        conn.execute("INSERT INTO batches(stream, pos_end, n, ncols, data, ts) VALUES(?,?,?,?,?,?)",
+                     (stream, total, n, ncols, rows.tobytes(), time.time()))
+        conn.execute("DELETE FROM batches WHERE stream=? AND pos_end <= ?", (stream, total - self.retention))
+        return total
 
-        def txn(conn: sqlite3.Connection) -> int:
-            conn.execute("INSERT INTO counters(key, value) VALUES(?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (key, n))
-            total = int(conn.execute("SELECT value FROM counters WHERE key=?", (key,)).fetchone()[0])
-            conn.execute("INSERT INTO batches(stream, pos_end, n, ncols, data, ts) VALUES(?,?,?,?,?,?)",
-                         (stream, total, n, ncols, blob, time.time()))
-            conn.execute("DELETE FROM batches WHERE stream=? AND pos_end <= ?", (stream, total - self.retention))
-            return total
-
-        return int(self._write(txn))
+    def describe(self) -> str:
+        return f"SQLite {self.path}"
 
     def total(self, stream: str) -> int:
         return self.counter("total:" + stream)
@@ -170,24 +186,7 @@ class SQLiteWindowStore(WindowStore):
     def rows_after(self, stream: str, position: int, limit: int) -> tuple[np.ndarray, int]:
         got = self._read("SELECT pos_end, n, ncols, data FROM batches WHERE stream=? AND pos_end > ? "
                          "ORDER BY pos_end", (stream, int(position)))
-        out, pos, taken = [], int(position), 0
-        for pos_end, n, ncols, data in got:
-            a = np.frombuffer(data, dtype=np.float64).reshape(n, ncols)
-            start = max(0, n - (pos_end - pos))  # skip rows at or before `position`
-            a = a[start:]
-            room = limit - taken
-            if len(a) > room:
-                a = a[:room]
-                out.append(a)
-                pos = pos_end - n + start + room
-                taken += room
-                break
-            out.append(a)
-            taken += len(a)
-            pos = pos_end
-        if not out:
-            return np.empty((0, 0)), pos
-        return _concat(out), pos
+        return rows_after_batches(got, int(position), limit)
 
     def batches(self, stream: str, limit_rows: int | None = None) -> list[tuple[float, np.ndarray]]:
         """``(unix time appended, rows)`` of each retained batch of ``stream``, oldest first (the
@@ -209,22 +208,6 @@ class SQLiteWindowStore(WindowStore):
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
-
-
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    widths = {p.shape[1] for p in parts}
-    if len(widths) > 1:  # the schema changed (e.g. a new model): keep the latest width only
-        w = parts[-1].shape[1]
-        parts = [p for p in parts if p.shape[1] == w]
-    return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0].copy()
-
-
-def _stack(got: list[tuple], keep_last: int) -> np.ndarray:
-    if not got:
-        return np.empty((0, 0))
-    parts = [np.frombuffer(data, dtype=np.float64).reshape(n, ncols) for _, n, ncols, data in got]
-    a = _concat(parts)
-    return a[-keep_last:] if len(a) > keep_last else a
 
 
 def _unwritable(directory: Path) -> str | None:
