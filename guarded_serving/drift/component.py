@@ -8,8 +8,10 @@ Background thread (every ``interval_s``):
 
 1. flush the buffer to the shared store (inputs, model outputs, p-values:
    three streams), so every worker of the host pools its rows;
-2. test the latest ``window`` pooled rows against the reference (features and
-   predictions), feed new pooled p-values to the sequential alarm, and, once
+2. test the latest ``window`` pooled rows against the reference (features,
+   all features jointly, and predictions), feed the new pooled input rows to the
+   sequential alarm (:class:`~.sequential.OnlineConformalMartingale`; without a
+   reference, the edge p-values to :class:`~.sequential.ConformalMartingale`), and, once
    ``skew_first_n`` rows arrived after this worker started, run the skew check;
 3. cache the verdicts for ``health()`` / ``span_attributes()``, update the
    metrics and emit one span ``guard <model> drift`` with an event
@@ -35,7 +37,7 @@ from .. import health as H
 from ..component import Component
 from ..store.base import WindowStore
 from .predictions import PredictionDrift, default_output_extractor
-from .sequential import ConformalMartingale
+from .sequential import ConformalMartingale, OnlineConformalMartingale
 from .skew import SkewCheck, SkewFinding
 from .windows import WindowReport, WindowTest
 
@@ -78,6 +80,12 @@ class DriftComponent(Component):
     skew_first_n : int, default=500
     skew_alpha : float, default=0.001
     sequential_alpha : float, default=0.01
+        Bound on the probability that the sequential alarm is ever raised while
+        the pooled input rows stay exchangeable with the reference.
+    joint_test : bool, default=True
+        Add the joint (multivariate) test to the window tests (two numeric features or more).
+    sequential_max_rows : int, default=100000
+        Most pooled input rows the sequential alarm consumes per cycle (it resumes where it stopped).
     interval_s : float, default=5.0
         Period of the background thread.
     buffer_rows : int, default=10000
@@ -101,6 +109,7 @@ class DriftComponent(Component):
                  store: WindowStore | str | os.PathLike[str] | None = None, window: int = 2000,
                  alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  skew_first_n: int = 500, skew_alpha: float = 0.001, sequential_alpha: float = 0.01,
+                 joint_test: bool = True, sequential_max_rows: int = 100_000,
                  interval_s: float = 5.0, buffer_rows: int = 10_000, retention_rows: int = 100_000,
                  output_extractor: Callable[[Any], np.ndarray | None] = default_output_extractor,
                  reference_path: str | os.PathLike[str] | None = None,
@@ -118,6 +127,8 @@ class DriftComponent(Component):
         self.skew_first_n = skew_first_n
         self.skew_alpha = skew_alpha
         self.sequential_alpha = sequential_alpha
+        self.joint_test = joint_test
+        self.sequential_max_rows = sequential_max_rows
         self.interval_s = interval_s
         self.buffer_rows = buffer_rows
         self.retention_rows = retention_rows
@@ -244,14 +255,23 @@ class DriftComponent(Component):
         if self.reference is not None:
             ref = np.asarray(self.reference, dtype=float)
             self._wt = WindowTest(alpha=self.alpha, min_effect=self.min_effect, min_samples=self.min_samples,
-                                  categorical=self.categorical, feature_names=self.feature_names).fit(ref)
+                                  categorical=self.categorical, feature_names=self.feature_names,
+                                  joint=bool(self.joint_test)).fit(ref)
             self._skew = SkewCheck(first_n=self.skew_first_n, alpha=self.skew_alpha,
                                    min_effect=max(self.min_effect, 0.2), categorical=self.categorical,
                                    feature_names=self._wt.feature_names_in_).fit(ref)
         if self.reference_predictions is not None:
             self._pd = PredictionDrift(alpha=self.alpha, min_effect=self.min_effect,
                                        min_samples=self.min_samples).fit(self.reference_predictions)
-        self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
+        # the sequential alarm: online ranks of the pooled input rows (exact with a finite reference);
+        # without a reference, the edge component's p-values (valid only for a representative calibration set)
+        self._seq: OnlineConformalMartingale | ConformalMartingale
+        if self.reference is not None:
+            self._seq = OnlineConformalMartingale(alpha=self.sequential_alpha, categorical=self.categorical).fit(
+                np.asarray(self.reference, dtype=float))
+        else:
+            self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
+        self._seq_pos = self._store.total(self._streams["inputs"])
         self._start_pos = self._store.total(self._streams["inputs"])
         self._pv_pos = self._store.total(self._streams["p_values"])
         self._skew_result: tuple[list[SkewFinding], WindowReport] | None = None
@@ -378,11 +398,16 @@ class DriftComponent(Component):
                 if len(rows) >= self.skew_first_n and rows.shape[1] == self._wt.n_features_in_:
                     self._skew_result = self._skew.check(rows)
         self._last_total = total
-        pv, self._pv_pos = st.rows_after(self._streams["p_values"], self._pv_pos, 1_000_000)
-        if pv.size:
-            self._seq.update(pv[:, 0])
+        if isinstance(self._seq, OnlineConformalMartingale):
+            rows, self._seq_pos = st.rows_after(self._streams["inputs"], self._seq_pos, int(self.sequential_max_rows))
+            if rows.size and rows.shape[1] == self._seq.n_features_in_:
+                self._seq.update(rows)
+        else:
+            pv, self._pv_pos = st.rows_after(self._streams["p_values"], self._pv_pos, 1_000_000)
+            if pv.size:
+                self._seq.update(pv[:, 0])
         self._stats = {"pooled_rows": total, "flushed_rows": self._flushed, "window_tests": self._tests,
-                       "p_values_seen": self._seq.n_seen_, "store": str(getattr(st, "path", type(st).__name__))}
+                       "sequential_rows": self._seq.n_seen_, "store": str(getattr(st, "path", type(st).__name__))}
         if new_window:
             self._emit_span(total)
 
@@ -418,8 +443,22 @@ class DriftComponent(Component):
     def _sequential_check(self) -> H.CheckResult:
         s = self._seq
         d = s.to_dict()
+        if isinstance(s, OnlineConformalMartingale):
+            if s.alarm:
+                col = s.alarm_column_
+                what = ("the joint (Mahalanobis) column" if col == s.n_features_in_ else
+                        f"feature {self._wt.feature_names_in_[col]}" if self._wt is not None and col is not None
+                        else f"column {col}")
+                return H.CheckResult("drift.sequential", H.DEGRADED,
+                                     f"sequential alarm on {what}: conformal test martingale on online ranks reached "
+                                     f"10^{s.log10_max_:.1f} >= {s.n_columns_}/alpha after {s.alarm_at_} pooled rows "
+                                     f"(false-alarm probability <= {s.alpha:g} while rows stay exchangeable with "
+                                     f"the reference)", d, affects_readiness=False)
+            return H.CheckResult("drift.sequential", H.OK, f"{s.n_seen_} pooled rows, largest capital "
+                                 f"10^{s.log10_capital_:.1f} (alarm at 10^{s.threshold_:.1f})", d,
+                                 affects_readiness=False)
         if s.n_seen_ == 0:
-            return H.CheckResult("drift.sequential", H.UNAVAILABLE, "no conformal p-values yet "
+            return H.CheckResult("drift.sequential", H.UNAVAILABLE, "no reference and no conformal p-values yet "
                                  f"(call.state[{P_VALUES_KEY!r}], set by the edge-case component)", d,
                                  affects_readiness=False)
         if s.alarm:

@@ -319,9 +319,9 @@ class OnlineConformalMartingale:
         Largest number of score bins per numeric column (the memory bound).
     joint : bool, default=True
         Add a Mahalanobis-distance column when there are two numeric features or more.
-    deltas : sequence of float, default=(0.1, 0.2, 0.35, 0.6, 1.0, 1.6)
+    deltas : sequence of float, default=(0.15, 0.3, 0.5, 0.8, 1.3)
         Mean bets (each used up and down).
-    scales : sequence of float, default=(0.6, 1.4, 2.0, 3.0)
+    scales : sequence of float, default=(0.6, 1.5, 2.5)
         Scale bets (standard deviation ratios).
     random_state : int, default=0
         Seeds the reference split and the smoothing draws.
@@ -346,8 +346,8 @@ class OnlineConformalMartingale:
     """
 
     def __init__(self, *, alpha: float = 0.01, categorical: Sequence[int] = (), n_bins: int = 1024,
-                 joint: bool = True, deltas: Sequence[float] = (0.1, 0.2, 0.35, 0.6, 1.0, 1.6),
-                 scales: Sequence[float] = (0.6, 1.4, 2.0, 3.0), random_state: int = 0) -> None:
+                 joint: bool = True, deltas: Sequence[float] = (0.15, 0.3, 0.5, 0.8, 1.3),
+                 scales: Sequence[float] = (0.6, 1.5, 2.5), random_state: int = 0) -> None:
         self.alpha = alpha
         self.categorical = categorical
         self.n_bins = n_bins
