@@ -472,22 +472,26 @@ class OnlineConformalMartingale:
         bins = self._bins(X)
         n, k = bins.shape
         out = np.empty((n, k))
-        s = int(np.clip(math.sqrt(2e6 / max(k, 1)), 16, 512))
-        cols = np.arange(k)
+        # rows in blocks of s: earlier blocks are in the bag's counts, earlier rows of the block are compared
+        # one by one (s x s x k); s ~ sqrt(bins) balances the cumulative sum per block against the comparisons
+        s = int(np.clip(math.sqrt(self._width), 16, 128))
+        flat = self._counts.reshape(-1)
+        offset = (np.arange(k) * self._width)[None, :]
+        tri = np.tri(s, s, -1, dtype=bool)[:, :, None]           # [i, l]: row l came before row i
+        u_all = self._rng.uniform(size=(n, k))
         for a in range(0, n, s):
             C = bins[a:a + s]
             m = C.shape[0]
-            cum = np.cumsum(self._counts, axis=1)
-            gt = self._n_bag - cum[cols, C]                     # bag rows with a larger score
-            eq = self._counts[cols, C]                          # ... with the same score
-            earlier = np.tri(m, m, -1, dtype=bool)[:, :, None]  # [i, l]: row l came before row i
+            idx = C + offset
+            cum = np.cumsum(self._counts, axis=1).reshape(-1)
+            gt = self._n_bag - cum[idx]                           # bag rows with a larger score
+            eq = flat[idx]                                        # ... with the same score
+            earlier = tri[:m, :m]
             gt = gt + (earlier & (C[None, :, :] > C[:, None, :])).sum(axis=1)
             eq = eq + (earlier & (C[None, :, :] == C[:, None, :])).sum(axis=1)
-            u = self._rng.uniform(size=(m, k))
             tot = self._n_bag + np.arange(1, m + 1, dtype=np.float64)[:, None]
-            out[a:a + m] = np.maximum(gt + u * (eq + 1.0), 1e-300) / tot
-            for j in range(k):
-                self._counts[j] += np.bincount(C[:, j], minlength=self._width)
+            out[a:a + m] = np.maximum(gt + u_all[a:a + m] * (eq + 1.0), 1e-300) / tot
+            flat += np.bincount(idx.reshape(-1), minlength=flat.size)
             self._n_bag += m
         return out
 
