@@ -267,8 +267,9 @@ class DriftComponent(Component):
         # without a reference, the edge component's p-values (valid only for a representative calibration set)
         self._seq: OnlineConformalMartingale | ConformalMartingale
         if self.reference is not None:
-            self._seq = OnlineConformalMartingale(alpha=self.sequential_alpha, categorical=self.categorical).fit(
-                np.asarray(self.reference, dtype=float))
+            self._seq = OnlineConformalMartingale(alpha=self.sequential_alpha, categorical=self.categorical,
+                                                  feature_names=self._wt.feature_names_in_ if self._wt else None
+                                                  ).fit(np.asarray(self.reference, dtype=float))
         else:
             self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
         self._seq_pos = self._store.total(self._streams["inputs"])
@@ -445,16 +446,12 @@ class DriftComponent(Component):
         d = s.to_dict()
         if isinstance(s, OnlineConformalMartingale):
             if s.alarm:
-                col = s.alarm_column_
-                what = ("the joint (Mahalanobis) column" if col == s.n_features_in_ else
-                        f"feature {self._wt.feature_names_in_[col]}" if self._wt is not None and col is not None
-                        else f"column {col}")
                 return H.CheckResult("drift.sequential", H.DEGRADED,
-                                     f"sequential alarm on {what}: conformal test martingale on online ranks reached "
-                                     f"10^{s.log10_max_:.1f} >= {s.n_columns_}/alpha after {s.alarm_at_} pooled rows "
-                                     f"(false-alarm probability <= {s.alpha:g} while rows stay exchangeable with "
-                                     f"the reference)", d, affects_readiness=False)
-            return H.CheckResult("drift.sequential", H.OK, f"{s.n_seen_} pooled rows, largest capital "
+                                     f"sequential alarm on {s.column_labels_[s.alarm_column_ or 0]}: conformal test "
+                                     f"martingale on online ranks reached 10^{s.log10_max_:.1f} >= 1/alpha after "
+                                     f"{s.alarm_at_} pooled rows (false-alarm probability <= {s.alpha:g} while the "
+                                     f"rows stay exchangeable with the reference)", d, affects_readiness=False)
+            return H.CheckResult("drift.sequential", H.OK, f"{s.n_seen_} pooled rows, largest weighted capital "
                                  f"10^{s.log10_capital_:.1f} (alarm at 10^{s.threshold_:.1f})", d,
                                  affects_readiness=False)
         if s.n_seen_ == 0:

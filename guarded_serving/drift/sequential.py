@@ -244,9 +244,22 @@ def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int) -> tuple
     prev = np.concatenate([np.zeros((1, c, k)), csum[:-1]], axis=0)
     terms = log_pi[:, None, None] - prev
     terms[0] = np.logaddexp(terms[0], logR)
-    logR_all = csum + np.logaddexp.accumulate(terms, axis=0)
+    logR_all = csum + _log_cumsum_exp(terms)
     logC = np.logaddexp(_logmeanexp(logR_all, axis=2), tail[:, None])
     return logC, logR_all[-1]
+
+
+def _log_cumsum_exp(a: np.ndarray) -> np.ndarray:
+    """``log(cumsum(exp(a), axis=0))``: scaled by each column's maximum; columns that underflow are redone exactly."""
+    g = a.max(axis=0)
+    g = np.where(np.isfinite(g), g, 0.0)
+    with np.errstate(divide="ignore", under="ignore"):
+        S = np.cumsum(np.exp(a - g), axis=0)
+        out = np.log(S) + g
+    bad = ~(S[0] > 1e-280) & np.isfinite(a).any(axis=0)
+    if bad.any():
+        out[:, bad] = np.logaddexp.accumulate(a[:, bad], axis=0)
+    return out  # type: ignore[no-any-return]
 
 
 def _bet_logf(p: np.ndarray, deltas: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -289,10 +302,14 @@ class OnlineConformalMartingale:
     a numeric feature's score is its bin among at most ``n_bins`` quantile
     bins of the score half (values in one bin tie; the smoothing makes ties
     exact; NaN is above every value), a categorical feature's is the rank of
-    its category by rarity in the score half (unseen categories rarest),
-    and with ``joint=True`` and two numeric features or more one more column
-    holds the binned Mahalanobis distance of the row (mean and covariance of
-    the score half), which sees a change of the correlations. The *bag half*
+    its category by rarity in the score half (unseen categories rarest).
+    With ``joint=True`` and two numeric features or more, *joint columns*
+    see a change of the dependence between features: the binned Mahalanobis
+    distance of the row (mean and covariance of the score half; it rises when
+    correlations weaken), and, with at most ``joint_pairs`` numeric features,
+    the product ``z_a z_b`` of every pair of standardised features (its mean is
+    their correlation, so it moves both when a correlation appears and when
+    it vanishes). The *bag half*
     starts the bag. Memory is bounded: the bag is one count per bin and
     column (``n_bins + 2`` per column), however long the stream, and a row
     costs O(columns) counts plus its comparisons with earlier rows of its batch.
@@ -301,13 +318,15 @@ class OnlineConformalMartingale:
     the null), mean bets ``exp(d z - d^2/2)`` for ``d`` in ``+-deltas`` (a
     shift up or down; slow drift) and scale bets (a variance change), mixed
     with equal weights and over start times exactly as in
-    :class:`ConformalMartingale`; each column's capital is a test martingale in
-    the filtration of that column's p-values. The alarm is raised when the
-    largest column capital reaches ``K / alpha`` (``K`` columns): by Ville's
-    inequality and a union bound, **on an unbounded stream the alarm is ever
-    raised with probability at most ``alpha``** under the null above.
-    (Columns share rows, so their average would not be a martingale in a
-    common filtration; the union bound costs ``log K`` nats.)
+    :class:`ConformalMartingale`; each column's capital ``C_j`` is a test
+    martingale in the filtration of that column's p-values. Column ``j`` has a
+    weight ``w_j`` (features share ``1 - joint_weight`` equally, joint columns
+    ``joint_weight``; features share 1 when there are no joint columns) and the
+    alarm is raised when some ``w_j C_j`` reaches ``1 / alpha``: by Ville's
+    inequality for each column and a union bound, **on an unbounded stream the
+    alarm is ever raised with probability at most ``alpha``** under the null
+    above. (Columns share rows, so an average of their capitals would not be a
+    martingale in a common filtration; the union bound costs ``log(1 / w_j)`` nats.)
 
     Parameters
     ----------
@@ -318,7 +337,13 @@ class OnlineConformalMartingale:
     n_bins : int, default=1024
         Largest number of score bins per numeric column (the memory bound).
     joint : bool, default=True
-        Add a Mahalanobis-distance column when there are two numeric features or more.
+        Add joint columns when there are two numeric features or more.
+    joint_pairs : int, default=8
+        Add the pair-product columns when there are at most this many numeric features.
+    joint_weight : float, default=0.25
+        Share of ``alpha`` spent on the joint columns.
+    feature_names : sequence of str, optional
+        Names for :attr:`column_labels_`; default ``x0, x1, ...``.
     deltas : sequence of float, default=(0.15, 0.3, 0.5, 0.8, 1.3)
         Mean bets (each used up and down).
     scales : sequence of float, default=(0.6, 1.5, 2.5)
@@ -330,28 +355,36 @@ class OnlineConformalMartingale:
     ----------
     n_features_in_ : int
     n_columns_ : int
-        Columns tested: features, plus the joint column when present.
+        Columns tested: features, then the joint columns.
+    column_labels_ : tuple of str
+        A label per column (``"(joint) Mahalanobis"``, ``"(joint) a*b"`` for joint columns).
+    weights_ : ndarray of shape (n_columns_,)
     n_bag_ : int
         Reference rows in the bag (the other half defines the scores).
     n_seen_ : int
         Stream rows consumed.
     log10_capital_, log10_max_ : float
-        log10 of the largest column capital now, and the largest ever.
+        log10 of the largest weighted capital ``w_j C_j`` now, and the largest ever
+        (it starts at ``log10 max w_j``, at most 0).
     threshold_ : float
-        log10(K / alpha).
+        log10(1 / alpha).
     alarm_at_ : int or None
         Stream row count at the first alarm; latched until :meth:`reset`.
     alarm_column_ : int or None
-        Column that raised it (``n_features_in_`` is the joint column).
+        Column that raised it (see :attr:`column_labels_`).
     """
 
     def __init__(self, *, alpha: float = 0.01, categorical: Sequence[int] = (), n_bins: int = 1024,
-                 joint: bool = True, deltas: Sequence[float] = (0.15, 0.3, 0.5, 0.8, 1.3),
+                 joint: bool = True, joint_pairs: int = 8, joint_weight: float = 0.25,
+                 feature_names: Sequence[str] | None = None, deltas: Sequence[float] = (0.15, 0.3, 0.5, 0.8, 1.3),
                  scales: Sequence[float] = (0.6, 1.5, 2.5), random_state: int = 0) -> None:
         self.alpha = alpha
         self.categorical = categorical
         self.n_bins = n_bins
         self.joint = joint
+        self.joint_pairs = joint_pairs
+        self.joint_weight = joint_weight
+        self.feature_names = feature_names
         self.deltas = deltas
         self.scales = scales
         self.random_state = random_state
@@ -360,6 +393,8 @@ class OnlineConformalMartingale:
         """Split the reference ``X`` (rows x features): score half and bag half."""
         if not (0 < float(self.alpha) < 1):
             raise ValueError(f"alpha={self.alpha!r} is invalid: expected a number in (0, 1)")
+        if not (0 < float(self.joint_weight) < 1):
+            raise ValueError(f"joint_weight={self.joint_weight!r} is invalid: expected a number in (0, 1)")
         if not isinstance(self.n_bins, int) or self.n_bins < 2:
             raise ValueError(f"n_bins={self.n_bins!r} is invalid: expected an integer >= 2")
         deltas = np.asarray(self.deltas, dtype=np.float64)
@@ -396,24 +431,43 @@ class OnlineConformalMartingale:
                 self._edges.append(_quantile_edges(col[~np.isnan(col)], self.n_bins))
                 self._catmap.append(None)
                 widths.append(len(self._edges[-1]) + 2)  # + above all, + NaN
+        names = list(self.feature_names) if self.feature_names is not None else [f"x{i}" for i in range(d)]
+        if len(names) != d:
+            raise ValueError(f"feature_names has {len(names)} names for {d} features")
+        labels = [str(n) for n in names]
         self._has_joint = bool(self.joint) and len(self._num) >= 2
+        self._pairs: list[tuple[int, int]] = []
+        self._jedges: list[np.ndarray] = []
         if self._has_joint:
             N = S[:, self._num]
             self._mu = np.nanmean(N, axis=0)
+            sd = np.nanstd(N, axis=0)
+            self._sd = np.where(sd > 0, sd, 1.0)
             N = np.where(np.isnan(N), self._mu, N)
             cov = np.cov(N, rowvar=False)
             cov += np.eye(len(self._num)) * (1e-6 * max(float(np.trace(cov)) / len(self._num), 1e-12))
             self._prec = np.linalg.pinv(cov)
-            self._jedges = _quantile_edges(self._maha(S), self.n_bins)
-            widths.append(len(self._jedges) + 2)
-        self.n_columns_ = d + int(self._has_joint)
+            k = len(self._num)
+            if k <= int(self.joint_pairs):
+                self._pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+            labels += ["(joint) Mahalanobis"] + [f"(joint) {names[self._num[a]]}*{names[self._num[b]]}"
+                                                 for a, b in self._pairs]
+            for col in self._joint_scores(S).T:
+                self._jedges.append(_quantile_edges(col, self.n_bins))
+                widths.append(len(self._jedges[-1]) + 2)
+        self.n_columns_ = len(labels)
+        self.column_labels_ = tuple(labels)
+        n_joint = self.n_columns_ - d
+        jw = float(self.joint_weight) if n_joint else 0.0
+        self.weights_ = np.array([(1.0 - jw) / d] * d + [jw / max(n_joint, 1)] * n_joint)
+        self._log10w = np.log10(self.weights_)
         self._width = max(widths)
         self._bag0 = np.zeros((self.n_columns_, self._width), dtype=np.int64)
         Bb = self._bins(B)
         for j in range(self.n_columns_):
             self._bag0[j] += np.bincount(Bb[:, j], minlength=self._width)
         self.n_bag_ = B.shape[0]
-        self.threshold_ = math.log10(self.n_columns_ / float(self.alpha))
+        self.threshold_ = math.log10(1.0 / float(self.alpha))
         self.reset()
         return self
 
@@ -424,8 +478,8 @@ class OnlineConformalMartingale:
         self._rng = np.random.default_rng(self.random_state + 1)
         self._logR: np.ndarray | None = None
         self.n_seen_ = 0
-        self.log10_capital_ = 0.0
-        self.log10_max_ = 0.0
+        self.log10_capital_ = float(self._log10w.max())
+        self.log10_max_ = self.log10_capital_
         self.alarm_at_: int | None = None
         self.alarm_column_: int | None = None
 
@@ -434,10 +488,14 @@ class OnlineConformalMartingale:
         return self.alarm_at_ is not None
 
     # -- scores -----------------------------------------------------------------------------
-    def _maha(self, X: np.ndarray) -> np.ndarray:
+    def _joint_scores(self, X: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance and pair products of the rows, shape (n, 1 + pairs)."""
         N = X[:, self._num]
         N = np.where(np.isnan(N), self._mu, N) - self._mu
-        return np.einsum("ij,jk,ik->i", N, self._prec, N)  # type: ignore[no-any-return]
+        out = [np.einsum("ij,jk,ik->i", N, self._prec, N)]
+        Z = N / self._sd
+        out += [Z[:, a] * Z[:, b] for a, b in self._pairs]
+        return np.column_stack(out)
 
     def _bins(self, X: np.ndarray) -> np.ndarray:
         """Score bin of every row and column, shape (n, columns)."""
@@ -455,7 +513,9 @@ class OnlineConformalMartingale:
                 b = np.array([m.get(float(v), unseen) for v in col.tolist()], dtype=np.int64)
             out[:, i] = b
         if self._has_joint:
-            out[:, -1] = np.searchsorted(self._jedges, self._maha(X), side="right")
+            d = self.n_features_in_
+            for c, col in enumerate(self._joint_scores(X).T):
+                out[:, d + c] = np.searchsorted(self._jedges[c], col, side="right")
         return out
 
     # -- p-values and capital -----------------------------------------------------------------
@@ -501,7 +561,7 @@ class OnlineConformalMartingale:
         for a in range(0, p.shape[0], 1024):
             logC, self._logR = _sr_mixture(_bet_logf(p[a:a + 1024], self._deltas, self._scales), self._logR,
                                            self.n_seen_)
-            log10C = logC / math.log(10.0)
+            log10C = logC / math.log(10.0) + self._log10w
             best = log10C.max(axis=1)
             if self.alarm_at_ is None:
                 hit = np.nonzero(best >= self.threshold_)[0]
@@ -517,7 +577,8 @@ class OnlineConformalMartingale:
         return {"n": self.n_seen_, "log10_capital": round(self.log10_capital_, 3),
                 "log10_max": round(self.log10_max_, 3), "threshold_log10": round(self.threshold_, 3),
                 "alpha": float(self.alpha), "columns": self.n_columns_, "reference_in_bag": self.n_bag_,
-                "alarm": self.alarm, "alarm_at": self.alarm_at_, "alarm_column": self.alarm_column_}
+                "alarm": self.alarm, "alarm_at": self.alarm_at_,
+                "alarm_column": None if self.alarm_column_ is None else self.column_labels_[self.alarm_column_]}
 
 
 def _quantile_edges(v: np.ndarray, n_bins: int) -> np.ndarray:
