@@ -1,6 +1,17 @@
-r"""An anytime-valid sequential alarm: a conformal test martingale.
+r"""Anytime-valid sequential alarms: conformal test martingales.
 
-Input: a stream of conformal p-values :math:`p_1, p_2, \dots`, one per
+Two classes:
+
+- :class:`OnlineConformalMartingale` (the component's alarm when it has a
+  reference): fed the rows themselves; each row is ranked against half of the
+  reference plus every earlier row, so its p-values are exactly uniform and
+  independent under exchangeability, whatever the reference size; direction-aware
+  bets per feature and on joint columns; see its docstring.
+- :class:`ConformalMartingale` (the fallback): fed p-values computed elsewhere
+  (e.g. the edge-case detector's, against a *fixed* calibration set). The
+  construction below is shared by both.
+
+Input of :class:`ConformalMartingale`: a stream of conformal p-values :math:`p_1, p_2, \dots`, one per
 request row (the edge-case detector's, or any conformal p-value: the rank of
 the row's nonconformity score among calibration scores). While the data are
 exchangeable (stationary), each :math:`p_t` is uniform on [0, 1] given the past
@@ -62,7 +73,9 @@ alarm ``C_t >= 1/alpha`` is raised *ever*, over an unbounded stream, with
 probability at most ``alpha``, with no window to choose. (Caveat: with a fixed
 calibration set the p-values are uniform marginally but share that set, so
 the bound holds conditionally on a representative calibration set; the
-larger the set, the closer. Full online conformal p-values make it exact.)
+larger the set, the closer: measured in ``benchmarks/bench_drift.py``, 23 of
+100 clean runs of 20,000 rows alarmed at alpha 0.01 with 500 calibration rows.
+Online ranks, :class:`OnlineConformalMartingale`, make it exact.)
 
 The price of anytime validity is delay: a change at row ``s`` has to earn
 about ``log(1/alpha) + log s`` nats of evidence, whatever happened before. A

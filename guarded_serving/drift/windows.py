@@ -16,7 +16,8 @@ features) beside each p-value. The p-values are adjusted across features with
 Benjamini-Hochberg (false discovery rate ``alpha``). A feature *drifts* only
 when all three hold: BH-adjusted p-value <= ``alpha``, effect size >=
 ``min_effect``, and window size >= ``min_samples``. So a huge window does not
-alarm on a negligible shift, and a tiny window never alarms.
+alarm on a negligible shift, and a tiny window never alarms. With ``joint=True``
+one more row, ``"(joint)"``, tests all numeric features together (see :mod:`.joint`).
 
 Cost: no sort of the window. Everything reference-side is computed once at
 ``fit`` (distinct sorted values, ECDF, gaps, PSI edges, a grid look-up table);
