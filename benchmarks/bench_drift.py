@@ -274,17 +274,17 @@ def cost(reps: int) -> None:
     R, W = rng.normal(size=(10000, 100)), rng.normal(size=(10000, 100))
     for mr in (2000, 5000):
         t = WindowTest(max_reference=mr).fit(R)
-        timed(f"window test, 100 features x 10,000 rows, {mr:,} reference rows", lambda: t.test(W))
+        timed(f"window test, 100 features x 10,000 rows, {mr:,} reference rows", lambda t=t: t.test(W))
     for d in (2, 10, 100):
         j = JointShiftTest().fit(rng.normal(size=(2000, d)))
         Wj = rng.normal(size=(2000, d))
         timed(f"joint test, {d} features, 2,000 window rows vs 2,000 reference rows (199 permutations)",
-              lambda: j.test(Wj))
+              lambda j=j, Wj=Wj: j.test(Wj))
     for d in (1, 10, 100):
         m = OnlineConformalMartingale().fit(rng.normal(size=(2000, d)))
         Xs = rng.normal(size=(1000, d))
         timed(f"sequential alarm, {d} feature(s){' + joint column' if d > 1 else ''}, 1,000 rows",
-              lambda: m.update(Xs))
+              lambda m=m, Xs=Xs: m.update(Xs))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,7 @@ class TestInGuard:
 
     def test_sequential_alarm_consumes_pooled_input_rows(self, reference, tmp_path):
         """The online-rank martingale reads the pooled input rows: quiet on clean rows, an alarm naming f1 on a shift."""
-        X, path = reference
+        _, path = reference
         guard = Guard(name="t", drift=True, drift_reference=str(path), drift_store=str(tmp_path / "s.sqlite"),
                       drift_interval_s=0.05)
         predict = _model(guard)
@@ -120,7 +120,7 @@ class TestInGuard:
 
     def test_joint_shift_is_named_in_features(self, reference, tmp_path):
         """Rows whose f0 and f1 become correlated (marginals unchanged) are reported as '(joint)' drift."""
-        X, path = reference
+        _, path = reference
         guard = Guard(name="t", drift=True, drift_reference=str(path), drift_store=str(tmp_path / "s.sqlite"),
                       drift_interval_s=0.05, drift_window=1000)
         predict = _model(guard)

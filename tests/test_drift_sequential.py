@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from guarded_serving.drift.sequential import (ConformalMartingale, OnlineConformalMartingale, _log_cumsum_exp, _log_g,
-                                               conformal_p_values)
+from guarded_serving.drift.sequential import (
+    ConformalMartingale,
+    OnlineConformalMartingale,
+    _log_cumsum_exp,
+    _log_g,
+    conformal_p_values,
+)
 
 
 def _p(rng, cal, x):
