@@ -9,8 +9,10 @@ from scipy import integrate, stats
 from guarded_serving.drift.sequential import (
     ConformalMartingale,
     OnlineConformalMartingale,
+    _bet_logf,
     _log_cumsum_exp,
     _log_g,
+    _step_bets,
     conformal_p_values,
 )
 
@@ -173,6 +175,20 @@ class TestOnlineRanks:
             m.update(np.column_stack([conformal_p_values(cal, x, rng), conformal_p_values(-cal, -x, rng)]))
             hits += m.alarm
         assert hits > 42
+
+    def test_betting_functions_are_densities(self):
+        """Every normal-score bet and every categorical step bet integrates to 1 over [0, 1]."""
+        m = OnlineConformalMartingale().fit(np.zeros((10, 1)) + np.arange(10)[:, None])
+        d, sc = np.concatenate([m._deltas, -m._deltas]), m._scales
+        mass = np.concatenate([stats.norm.cdf(8 - d) - stats.norm.cdf(-8 - d), 2 * stats.norm.cdf(8 / sc) - 1])
+        # the integral of f(p) dp for p = P(Z > z), z in [-8, 8], is each bet's likelihood-ratio mass there
+        z = np.linspace(-8, 8, 40001)
+        f = np.exp(_bet_logf(stats.norm.sf(z), m._deltas, m._scales)) * stats.norm.pdf(z)[:, None]
+        assert np.allclose(integrate.trapezoid(f, z, axis=0), mass, atol=1e-6)
+        assert np.isfinite(_bet_logf(np.array([0.0, 1.0]), m._deltas, m._scales)).all()
+        cut, lo, hi = _step_bets(np.array([0.2, 0.5, 0.9]))
+        assert len(cut) == 3 + 3 + 1  # a * c < 1 only
+        assert np.allclose(cut * np.exp(lo) + (1 - cut) * np.exp(hi), 1.0)
 
     def test_memory_is_bounded(self):
         """The bag is one count per bin and column, whatever the stream length."""

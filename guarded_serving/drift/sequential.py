@@ -286,7 +286,8 @@ def _bet_logf(p: np.ndarray, deltas: np.ndarray, scales: np.ndarray) -> np.ndarr
     """
     from scipy.special import ndtri
 
-    z = -ndtri(p)[..., None]
+    # p = 1 can arise from rounding; clipping only lowers each bet's integral (on a set of measure ~1e-16)
+    z = -ndtri(np.clip(p, 1e-300, 1.0 - 1e-16))[..., None]
     d = np.concatenate([deltas, -deltas])
     mean = d * z - 0.5 * d * d
     scale = -0.5 * z * z * (1.0 / (scales * scales) - 1.0) - np.log(scales)
@@ -327,9 +328,13 @@ class OnlineConformalMartingale:
     column (``n_bins + 2`` per column), however long the stream, and a row
     costs O(columns) counts plus its comparisons with earlier rows of its batch.
 
-    Betting, per column: on ``z = Phi^{-1}(1 - p)`` (standard normal under
-    the null), mean bets ``exp(d z - d^2/2)`` for ``d`` in ``+-deltas`` (a
-    shift up or down; slow drift) and scale bets (a variance change), mixed
+    Betting, per numeric or joint column: on ``z = Phi^{-1}(1 - p)`` (standard
+    normal under the null), mean bets ``exp(d z - d^2/2)`` for ``d`` in
+    ``+-deltas`` (a shift up or down; slow drift) and scale bets (a variance
+    change). Per categorical column: step bets ``a`` on ``p <= c``,
+    ``(1 - a c) / (1 - c)`` above, with ``c`` at the score half's cumulative
+    shares of the rarest categories and ``a`` in (0.5, 1.5, 2, 3) (rarer
+    categories more or less frequent). Mixed
     with equal weights and over start times exactly as in
     :class:`ConformalMartingale`; each column's capital ``C_j`` is a test
     martingale in the filtration of that column's p-values. Column ``j`` has a
@@ -359,7 +364,7 @@ class OnlineConformalMartingale:
         Names for :attr:`column_labels_`; default ``x0, x1, ...``.
     deltas : sequence of float, default=(0.15, 0.3, 0.5, 0.8, 1.3)
         Mean bets (each used up and down).
-    scales : sequence of float, default=(0.6, 1.5, 2.5)
+    scales : sequence of float, default=(0.6, 0.8, 1.25, 1.6, 2.5)
         Scale bets (standard deviation ratios).
     random_state : int, default=0
         Seeds the reference split and the smoothing draws.
@@ -390,7 +395,7 @@ class OnlineConformalMartingale:
     def __init__(self, *, alpha: float = 0.01, categorical: Sequence[int] = (), n_bins: int = 1024,
                  joint: bool = True, joint_pairs: int = 8, joint_weight: float = 0.25,
                  feature_names: Sequence[str] | None = None, deltas: Sequence[float] = (0.15, 0.3, 0.5, 0.8, 1.3),
-                 scales: Sequence[float] = (0.6, 1.5, 2.5), random_state: int = 0) -> None:
+                 scales: Sequence[float] = (0.6, 0.8, 1.25, 1.6, 2.5), random_state: int = 0) -> None:
         self.alpha = alpha
         self.categorical = categorical
         self.n_bins = n_bins
@@ -431,6 +436,7 @@ class OnlineConformalMartingale:
         self._num = [i for i in range(d) if i not in set(cat)]
         self._edges: list[np.ndarray | None] = []
         self._catmap: list[dict[float, int] | None] = []
+        self._cat_steps: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         widths = []
         for i in range(d):
             col = S[:, i]
@@ -438,6 +444,8 @@ class OnlineConformalMartingale:
                 v, c = np.unique(col[~np.isnan(col)], return_counts=True)
                 order = np.argsort(-c, kind="stable")  # most common first: rarer = larger score
                 self._catmap.append({float(v[o]): r for r, o in enumerate(order)})
+                shares = np.cumsum(c[order][::-1]) / max(c.sum(), 1)  # the m rarest categories' share, m = 1, 2, ...
+                self._cat_steps[i] = _step_bets(shares[:-1][:6])
                 self._edges.append(None)
                 widths.append(len(v) + 1)              # + unseen (and NaN)
             else:
@@ -481,6 +489,9 @@ class OnlineConformalMartingale:
             self._bag0[j] += np.bincount(Bb[:, j], minlength=self._width)
         self.n_bag_ = B.shape[0]
         self.threshold_ = math.log10(1.0 / float(self.alpha))
+        k = 2 * deltas.size + scales.size  # every column mixes k bets: categorical step bets are cycled to k
+        self._cat_steps = {j: tuple(a[np.arange(k) % len(a)] for a in v)  # type: ignore[misc]
+                           for j, v in self._cat_steps.items()}
         self.reset()
         return self
 
@@ -572,8 +583,11 @@ class OnlineConformalMartingale:
         """Consume stream rows in order; return whether the alarm is raised (latched)."""
         p = self.p_values(X)
         for a in range(0, p.shape[0], 1024):
-            logC, self._logR = _sr_mixture(_bet_logf(p[a:a + 1024], self._deltas, self._scales), self._logR,
-                                           self.n_seen_)
+            pa = p[a:a + 1024]
+            logf = _bet_logf(pa, self._deltas, self._scales)
+            for j, (cut, lo, hi) in self._cat_steps.items():
+                logf[:, j, :] = np.where(pa[:, j, None] <= cut, lo, hi)
+            logC, self._logR = _sr_mixture(logf, self._logR, self.n_seen_)
             log10C = logC / math.log(10.0) + self._log10w
             best = log10C.max(axis=1)
             if self.alarm_at_ is None:
@@ -592,6 +606,27 @@ class OnlineConformalMartingale:
                 "alpha": float(self.alpha), "columns": self.n_columns_, "reference_in_bag": self.n_bag_,
                 "alarm": self.alarm, "alarm_at": self.alarm_at_,
                 "alarm_column": None if self.alarm_column_ is None else self.column_labels_[self.alarm_column_]}
+
+
+def _step_bets(cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step betting functions at ``cuts``: ``a`` on ``p <= c`` and ``(1 - a c) / (1 - c)`` above, a in (0.5, 1.5, 2, 3).
+
+    Returns (cut, log value below, log value above) per bet. Each integrates to
+    1 over [0, 1]. (Cycling the list to a longer one repeats bets, which only
+    reweights the mixture.)
+    """
+    c, a = [], []
+    for cut in np.asarray(cuts, dtype=float):
+        if not (0.0 < cut < 1.0):
+            continue
+        for mult in (0.5, 1.5, 2.0, 3.0):
+            if mult * cut < 1.0:
+                c.append(cut)
+                a.append(mult)
+    if not c:  # one category: nothing to bet on
+        c, a = [0.5], [1.0]
+    cut, av = np.array(c), np.array(a)
+    return cut, np.log(av), np.log((1.0 - av * cut) / (1.0 - cut))
 
 
 def _quantile_edges(v: np.ndarray, n_bins: int) -> np.ndarray:
