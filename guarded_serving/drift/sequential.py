@@ -307,9 +307,10 @@ class OnlineConformalMartingale:
     stream rows, with ``U`` uniform on (0, 1). If the bag rows and the
     stream rows are exchangeable (e.g. independent draws of one
     distribution), each column's p-values are *exactly* independent and
-    uniform, for any reference size (Vovk, Gammerman, Shafer, *Algorithmic
-    learning in a random world*, 2005/2022, thm. 11.1 there), so nothing depends
-    on the reference sample being representative.
+    uniform, for any reference size (the validity of smoothed conformal
+    transducers: Vovk, Gammerman, Shafer, *Algorithmic Learning in a Random
+    World*; Vovk, Nouretdinov, Gammerman 2003), so nothing depends on the
+    reference sample being representative.
 
     Scores ``a`` (fixed functions, so the theorem applies): the reference is
     split at random in two halves. The *score half* only defines the scores:
