@@ -6,13 +6,15 @@ from 0 to 0.8). This test compares the whole rows of the window with the
 reference rows.
 
 Statistic: the squared maximum mean discrepancy (MMD) for a Gaussian kernel
-on standardised numeric features (reference mean and standard deviation;
-missing values at the mean), bandwidth the median distance between reference
-rows, approximated with ``n_components`` random Fourier features
-:math:`\phi(x) = \sqrt{2/D}\cos(Wx + b)` (Rahimi and Recht, 2007):
-:math:`T = \lVert \bar\phi(\text{window}) - \bar\phi(\text{reference}) \rVert^2`.
-The features are a fixed random function drawn at ``fit``, so whatever they
-approximate, ``T`` is a two-sample statistic in its own right.
+on standardised numeric features, approximated with ``n_components`` random
+Fourier features :math:`\phi(x) = \sqrt{2/D}\cos(Wx / h + b)` (Rahimi and
+Recht, 2007): :math:`T = \lVert \bar\phi(\text{window}) - \bar\phi(\text{reference}) \rVert^2`.
+``W`` and ``b`` are drawn once at ``fit``, independently of the data; the
+standardisation (mean and standard deviation; missing values at the mean) and
+the bandwidth ``h`` (median distance between 200 pooled rows drawn at random)
+are computed on the *pooled* rows of each test, so ``T`` is a function of the
+pooled sample and of the split alone, which is what makes the permutation
+p-value exact.
 
 Calibration: a permutation test. The window rows and the reference rows are
 pooled and ``n_permutations`` random splits of the same sizes give the null
@@ -82,7 +84,7 @@ class JointShiftTest:
     ----------
     n_features_in_ : int
     bandwidth_ : float
-        Kernel bandwidth (median distance between standardised reference rows).
+        Kernel bandwidth of the latest test (median distance between standardised pooled rows).
     n_reference_ : int
     """
 
@@ -121,15 +123,12 @@ class JointShiftTest:
         self._mu = np.nanmean(R, axis=0)
         sd = np.nanstd(R, axis=0)
         self._sd = np.where(sd > 0, sd, 1.0)
+        self._ref = R
         Z = self._standardise(X)
-        sub = Z[rng.choice(len(Z), min(len(Z), 500), replace=False)]
-        dist = np.sqrt(((sub[:, None, :] - sub[None, :, :]) ** 2).sum(axis=2))
-        med = float(np.median(dist[np.triu_indices(len(sub), 1)]))
-        self.bandwidth_ = med if med > 0 else 1.0
+        self.bandwidth_ = _median_distance(Z, rng)
         D = self.n_components
-        self._W = (rng.normal(size=(len(cols), D)) / self.bandwidth_).astype(np.float64)
+        self._W = rng.normal(size=(len(cols), D))
         self._b = rng.uniform(0, 2 * np.pi, size=D)
-        self._phi_ref = self._features(Z)
         self._ref_corr = _corr(Z)
         self.n_reference_ = len(Z)
         self._rng = np.random.default_rng(self.random_state + 1)
@@ -139,8 +138,8 @@ class JointShiftTest:
         Z = (X[:, self._cols] - self._mu) / self._sd
         return np.where(np.isnan(Z), 0.0, Z)  # type: ignore[no-any-return]
 
-    def _features(self, Z: np.ndarray) -> np.ndarray:
-        return (np.sqrt(2.0 / self.n_components) * np.cos(Z @ self._W + self._b)).astype(np.float32)  # type: ignore[no-any-return]
+    def _features(self, Z: np.ndarray, h: float) -> np.ndarray:
+        return (np.sqrt(2.0 / self.n_components) * np.cos(Z @ (self._W / h) + self._b)).astype(np.float32)  # type: ignore[no-any-return]
 
     def test(self, W: np.ndarray) -> JointResult:
         """Test the latest ``max_rows`` rows of the window ``W`` against the reference."""
@@ -154,8 +153,15 @@ class JointShiftTest:
         if nw < 2:
             return JointResult(nw, float("nan"), float("nan"), float("nan"), {})
         Z = self._standardise(W)
-        phi_w = self._features(Z)
-        pooled = np.concatenate([phi_w, self._phi_ref], axis=0)
+        # standardisation and bandwidth from the pooled rows: symmetric in them, so the permutation test is exact
+        P = np.concatenate([W[:, self._cols], self._ref], axis=0)
+        mu, sd = np.nanmean(P, axis=0), np.nanstd(P, axis=0)
+        P = (P - mu) / np.where(sd > 0, sd, 1.0)
+        P = np.where(np.isnan(P), 0.0, P)
+        h = _median_distance(P, self._rng)
+        self.bandwidth_ = h
+        pooled = self._features(P, h)
+        phi_w = pooled[:nw]
         total = pooled.sum(axis=0, dtype=np.float64)
         n = nw + nr
 
@@ -181,6 +187,15 @@ class JointShiftTest:
             detail.update({"pair": f"{self._names[i]}~{self._names[j]}",
                            "reference_corr": round(float(self._ref_corr[i, j]), 3), "window_corr": round(float(c[i, j]), 3)})
         return JointResult(nw, t, p, effect, detail)
+
+
+def _median_distance(Z: np.ndarray, rng: np.random.Generator, m: int = 200) -> float:
+    """Median Euclidean distance between ``m`` rows of ``Z`` drawn at random (1 when it is 0)."""
+    sub = Z[rng.choice(len(Z), min(len(Z), m), replace=False)]
+    sq = (sub * sub).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * sub @ sub.T, 0.0)
+    med = float(np.sqrt(np.median(d2[np.triu_indices(len(sub), 1)])))
+    return med if med > 0 else 1.0
 
 
 def _corr(Z: np.ndarray) -> np.ndarray:
