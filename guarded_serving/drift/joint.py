@@ -34,11 +34,12 @@ correlation nearly unchanged (a purely nonlinear dependence) is tested and
 reported but does not alarm.
 
 Cost: with ``n`` pooled rows (at most ``max_rows`` window rows plus
-``max_reference`` reference rows), ``D`` features and ``B`` permutations, the
-features cost ``n d D`` and the permutations one ``(B x n) @ (n x D)``
-product (float32 BLAS): about ``B n D`` multiply-adds per test. The reference
-features are computed once at ``fit``. See ``benchmarks/bench_drift.py``
-for the measured cost per cycle.
+``max_reference`` reference rows), ``d`` features, ``D`` random features and
+``B`` permutations: ``n d D`` for the features of all pooled rows (recomputed
+each test, since the standardisation and bandwidth are the pooled rows'),
+``200^2 d`` for the bandwidth, and one ``(B x n) @ (n x D)`` product
+(float32 BLAS) for the permutations. See ``benchmarks/bench_drift.py`` for
+the measured cost per cycle.
 """
 
 from __future__ import annotations
