@@ -1,24 +1,38 @@
-"""Drift detectors: false alarms, detection delay, and the cost of one window test.
+"""Drift detectors: false alarms, detection delay, and the cost of one cycle.
 
-    PYTHONPATH=. python benchmarks/bench_drift.py [--quick]
+    PYTHONPATH=. nice -n 10 python benchmarks/bench_drift.py [--quick]
 
-Compares, on the same univariate streams (river's detectors are univariate):
+Detectors, fed the same generated streams:
 
-- ``window``: our window test (KS / chi-squared + BH + min effect 0.15 + min
-  samples 200), the latest 1,000 rows against 5,000 reference rows, run every
-  100 rows;
-- ``window + recent``: the same, also testing the latest 200 and 400 rows
-  (Bonferroni over the three sizes);
-- ``sequential``: our conformal test martingale (alpha 0.01) on conformal
-  p-values of each row against the 5,000 reference rows (numeric: two
-  one-sided scores x and -x; categorical: rarity -log freq, smoothed p-values);
-- river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` with default settings, fed
-  the raw values (category codes for the categorical stream).
+- ``window``: our window test (KS / chi-squared + BH at 0.01, min effect 0.15, min
+  samples 200; with two numeric features or more also the joint MMD test at 0.01,
+  gated by a correlation change >= 0.15), the latest 2,000 rows against the
+  reference, every 200 rows;
+- ``sequential``: our conformal test martingale on online ranks
+  (:class:`~guarded_serving.drift.sequential.OnlineConformalMartingale`, alpha 0.01),
+  fed the raw rows;
+- ``fixed-ref martingale`` (false alarms only): the previous alarm, still the fallback
+  without a reference: :class:`~guarded_serving.drift.sequential.ConformalMartingale`
+  on p-values of each row against the fixed reference (two one-sided columns, x and -x);
+- river's ``ADWIN``, ``PageHinkley`` and ``KSWIN`` with default settings, fed feature 0
+  (river's detectors are univariate; "n/a" on the two-feature correlation streams).
 
-False alarms: alarm episodes on 100,000 stationary rows. Delay: rows from the
-change to the first alarm after it (mean over repetitions; "-" = missed within
-the post-change horizon). Also times one window test for 100 features x
-10,000 rows. Figures depend on the machine and its load.
+False alarms: 100 clean runs per reference size (500, 2,000, 5,000 rows; river's
+detectors use no reference, so they run once), each a stream of 20,000 rows with its
+own reference (the 10-feature streams: 5,000 rows). A run counts once if the detector
+alarms anywhere in it (river's detectors and the sequential alarm are stopped at their
+first alarm). KSWIN runs the first 20 runs only (about 0.25-1 ms per row in river).
+
+Delay: 20 runs per scenario, change at row 5,000, 10,000 rows after it, reference of
+2,000 rows drawn from the pre-change distribution. Detected = first alarm at or after
+the change; the delay is rows from the change to it. A run whose latched sequential
+alarm fired before the change counts as a false alarm, not a detection. KSWIN keeps
+only its last 100 rows, so it is fed only the last 1,000 rows before the change
+(to bound its run time: ~0.25 ms per row in river).
+
+Costs: one window test (100 features x 10,000 rows), one joint test (2,000 window
+rows vs 2,000 reference rows), the sequential alarm per 1,000 rows. Figures depend
+on the machine and its load.
 """
 
 from __future__ import annotations
@@ -30,170 +44,266 @@ from typing import Callable
 
 import numpy as np
 
-from guarded_serving.drift.sequential import ConformalMartingale, conformal_p_values
+from guarded_serving.drift.joint import JointShiftTest
+from guarded_serving.drift.sequential import ConformalMartingale, OnlineConformalMartingale, conformal_p_values
 from guarded_serving.drift.windows import WindowTest
 
-N_REF = 5000
-WINDOW = 1000
-STEP = 100
-PRE = 2000
-
-
-# -- streams ---------------------------------------------------------------------------
-def numeric_stream(rng: np.random.Generator, n_pre: int, n_post: int, kind: str) -> np.ndarray:
-    pre = rng.normal(size=n_pre)
-    post = rng.normal(size=n_post)
-    if kind == "mean 0.25 std":
-        post += 0.25
-    elif kind == "mean 0.5 std":
-        post += 0.5
-    elif kind == "variance x1.5":
-        post *= 1.5
-    elif kind == "slow drift (1 std over 5,000 rows)":
-        post += np.minimum(np.arange(n_post) / 5000.0, 1.0)
-    return np.concatenate([pre, post])
-
-
+PRE = 5000
+POST = 10_000
+WINDOW = 2000
+STEP = 200
 CAT_P = np.array([0.5, 0.3, 0.2])
-CAT_SHIFTED = np.array([0.375, 0.225, 0.4])  # category 2 doubles; others shrink in proportion
+CAT_SHIFTED = np.array([0.375, 0.225, 0.4])  # the 0.2 category doubles; the others shrink in proportion
+D_MULTI = 10
 
 
-def cat_stream(rng: np.random.Generator, n_pre: int, n_post: int, shifted: bool = True) -> np.ndarray:
-    return np.concatenate([rng.choice(3, n_pre, p=CAT_P),
-                           rng.choice(3, n_post, p=CAT_SHIFTED if shifted else CAT_P)]).astype(float)
+# -- streams: (reference, stream, categorical indices) ---------------------------------------
+def _corr2(rng: np.random.Generator, n: int, rho: float) -> np.ndarray:
+    z = rng.normal(size=(n, 2))
+    return np.column_stack([z[:, 0], rho * z[:, 0] + np.sqrt(1 - rho * rho) * z[:, 1]])
 
 
-# -- detectors: each returns the 0-based indices at which it alarmed --------------------
-def run_window(x: np.ndarray, ref: np.ndarray, categorical: bool, recent: tuple[int, ...] = ()) -> list[int]:
-    t = WindowTest(alpha=0.01, min_effect=0.15, min_samples=200, categorical=[0] if categorical else [],
-                   max_reference=N_REF, recent=recent).fit(ref[:, None])
-    out, alarmed = [], False
-    for end in range(STEP, len(x) + 1, STEP):
-        rep = t.test(x[max(0, end - WINDOW):end, None])
-        now = bool(rep.drifted)
-        if now and not alarmed:
+def _multi_cov() -> np.ndarray:
+    """A fixed 10 x 10 correlation matrix (a few correlated pairs)."""
+    C = np.eye(D_MULTI)
+    for i, j, r in ((0, 1, 0.6), (2, 3, -0.4), (4, 5, 0.8), (6, 7, 0.3)):
+        C[i, j] = C[j, i] = r
+    return C
+
+
+SCENARIOS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "mean +0.25 sd": lambda x, r: x + 0.25,
+    "mean +0.5 sd": lambda x, r: x + 0.5,
+    "mean -0.5 sd": lambda x, r: x - 0.5,
+    "sd x1.5 (variance x2.25)": lambda x, r: x * 1.5,
+    "variance x1.5 (sd x1.22)": lambda x, r: x * np.sqrt(1.5),
+    "linear drift (mean +1 sd per 10,000 rows)": lambda x, r: x + (np.arange(len(x)) / 10_000.0)[:, None],
+}
+
+
+def make_run(kind: str, rng: np.random.Generator, n_ref: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Reference and stream (PRE clean rows, then POST changed rows) for one delay run."""
+    if kind.startswith("category"):
+        ref = rng.choice(3, n_ref, p=CAT_P).astype(float)[:, None]
+        x = np.concatenate([rng.choice(3, PRE, p=CAT_P), rng.choice(3, POST, p=CAT_SHIFTED)]).astype(float)[:, None]
+        return ref, x, [0]
+    if kind.startswith("correlation"):
+        r0, r1 = (0.8, 0.0) if "0.8 -> 0 " in kind + " " else (0.0, 0.8)
+        return _corr2(rng, n_ref, r0), np.concatenate([_corr2(rng, PRE, r0), _corr2(rng, POST, r1)]), []
+    ref = rng.normal(size=(n_ref, 1))
+    x = rng.normal(size=(PRE + POST, 1))
+    x[PRE:] = SCENARIOS[kind](x[PRE:], rng)
+    return ref, x, []
+
+
+# -- detectors: each returns the 0-based row of its first alarm at or after ``start`` (None: none) ---
+def window_alarms(x: np.ndarray, ref: np.ndarray, cat: list[int], step: int = STEP,
+                  stop_after: int | None = None) -> list[int]:
+    """Rows (0-based, last row of the window) at which the window test alarmed; stop at the first >= stop_after."""
+    t = WindowTest(alpha=0.01, min_effect=0.15, min_samples=200, categorical=cat, max_reference=len(ref),
+                   joint=True).fit(ref)
+    out = []
+    for end in range(step, len(x) + 1, step):
+        if t.test(x[max(0, end - WINDOW):end]).drifted:
             out.append(end - 1)
-        alarmed = now
+            if stop_after is not None and end - 1 >= stop_after:
+                break
     return out
 
 
-def run_sequential(x: np.ndarray, ref: np.ndarray, categorical: bool) -> list[int]:
+def sequential_alarm(x: np.ndarray, ref: np.ndarray, cat: list[int], batch: int = 1000) -> int | None:
+    m = OnlineConformalMartingale(alpha=0.01, categorical=cat).fit(ref)
+    for i in range(0, len(x), batch):
+        if m.update(x[i:i + batch]):
+            return int(m.alarm_at_) - 1  # type: ignore[operator]
+    return None
+
+
+def fixed_reference_alarm(x: np.ndarray, ref: np.ndarray, cat: list[int]) -> int | None:
+    """The previous alarm: p-values against the fixed reference, x and -x (numeric); rarity, smoothed (categorical)."""
     rng = np.random.default_rng(123)
-    if categorical:
-        vals, counts = np.unique(ref, return_counts=True)
+    r, v = ref[:, 0], x[:, 0]
+    if cat:
+        vals, counts = np.unique(r, return_counts=True)
         freq = dict(zip(vals.tolist(), (counts / counts.sum()).tolist()))
-        score = lambda v: -np.log(np.array([freq.get(c, 1e-9) for c in v.tolist()]))  # noqa: E731
-        cal = score(ref)
-        pv = lambda v: conformal_p_values(cal, score(v), rng)[:, None]  # noqa: E731  (smoothed: scores tie)
+        score = lambda a: -np.log(np.array([freq.get(c, 1e-9) for c in a.tolist()]))  # noqa: E731
+        p = conformal_p_values(score(r), score(v), rng)[:, None]
     else:
-        pv = lambda v: np.column_stack([conformal_p_values(ref, v), conformal_p_values(-ref, -v)])  # noqa: E731
+        p = np.column_stack([conformal_p_values(r, v), conformal_p_values(-r, -v)])
     m = ConformalMartingale(alpha=0.01).fit()
-    for i in range(0, len(x), 500):
-        if m.update(pv(x[i:i + 500])):
-            return [m.alarm_at_ - 1]
-    return []
+    for i in range(0, len(p), 1000):
+        if m.update(p[i:i + 1000]):
+            return int(m.alarm_at_) - 1  # type: ignore[operator]
+    return None
 
 
-def _river(factory: Callable[[], object]) -> Callable[[np.ndarray, np.ndarray, bool], list[int]]:
-    def run(x: np.ndarray, ref: np.ndarray, categorical: bool) -> list[int]:
-        d = factory()
-        out = []
-        for i, v in enumerate(x.tolist()):
-            d.update(v)
-            if d.drift_detected:
-                out.append(i)
-        return out
-
-    return run
+def river_first(factory: Callable[[], object], v: np.ndarray, start: int = 0) -> int | None:
+    """First alarm at or after ``start`` (0-based), feeding values one by one."""
+    d = factory()
+    for i, val in enumerate(v.tolist()):
+        d.update(val)  # type: ignore[attr-defined]
+        if d.drift_detected and i >= start:  # type: ignore[attr-defined]
+            return i
+    return None
 
 
-def detectors() -> dict[str, Callable[[np.ndarray, np.ndarray, bool], list[int]]]:
+def river_detectors() -> dict[str, Callable[[], object]]:
     from river import drift
 
-    return {"window (ours)": run_window,
-            "window + recent 200/400 (ours)": lambda x, ref, cat: run_window(x, ref, cat, recent=(200, 400)),
-            "sequential (ours)": run_sequential,
-            "ADWIN": _river(lambda: drift.ADWIN()), "PageHinkley": _river(lambda: drift.PageHinkley()),
-            "KSWIN": _river(lambda: drift.KSWIN(seed=0))}
+    return {"ADWIN": lambda: drift.ADWIN(), "PageHinkley": lambda: drift.PageHinkley(),
+            "KSWIN": lambda: drift.KSWIN(seed=0)}
 
 
-# -- benchmark ----------------------------------------------------------------------------
-def false_alarms(n: int) -> None:
-    print(f"\n## False alarms on {n:,} stationary rows (alarm episodes; ours at level 0.01)\n")
-    print("| detector | numeric N(0,1) | categorical | time (s) |")
-    print("|---|---|---|---|")
-    rng = np.random.default_rng(0)
-    ref = rng.normal(size=N_REF)
-    ref_c = cat_stream(rng, N_REF, 0)
-    x = rng.normal(size=n)
-    xc = cat_stream(rng, n, 0)
-    for name, det in detectors().items():
-        t0 = time.perf_counter()
-        a, b = len(det(x, ref, False)), len(det(xc, ref_c, True))
-        print(f"| {name} | {a} | {b} | {time.perf_counter() - t0:.1f} |", flush=True)
+# -- tables ---------------------------------------------------------------------------------------
+def _pct(d: list[int], q: float) -> str:
+    return f"{np.percentile(d, q):,.0f}" if d else "-"
 
 
-def delays(reps: int, n_post: int) -> None:
-    kinds = ["mean 0.25 std", "mean 0.5 std", "variance x1.5", "category frequency x2",
-             "slow drift (1 std over 5,000 rows)"]
-    dets = detectors()
-    print(f"\n## Detection delay (rows after the change; mean of {reps} runs, {PRE:,} rows before it, "
-          f"{n_post:,} after; '-' = missed; (k) = k false alarms before the change)\n")
-    print("| shift | " + " | ".join(dets) + " |")
-    print("|---|" + "---|" * len(dets))
+def false_alarms(runs: int, n: int) -> None:
+    refs = (500, 2000, 5000)
+    print(f"\n## False alarms: runs with any alarm, out of {runs} clean runs of {n:,} rows (ours at level 0.01)\n")
+    print("| detector | stream | " + " | ".join(f"reference {r:,}" for r in refs) + " | time (s) |")
+    print("|---|---|" + "---|" * len(refs) + "---|")
+    rows: dict[tuple[str, str], list[int]] = {}
+    times: dict[tuple[str, str], float] = {}
+    C = np.linalg.cholesky(_multi_cov())
+
+    def stream(kind: str, rng: np.random.Generator, m: int) -> np.ndarray:
+        if kind == "N(0,1)":
+            return rng.normal(size=(m, 1))
+        if kind == "categorical":
+            return rng.choice(3, m, p=CAT_P).astype(float)[:, None]
+        return rng.normal(size=(m, D_MULTI)) @ C.T
+
+    ours: dict[str, Callable[[np.ndarray, np.ndarray, list[int]], bool]] = {
+        "sequential (ours)": lambda x, r, c: sequential_alarm(x, r, c) is not None,
+        "window (ours)": lambda x, r, c: bool(window_alarms(x, r, c, step=STEP if x.shape[1] == 1 else 1000,
+                                                             stop_after=0)),
+        "fixed-ref martingale (fallback)": lambda x, r, c: fixed_reference_alarm(x, r, c) is not None,
+    }
+    for kind in ("N(0,1)", "categorical", f"{D_MULTI} correlated N(0,1)"):
+        cat = [0] if kind == "categorical" else []
+        n_rows = n if not kind.startswith(str(D_MULTI)) else n // 4
+        for name, det in ours.items():
+            if name.startswith("fixed") and kind.startswith(str(D_MULTI)):
+                continue
+            key = (name, kind)
+            t0 = time.perf_counter()
+            rows[key] = []
+            for n_ref in refs:
+                hits = 0
+                for r in range(runs):
+                    rng = np.random.default_rng(10_000 + r)
+                    x = stream(kind, rng, n_rows)
+                    ref = stream(kind, rng, n_ref)
+                    hits += det(x, ref, cat)
+                rows[key].append(hits)
+            times[key] = time.perf_counter() - t0
+            label = kind if n_rows == n else f"{kind}, {n_rows:,} rows"
+            print(f"| {name} | {label} | " + " | ".join(str(h) for h in rows[key]) + f" | {times[key]:.0f} |",
+                  flush=True)
+        if kind.startswith(str(D_MULTI)):
+            continue
+        for name, factory in river_detectors().items():
+            t0 = time.perf_counter()
+            m = runs if name != "KSWIN" else min(runs, 20)
+            hits = sum(river_first(factory, stream(kind, np.random.default_rng(10_000 + r), n)[:, 0]) is not None
+                       for r in range(m))
+            of = "" if m == runs else f" of {m} runs"
+            print(f"| {name} | {kind} | {hits}{of} (no reference) | | | {time.perf_counter() - t0:.0f} |", flush=True)
+    print(f"\n(window on the {D_MULTI}-feature streams: the latest 2,000 rows every 1,000 rows, 5 tests per run, "
+          f"to bound the run time of the joint test's permutations)")
+
+
+def delays(runs: int) -> None:
+    kinds = list(SCENARIOS) + ["category share 0.2 -> 0.4", "correlation 0.8 -> 0 (2 features)",
+                               "correlation 0 -> 0.8 (2 features)"]
+    names = ["window (ours)", "sequential (ours)", "ADWIN", "PageHinkley", "KSWIN"]
+    print(f"\n## Detection delay: rows after the change (change at row {PRE:,}, {POST:,} rows after it, reference "
+          f"2,000 rows, {runs} runs)\n")
+    print("Each cell: detected / runs, median delay, 90th percentile; [k] = runs with an alarm before the change.\n")
+    print("| scenario | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    rivers = river_detectors()
     for kind in kinds:
-        cells = []
-        res: dict[str, tuple[list[int], int, int]] = {name: ([], 0, 0) for name in dets}
-        for r in range(reps):
+        res: dict[str, tuple[list[int], int]] = {nm: ([], 0) for nm in names}
+        for r in range(runs):
             rng = np.random.default_rng(100 + r)
-            cat = kind.startswith("category")
-            ref = cat_stream(rng, N_REF, 0) if cat else rng.normal(size=N_REF)
-            x = cat_stream(rng, PRE, n_post) if cat else numeric_stream(rng, PRE, n_post, kind)
-            for name, det in dets.items():
-                alarms = det(x, ref, cat)
-                before = sum(1 for a in alarms if a < PRE)
-                after = [a - PRE for a in alarms if a >= PRE]
-                d, fa, miss = res[name]
-                if after:
-                    d.append(after[0])
-                res[name] = (d, fa + before, miss + (0 if after else 1))
-        for name in dets:
-            d, fa, miss = res[name]
-            cell = f"{np.mean(d):.0f}" if d else "-"
-            if miss and d:
-                cell += f" ({miss} missed)"
+            ref, x, cat = make_run(kind, rng, 2000)
+            al = window_alarms(x, ref, cat, stop_after=PRE)
+            first = [a for a in al if a >= PRE]
+            res["window (ours)"] = (res["window (ours)"][0] + ([first[0] - PRE] if first else []),
+                                    res["window (ours)"][1] + any(a < PRE for a in al))
+            s = sequential_alarm(x, ref, cat, batch=STEP)
+            d, fa = res["sequential (ours)"]
+            res["sequential (ours)"] = (d + ([s - PRE] if s is not None and s >= PRE else []),
+                                        fa + (s is not None and s < PRE))
+            if kind.startswith("correlation"):
+                continue
+            for nm, factory in rivers.items():
+                v = x[:, 0] if nm != "KSWIN" else x[PRE - 1000:, 0]
+                change = PRE if nm != "KSWIN" else 1000
+                first_any = river_first(factory, v)
+                a = first_any if first_any is not None and first_any >= change else river_first(factory, v, change)
+                d, fa = res[nm]
+                res[nm] = (d + ([a - change] if a is not None else []),
+                           fa + (first_any is not None and first_any < change))
+        cells = []
+        for nm in names:
+            if kind.startswith("correlation") and nm in rivers:
+                cells.append("n/a")
+                continue
+            d, fa = res[nm]
+            cell = f"{len(d)}/{runs}, {_pct(d, 50)}, {_pct(d, 90)}"
             if fa:
-                cell += f" ({fa})"
+                cell += f" [{fa}]"
             cells.append(cell)
         print(f"| {kind} | " + " | ".join(cells) + " |", flush=True)
 
 
 def cost(reps: int) -> None:
-    print("\n## Cost of one window test (100 features x 10,000 rows)\n")
     rng = np.random.default_rng(1)
-    R = rng.normal(size=(10000, 100))
-    W = rng.normal(size=(10000, 100))
-    print("| reference rows kept | median ms | min ms |")
+    print("\n## Cost per background cycle\n")
+    print("| what | median ms | min ms |")
     print("|---|---|---|")
-    for mr in (2000, 5000):
-        t = WindowTest(max_reference=mr).fit(R)
-        t.test(W)
-        times = []
+
+    def timed(label: str, fn: Callable[[], object]) -> None:
+        fn()
+        ts = []
         for _ in range(reps):
             t0 = time.perf_counter()
-            t.test(W)
-            times.append((time.perf_counter() - t0) * 1e3)
-        print(f"| {mr:,} | {np.median(times):.1f} | {min(times):.1f} |", flush=True)
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        print(f"| {label} | {np.median(ts):.1f} | {min(ts):.1f} |", flush=True)
+
+    R, W = rng.normal(size=(10000, 100)), rng.normal(size=(10000, 100))
+    for mr in (2000, 5000):
+        t = WindowTest(max_reference=mr).fit(R)
+        timed(f"window test, 100 features x 10,000 rows, {mr:,} reference rows", lambda t=t: t.test(W))
+    for d in (2, 10, 100):
+        j = JointShiftTest().fit(rng.normal(size=(2000, d)))
+        Wj = rng.normal(size=(2000, d))
+        timed(f"joint test, {d} features, 2,000 window rows vs 2,000 reference rows (199 permutations)",
+              lambda j=j, Wj=Wj: j.test(Wj))
+    for d in (1, 10, 100):
+        m = OnlineConformalMartingale().fit(rng.normal(size=(2000, d)))
+        Xs = rng.normal(size=(1000, d))
+        timed(f"sequential alarm, {d} feature(s){' + joint column' if d > 1 else ''}, 1,000 rows",
+              lambda m=m, Xs=Xs: m.update(Xs))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer rows and repetitions (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run)")
+    ap.add_argument("--only", choices=("cost", "false-alarms", "delays"), help="one table")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    cost(5 if args.quick else 20)
-    false_alarms(20_000 if args.quick else 100_000)
-    delays(1 if args.quick else 3, 4000 if args.quick else 10_000)
+    if args.only in (None, "cost"):
+        cost(5 if args.quick else 20)
+    if args.only in (None, "false-alarms"):
+        false_alarms(10 if args.quick else 100, 5000 if args.quick else 20_000)
+    if args.only in (None, "delays"):
+        delays(3 if args.quick else 20)
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
     return 0
 

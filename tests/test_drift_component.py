@@ -99,20 +99,55 @@ class TestInGuard:
         guard.stop()
         assert [(f["feature"], f["kind"]) for f in findings] == [("f2", "scale")]
 
-    def test_sequential_alarm_consumes_p_values_from_call_state(self, reference, tmp_path):
-        """Conformal p-values put in call.state drive the martingale: quiet, then an alarm on shifted rows."""
-        X, path = reference
+    def test_sequential_alarm_consumes_pooled_input_rows(self, reference, tmp_path):
+        """The online-rank martingale reads the pooled input rows: quiet on clean rows, an alarm naming f1 on a shift."""
+        _, path = reference
         guard = Guard(name="t", drift=True, drift_reference=str(path), drift_store=str(tmp_path / "s.sqlite"),
-                      drift_interval_s=0.05, components=[ConformalEdge(X[:1000])])
+                      drift_interval_s=0.05)
         predict = _model(guard)
         rng = np.random.default_rng(3)
         for _ in range(50):
             predict(rng.normal(size=(20, 3)))
-        assert _wait(lambda: guard.health()["checks"].get("drift.sequential", {}).get("details", {}).get("n") == 1000)
-        assert guard.health()["checks"]["drift.sequential"]["status"] == "ok"
+        seq = lambda: guard.health()["checks"].get("drift.sequential", {})  # noqa: E731
+        assert _wait(lambda: seq().get("details", {}).get("n") == 1000)
+        assert seq()["status"] == "ok" and seq()["details"]["reference_in_bag"] == 1000
+        for _ in range(25):
+            Z = rng.normal(size=(20, 3))
+            Z[:, 1] += 1.0
+            predict(Z)
+        assert _wait(lambda: seq().get("status") == "degraded")
+        assert seq()["details"]["alarm_column"] == "f1" and "on f1" in seq()["reason"]
+        guard.stop()
+
+    def test_joint_shift_is_named_in_features(self, reference, tmp_path):
+        """Rows whose f0 and f1 become correlated (marginals unchanged) are reported as '(joint)' drift."""
+        _, path = reference
+        guard = Guard(name="t", drift=True, drift_reference=str(path), drift_store=str(tmp_path / "s.sqlite"),
+                      drift_interval_s=0.05, drift_window=1000)
+        predict = _model(guard)
+        rng = np.random.default_rng(4)
+        for _ in range(50):
+            Z = rng.normal(size=(20, 3))
+            Z[:, 1] = 0.8 * Z[:, 0] + 0.6 * Z[:, 1]
+            predict(Z)
+        assert _wait(lambda: _pooled(guard) == 1000)
+        assert _wait(lambda: guard.health()["checks"]["drift.features"]["details"].get("drifted") == ["(joint)"])
+        guard.stop()
+
+    def test_without_reference_the_alarm_falls_back_to_edge_p_values(self, tmp_path):
+        """With no reference, conformal p-values in call.state drive the fixed-reference martingale."""
+        rng = np.random.default_rng(5)
+        guard = Guard(name="t", drift=True, drift_store=str(tmp_path / "s.sqlite"), drift_interval_s=0.05,
+                      components=[ConformalEdge(rng.normal(size=(1000, 3)))])
+        predict = _model(guard)
+        for _ in range(50):
+            predict(rng.normal(size=(20, 3)))
+        seq = lambda: guard.health()["checks"].get("drift.sequential", {})  # noqa: E731
+        assert _wait(lambda: seq().get("details", {}).get("n") == 1000)
+        assert seq()["status"] == "ok" and "reference_in_bag" not in seq()["details"]
         for _ in range(25):
             predict(rng.normal(size=(20, 3)) * 1.8)
-        assert _wait(lambda: guard.health()["checks"].get("drift.sequential", {}).get("status") == "degraded")
+        assert _wait(lambda: seq().get("status") == "degraded")
         guard.stop()
 
     def test_request_path_only_buffers(self, reference, tmp_path):

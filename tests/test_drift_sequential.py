@@ -1,12 +1,20 @@
-"""ConformalMartingale: anytime-valid sequential alarm over conformal p-values."""
+"""ConformalMartingale (given p-values) and OnlineConformalMartingale (online ranks of rows): anytime-valid alarms."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import integrate
+from scipy import integrate, stats
 
-from guarded_serving.drift.sequential import ConformalMartingale, _log_g, conformal_p_values
+from guarded_serving.drift.sequential import (
+    ConformalMartingale,
+    OnlineConformalMartingale,
+    _bet_logf,
+    _log_cumsum_exp,
+    _log_g,
+    _step_bets,
+    conformal_p_values,
+)
 
 
 def _p(rng, cal, x):
@@ -99,3 +107,153 @@ class TestDetection:
         """p-values outside (0, 1] raise a ValueError."""
         with pytest.raises(ValueError, match=r"\(0, 1\]"):
             ConformalMartingale().fit().update(np.array([0.5, 0.0]))
+
+
+# -- the conformal test martingale on online ranks ------------------------------------------------
+def _naive_p_values(m: OnlineConformalMartingale, X: np.ndarray) -> np.ndarray:
+    """Smoothed conformal p-values by brute force: each row ranked against the bag half and every earlier row."""
+    bag = [np.repeat(np.arange(m._width), m._bag0[j]) for j in range(m.n_columns_)]
+    bins = m._bins(X)
+    u = np.random.default_rng(m.random_state + 1).uniform(size=bins.shape)
+    out = np.empty(bins.shape)
+    for j in range(m.n_columns_):
+        seen = list(bag[j])
+        for t, b in enumerate(bins[:, j]):
+            a = np.array(seen)
+            out[t, j] = ((a > b).sum() + u[t, j] * ((a == b).sum() + 1)) / (len(a) + 1)
+            seen.append(b)
+    return out
+
+
+def _corr_rows(rng, n, rho):
+    z = rng.normal(size=(n, 2))
+    return np.column_stack([z[:, 0], rho * z[:, 0] + np.sqrt(1 - rho * rho) * z[:, 1]])
+
+
+class TestOnlineRanks:
+    def test_p_values_equal_brute_force_ranks(self):
+        """Block-wise ranks equal brute-force ranks against the bag half plus all earlier rows, ties included."""
+        rng = np.random.default_rng(10)
+        R = np.column_stack([np.round(rng.normal(size=60), 1), rng.integers(0, 3, 60), rng.normal(size=60)])
+        X = np.column_stack([np.round(rng.normal(size=700), 1), rng.integers(0, 5, 700), rng.normal(size=700)])
+        X[::37, 2] = np.nan
+        m = OnlineConformalMartingale(categorical=[1], n_bins=8).fit(R)
+        assert m.n_columns_ == 3 + 1 + 1  # features, Mahalanobis, one pair product
+        want = _naive_p_values(m, X)
+        got = np.concatenate([m.p_values(X[:333]), m.p_values(X[333:])])
+        assert np.allclose(got, want, rtol=0, atol=1e-12)
+
+    def test_p_values_are_uniform_over_references_and_streams(self):
+        """Over fresh tiny references, the p-values of the first and of later rows are uniform (not only on average)."""
+        rng = np.random.default_rng(11)
+        first, later = [], []
+        for r in range(400):
+            m = OnlineConformalMartingale(random_state=r).fit(rng.normal(size=(10, 1)))
+            p = m.p_values(rng.normal(size=(30, 1)))[:, 0]
+            first.append(p[0])
+            later.extend(p[1:])
+        assert stats.kstest(first, "uniform").pvalue > 1e-3
+        assert stats.kstest(later, "uniform").pvalue > 1e-3
+
+    def test_false_alarm_rate_within_alpha_with_tiny_references(self):
+        """At alpha=0.2 with references of 20 rows, at most ~alpha of 150 clean runs of 2,000 rows alarm."""
+        rng = np.random.default_rng(12)
+        hits = 0
+        for r in range(150):
+            m = OnlineConformalMartingale(alpha=0.2, random_state=r).fit(rng.normal(size=(20, 2)))
+            hits += m.update(rng.normal(size=(2000, 2)))
+        assert hits <= 42  # binomial(150, 0.2): mean 30, sd 4.9; the fixed-reference alarm fails this by far
+
+    def test_fixed_reference_martingale_fails_where_online_ranks_hold(self):
+        """The previous alarm (p-values against a fixed 20-row reference) alarms far above alpha on the same runs."""
+        rng = np.random.default_rng(12)
+        hits = 0
+        for r in range(150):
+            cal = rng.normal(size=(20, 2))[:, 0]
+            x = rng.normal(size=(2000, 2))[:, 0]
+            m = ConformalMartingale(alpha=0.2).fit()
+            m.update(np.column_stack([conformal_p_values(cal, x, rng), conformal_p_values(-cal, -x, rng)]))
+            hits += m.alarm
+        assert hits > 42
+
+    def test_betting_functions_are_densities(self):
+        """Every normal-score bet and every categorical step bet integrates to 1 over [0, 1]."""
+        m = OnlineConformalMartingale().fit(np.zeros((10, 1)) + np.arange(10)[:, None])
+        d, sc = np.concatenate([m._deltas, -m._deltas]), m._scales
+        mass = np.concatenate([stats.norm.cdf(8 - d) - stats.norm.cdf(-8 - d), 2 * stats.norm.cdf(8 / sc) - 1])
+        # the integral of f(p) dp for p = P(Z > z), z in [-8, 8], is each bet's likelihood-ratio mass there
+        z = np.linspace(-8, 8, 40001)
+        f = np.exp(_bet_logf(stats.norm.sf(z), m._deltas, m._scales)) * stats.norm.pdf(z)[:, None]
+        assert np.allclose(integrate.trapezoid(f, z, axis=0), mass, atol=1e-6)
+        assert np.isfinite(_bet_logf(np.array([0.0, 1.0]), m._deltas, m._scales)).all()
+        cut, lo, hi = _step_bets(np.array([0.2, 0.5, 0.9]))
+        assert len(cut) == 3 + 3 + 1  # a * c < 1 only
+        assert np.allclose(cut * np.exp(lo) + (1 - cut) * np.exp(hi), 1.0)
+
+    def test_memory_is_bounded(self):
+        """The bag is one count per bin and column, whatever the stream length."""
+        rng = np.random.default_rng(13)
+        m = OnlineConformalMartingale(n_bins=64).fit(rng.normal(size=(1000, 3)))
+        shape = m._counts.shape
+        m.update(rng.normal(size=(30000, 3)))
+        assert m._counts.shape == shape and m._counts.shape[1] <= 64 + 2
+        assert m._counts.sum(axis=1).tolist() == [m.n_bag_ + 30000] * m.n_columns_
+
+    def test_log_cumsum_exp_is_exact_with_underflow(self):
+        """The scaled log-cumsum-exp equals numpy's logaddexp.accumulate, also where scaling underflows."""
+        a = np.stack([np.linspace(0, -3000, 500), np.linspace(-3000, 0, 500), np.full(500, -np.inf)], axis=1)
+        want = np.logaddexp.accumulate(a, axis=0)
+        got = _log_cumsum_exp(a)
+        assert np.array_equal(np.isfinite(want), np.isfinite(got))
+        assert np.allclose(got[np.isfinite(want)], want[np.isfinite(want)], atol=1e-9)
+
+    @pytest.mark.parametrize("kwargs,match", [({"alpha": 0}, "alpha="), ({"n_bins": 1}, "n_bins="),
+                                              ({"deltas": (-0.5,)}, "deltas="), ({"joint_weight": 1.0}, "joint_weight="),
+                                              ({"categorical": [5]}, "categorical=")])
+    def test_bad_parameters_are_rejected(self, kwargs, match):
+        """Invalid settings raise a ValueError naming the parameter."""
+        with pytest.raises(ValueError, match=match):
+            OnlineConformalMartingale(**kwargs).fit(np.zeros((10, 2)) + np.arange(10)[:, None])
+
+
+class TestOnlineDirection:
+    @pytest.mark.parametrize("shift", [0.5, -0.5])
+    def test_mean_shift_either_way_after_long_stretch(self, shift):
+        """A +-0.5 sd mean shift after 20,000 clean rows is caught within 600 rows, on the shifted feature."""
+        rng = np.random.default_rng(20)
+        m = OnlineConformalMartingale(feature_names=["a", "b", "c"]).fit(rng.normal(size=(2000, 3)))
+        assert not m.update(rng.normal(size=(20000, 3)))
+        X = rng.normal(size=(600, 3))
+        X[:, 1] += shift
+        assert m.update(X) and 20000 < m.alarm_at_ <= 20600
+        assert m.column_labels_[m.alarm_column_] == "b"
+
+    def test_variance_increase_is_caught(self):
+        """sd x1.5 after 5,000 clean rows is caught within 500 rows."""
+        rng = np.random.default_rng(21)
+        m = OnlineConformalMartingale().fit(rng.normal(size=(2000, 1)))
+        assert not m.update(rng.normal(size=(5000, 1)))
+        assert m.update(rng.normal(size=(500, 1)) * 1.5)
+
+    def test_slow_drift_is_caught(self):
+        """A mean drifting by 1 sd per 10,000 rows is caught within 4,000 rows."""
+        rng = np.random.default_rng(22)
+        m = OnlineConformalMartingale().fit(rng.normal(size=(2000, 1)))
+        assert not m.update(rng.normal(size=(5000, 1)))
+        assert m.update(rng.normal(size=(4000, 1)) + np.arange(4000)[:, None] / 10000)
+
+    @pytest.mark.parametrize("rho0,rho1", [(0.8, 0.0), (0.0, 0.8)])
+    def test_correlation_change_with_fixed_marginals(self, rho0, rho1):
+        """A correlation change with unchanged N(0,1) marginals is caught by a joint column within 1,000 rows."""
+        rng = np.random.default_rng(23)
+        m = OnlineConformalMartingale().fit(_corr_rows(rng, 2000, rho0))
+        assert not m.update(_corr_rows(rng, 5000, rho0))
+        assert m.update(_corr_rows(rng, 1000, rho1))
+        assert m.column_labels_[m.alarm_column_].startswith("(joint)")
+
+    def test_category_share_doubling(self):
+        """A category whose share doubles (0.2 -> 0.4) is caught within 1,000 rows."""
+        rng = np.random.default_rng(24)
+        m = OnlineConformalMartingale(categorical=[0]).fit(rng.choice(3, 2000, p=[0.5, 0.3, 0.2])[:, None] * 1.0)
+        assert not m.update(rng.choice(3, 5000, p=[0.5, 0.3, 0.2])[:, None] * 1.0)
+        assert m.update(rng.choice(3, 1000, p=[0.375, 0.225, 0.4])[:, None] * 1.0)

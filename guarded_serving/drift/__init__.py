@@ -1,8 +1,9 @@
 """Distribution shift and train-serving skew.
 
 - :mod:`.windows` -- per-feature windowed tests (KS / chi-squared, PSI, Wasserstein, BH).
+- :mod:`.joint` -- the window's multivariate test (MMD with random features, permutation p-value).
 - :mod:`.predictions` -- the same on the model's outputs.
-- :mod:`.sequential` -- an anytime-valid conformal test martingale.
+- :mod:`.sequential` -- anytime-valid conformal test martingales (online ranks of the rows; or given p-values).
 - :mod:`.skew` -- startup train-serving skew, and an offline preprocessing comparison.
 - :mod:`.component` -- :class:`DriftComponent`, off the request path, pooled through a store.
 - :mod:`.capability` -- the ``drift`` configuration section and its factory.
@@ -16,10 +17,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ConformalMartingale", "DriftComponent", "PredictionDrift", "SkewCheck", "WindowTest",
-           "benjamini_hochberg", "compare_preprocessing", "conformal_p_values"]
+__all__ = ["ConformalMartingale", "DriftComponent", "JointShiftTest", "OnlineConformalMartingale", "PredictionDrift",
+           "SkewCheck", "WindowTest", "benjamini_hochberg", "compare_preprocessing", "conformal_p_values"]
 
-_WHERE = {"ConformalMartingale": "sequential", "conformal_p_values": "sequential", "DriftComponent": "component",
+_WHERE = {"ConformalMartingale": "sequential", "OnlineConformalMartingale": "sequential",
+          "conformal_p_values": "sequential", "DriftComponent": "component", "JointShiftTest": "joint",
           "PredictionDrift": "predictions", "SkewCheck": "skew", "compare_preprocessing": "skew",
           "WindowTest": "windows", "benjamini_hochberg": "windows"}
 

@@ -52,6 +52,11 @@ class DriftSettings(Section):
         Bound of each worker's in-memory buffer between flushes.
     drift_retention_rows : int, default=100000
         Rows per stream the store keeps.
+    drift_joint_test : bool, default=True
+        Add the joint (multivariate, MMD) row to each window test: a change in how features
+        vary together with unchanged marginals.
+    drift_sequential_max_rows : int, default=100000
+        Most pooled rows the sequential alarm reads per cycle.
     """
 
     section = "drift"
@@ -68,6 +73,8 @@ class DriftSettings(Section):
     drift_interval_s: float = 5.0
     drift_buffer_rows: int = 10_000
     drift_retention_rows: int = 100_000
+    drift_joint_test: bool = True
+    drift_sequential_max_rows: int = 100_000
 
     @property
     def enabled(self) -> bool:
@@ -90,6 +97,8 @@ class DriftSettings(Section):
         check_number("drift_interval_s", self.drift_interval_s, lo=0, lo_open=True, valid="seconds > 0")
         check_integer("drift_buffer_rows", self.drift_buffer_rows, lo=1)
         check_integer("drift_retention_rows", self.drift_retention_rows, lo=1)
+        check_bool("drift_joint_test", self.drift_joint_test)
+        check_integer("drift_sequential_max_rows", self.drift_sequential_max_rows, lo=1)
 
 
 def from_config(section: DriftSettings, context: "GuardContext") -> Component | None:
@@ -102,7 +111,8 @@ def from_config(section: DriftSettings, context: "GuardContext") -> Component | 
                           skew_first_n=section.skew_first_n, skew_alpha=section.skew_alpha,
                           sequential_alpha=section.sequential_alpha, interval_s=section.drift_interval_s,
                           buffer_rows=section.drift_buffer_rows, retention_rows=section.drift_retention_rows,
-                          reference_path=section.drift_reference)
+                          reference_path=section.drift_reference, joint_test=section.drift_joint_test,
+                          sequential_max_rows=section.drift_sequential_max_rows)
 
 
 DRIFT = Capability("drift", DriftSettings, from_config)  # type: ignore[arg-type]

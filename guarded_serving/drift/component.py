@@ -13,8 +13,10 @@ Background worker (a :class:`~guarded_serving.worker.PeriodicWorker`, every ``in
    the store refused stays pending and is sent again next cycle (the id keeps
    a retried batch from being counted twice); pending rows are bounded like
    the buffer, the oldest dropped and counted first;
-2. test the latest ``window`` pooled rows against the reference (features and
-   predictions), feed new pooled p-values to the sequential alarm, and, once
+2. test the latest ``window`` pooled rows against the reference (features,
+   all features jointly, and predictions), feed the new pooled input rows to the
+   sequential alarm (:class:`~.sequential.OnlineConformalMartingale`; without a
+   reference, the edge p-values to :class:`~.sequential.ConformalMartingale`), and, once
    ``skew_first_n`` rows arrived after this worker started, run the skew check;
 3. cache the verdicts for ``health()`` / ``span_attributes()``, update the
    metrics and emit one span ``guard <model> drift`` with an event
@@ -42,7 +44,7 @@ from ..keys import EDGE_P_VALUES, FEATURES, REFERENCE, ReferenceData
 from ..store.base import WindowStore
 from ..worker import PeriodicWorker
 from .predictions import PredictionDrift, default_output_extractor
-from .sequential import ConformalMartingale
+from .sequential import ConformalMartingale, OnlineConformalMartingale
 from .skew import SkewCheck, SkewFinding
 from .windows import WindowReport, WindowTest
 
@@ -79,6 +81,12 @@ class DriftComponent(Component):
     skew_first_n : int, default=500
     skew_alpha : float, default=0.001
     sequential_alpha : float, default=0.01
+        Bound on the probability that the sequential alarm is ever raised while
+        the pooled input rows stay exchangeable with the reference.
+    joint_test : bool, default=True
+        Add the joint (multivariate) test to the window tests (two numeric features or more).
+    sequential_max_rows : int, default=100000
+        Most pooled input rows the sequential alarm consumes per cycle (it resumes where it stopped).
     interval_s : float, default=5.0
         Period of the background thread.
     buffer_rows : int, default=10000
@@ -104,6 +112,7 @@ class DriftComponent(Component):
                  store: WindowStore | str | os.PathLike[str] | None = None, window: int = 2000,
                  alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  skew_first_n: int = 500, skew_alpha: float = 0.001, sequential_alpha: float = 0.01,
+                 joint_test: bool = True, sequential_max_rows: int = 100_000,
                  interval_s: float = 5.0, buffer_rows: int = 10_000, retention_rows: int = 100_000,
                  output_extractor: Callable[[Any], np.ndarray | None] = default_output_extractor,
                  reference_path: str | os.PathLike[str] | None = None,
@@ -121,6 +130,8 @@ class DriftComponent(Component):
         self.skew_first_n = skew_first_n
         self.skew_alpha = skew_alpha
         self.sequential_alpha = sequential_alpha
+        self.joint_test = joint_test
+        self.sequential_max_rows = sequential_max_rows
         self.interval_s = interval_s
         self.buffer_rows = buffer_rows
         self.retention_rows = retention_rows
@@ -274,14 +285,24 @@ class DriftComponent(Component):
         self._skew: SkewCheck | None = None
         if ref is not None:
             self._wt = WindowTest(alpha=self.alpha, min_effect=self.min_effect, min_samples=self.min_samples,
-                                  categorical=ref.categorical, feature_names=ref.feature_names).fit(ref.reference)
+                                  categorical=ref.categorical, feature_names=ref.feature_names,
+                                  joint=bool(self.joint_test)).fit(ref.reference)
             self._skew = SkewCheck(first_n=self.skew_first_n, alpha=self.skew_alpha,
                                    min_effect=max(self.min_effect, 0.2), categorical=ref.categorical,
                                    feature_names=self._wt.feature_names_in_).fit(ref.reference)
             if ref.reference_predictions is not None:
                 self._pd = PredictionDrift(alpha=self.alpha, min_effect=self.min_effect,
                                            min_samples=self.min_samples).fit(ref.reference_predictions)
-        self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
+        # the sequential alarm: online ranks of the pooled input rows (exact with a finite reference);
+        # without a reference, the edge component's p-values (valid only for a representative calibration set)
+        self._seq: OnlineConformalMartingale | ConformalMartingale
+        if ref is not None:
+            self._seq = OnlineConformalMartingale(alpha=self.sequential_alpha, categorical=ref.categorical,
+                                                  feature_names=self._wt.feature_names_in_ if self._wt else None
+                                                  ).fit(np.asarray(ref.reference, dtype=float))
+        else:
+            self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
+        self._seq_pos = self._store.total(self._streams["inputs"])
         self._start_pos = self._store.total(self._streams["inputs"])
         self._pv_pos = self._store.total(self._streams["p_values"])
         self._skew_result: tuple[list[SkewFinding], WindowReport] | None = None
@@ -454,11 +475,16 @@ class DriftComponent(Component):
                 if len(rows) >= self.skew_first_n and rows.shape[1] == self._wt.n_features_in_:
                     self._skew_result = self._skew.check(rows)
         self._last_total = total
-        pv, self._pv_pos = st.rows_after(self._streams["p_values"], self._pv_pos, 1_000_000)
-        if pv.size:
-            self._seq.update(pv[:, 0])
+        if isinstance(self._seq, OnlineConformalMartingale):
+            rows, self._seq_pos = st.rows_after(self._streams["inputs"], self._seq_pos, int(self.sequential_max_rows))
+            if rows.size and rows.shape[1] == self._seq.n_features_in_:
+                self._seq.update(rows)
+        else:
+            pv, self._pv_pos = st.rows_after(self._streams["p_values"], self._pv_pos, 1_000_000)
+            if pv.size:
+                self._seq.update(pv[:, 0])
         self._stats = {"pooled_rows": total, "flushed_rows": self._flushed, "window_tests": self._tests,
-                       "p_values_seen": self._seq.n_seen_, "sequential": self._seq.to_dict()}
+                       "sequential_rows": self._seq.n_seen_, "sequential": self._seq.to_dict()}
         if self._feat is not None:  # the latest window, every feature (bounded by the schema): for exporters
             self._stats["window_rows"] = self._feat.n
             self._stats["features"] = {f.feature: {"p_value": float(f.p_value), "q_value": float(f.q_value),
@@ -510,8 +536,18 @@ class DriftComponent(Component):
     def _sequential_check(self) -> H.CheckResult:
         s = self._seq
         d = s.to_dict()
+        if isinstance(s, OnlineConformalMartingale):
+            if s.alarm:
+                return H.CheckResult("drift.sequential", H.DEGRADED,
+                                     f"sequential alarm on {s.column_labels_[s.alarm_column_ or 0]}: conformal test "
+                                     f"martingale on online ranks reached 10^{s.log10_max_:.1f} >= 1/alpha after "
+                                     f"{s.alarm_at_} pooled rows (false-alarm probability <= {s.alpha:g} while the "
+                                     f"rows stay exchangeable with the reference)", d, affects_readiness=False)
+            return H.CheckResult("drift.sequential", H.OK, f"{s.n_seen_} pooled rows, largest weighted capital "
+                                 f"10^{s.log10_capital_:.1f} (alarm at 10^{s.threshold_:.1f})", d,
+                                 affects_readiness=False)
         if s.n_seen_ == 0:
-            return H.CheckResult("drift.sequential", H.UNAVAILABLE, "no conformal p-values yet "
+            return H.CheckResult("drift.sequential", H.UNAVAILABLE, "no reference and no conformal p-values yet "
                                  f"({EDGE_P_VALUES.name}, provided by the edge-case component)", d,
                                  affects_readiness=False)
         if s.alarm:

@@ -16,7 +16,8 @@ features) beside each p-value. The p-values are adjusted across features with
 Benjamini-Hochberg (false discovery rate ``alpha``). A feature *drifts* only
 when all three hold: BH-adjusted p-value <= ``alpha``, effect size >=
 ``min_effect``, and window size >= ``min_samples``. So a huge window does not
-alarm on a negligible shift, and a tiny window never alarms.
+alarm on a negligible shift, and a tiny window never alarms. With ``joint=True``
+one more row, ``"(joint)"``, tests all numeric features together (see :mod:`.joint`).
 
 Cost: no sort of the window. Everything reference-side is computed once at
 ``fit`` (distinct sorted values, ECDF, gaps, PSI edges, a grid look-up table);
@@ -35,6 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 from scipy import special, stats
+
+from .joint import JointShiftTest
 
 __all__ = ["FeatureResult", "WindowReport", "WindowTest", "benjamini_hochberg"]
 
@@ -144,7 +147,8 @@ class WindowTest:
 
     def __init__(self, *, alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  categorical: Sequence[int] = (), feature_names: Sequence[str] | None = None,
-                 max_reference: int = 2000, recent: Sequence[int] = ()) -> None:
+                 max_reference: int = 2000, recent: Sequence[int] = (), joint: bool = False,
+                 joint_permutations: int = 199) -> None:
         self.alpha = alpha
         self.min_effect = min_effect
         self.min_samples = min_samples
@@ -152,6 +156,8 @@ class WindowTest:
         self.feature_names = feature_names
         self.max_reference = max_reference
         self.recent = recent
+        self.joint = joint
+        self.joint_permutations = joint_permutations
 
     # -- fit ------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: Any = None) -> "WindowTest":
@@ -201,6 +207,11 @@ class WindowTest:
             vals, counts = np.unique(col, return_counts=True)
             self._cats.append(vals)
             self._cat_counts.append(counts.astype(float))
+        self.joint_: JointShiftTest | None = None
+        if self.joint and len(self.numeric_) >= 2:
+            self.joint_ = JointShiftTest(columns=self.numeric_, n_permutations=self.joint_permutations,
+                                         max_reference=self.max_reference,
+                                         feature_names=self.feature_names_in_).fit(X)
         return self
 
     # -- test -----------------------------------------------------------------------
@@ -241,6 +252,11 @@ class WindowTest:
             drifted = bool(judged and q == q and q <= self.alpha and eff == eff and eff >= self.min_effect)
             out.append(FeatureResult(names[i], kind, int(nn_i), float(stat), float(p_i), float(q),
                                      float(psi_i), float(eff), drifted, detail))
+        if self.joint_ is not None:
+            j = self.joint_.test(W)
+            drifted = bool(judged and j.p_value <= self.alpha and j.effect >= self.min_effect)
+            out.append(FeatureResult("(joint)", "joint", j.n, j.statistic, j.p_value, j.p_value, float("nan"),
+                                     j.effect, drifted, j.detail))
         return WindowReport(n, float(self.alpha), float(self.min_effect), int(self.min_samples), tuple(out))
 
     def _rows(self, W: np.ndarray) -> dict[int, tuple]:
