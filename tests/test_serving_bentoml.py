@@ -151,3 +151,12 @@ def test_sampled_out_server_still_exports_anomalies_and_readyz_turns_503(artifac
             assert ready.status_code == 503
             health = requests.get(f"{server.url}/guard/health", timeout=10)
             assert health.status_code == 503 and health.json()["checks"]["model_errors"]["status"] == "failing"
+
+
+def test_json_safe_turns_nan_and_numpy_into_strict_json():
+    """Undefined statistics (NaN, inf) become null and numpy scalars plain numbers, so /guard/stats never 500s."""
+    from guarded_serving.serving.bentoml import json_safe
+
+    out = json_safe({"psi": float("nan"), "n": np.int64(3), "rows": [np.float64(1.5), float("inf")], "ok": True})
+    assert out == {"psi": None, "n": 3, "rows": [1.5, None], "ok": True}
+    assert json.dumps(out, allow_nan=False)

@@ -20,7 +20,8 @@ from ..telemetry.tracing import register_provider_resolver
 if TYPE_CHECKING:
     from ..guard import Guard
 
-__all__ = ["RequestTiming", "bentoml_tracer_provider", "health_app", "in_bentoml_worker", "tracing_config_from_env"]
+__all__ = ["RequestTiming", "bentoml_tracer_provider", "health_app", "in_bentoml_worker", "json_safe",
+           "tracing_config_from_env"]
 
 _log = logging.getLogger("guarded_serving.serving")
 _lookup_failed = False
@@ -103,6 +104,29 @@ def tracing_config_from_env(environ: Mapping[str, str] | None = None) -> dict[st
             "otlp": {"protocol": "http", "endpoint": endpoint}}
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None and numpy scalars as Python numbers: strict JSON
+    (Starlette refuses NaN, and a statistic that is undefined for a window, such as the PSI of the
+    joint drift row, must not turn /guard/stats into a 500)."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return json_safe(item())
+        except (TypeError, ValueError):
+            pass
+    return value
+
+
 def health_app(guard: "Guard") -> Any:
     """A small ASGI app exposing the guard: ``GET /health`` and ``GET /stats``.
 
@@ -117,10 +141,10 @@ def health_app(guard: "Guard") -> Any:
 
     async def health(request: Any) -> JSONResponse:
         report = guard.health()
-        return JSONResponse(report, status_code=200 if report["ready"] else 503)
+        return JSONResponse(json_safe(report), status_code=200 if report["ready"] else 503)
 
     async def stats(request: Any) -> JSONResponse:
-        return JSONResponse(guard.stats())
+        return JSONResponse(json_safe(guard.stats()))
 
     return Starlette(routes=[Route("/health", health, methods=["GET"]),
                              Route("/stats", stats, methods=["GET"])])
