@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from guarded_serving.testing import wait_until
+from tests.child_process import ChildProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "jaeger.sh"
@@ -174,7 +174,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class PrivateJaeger:
+class PrivateJaeger(ChildProcess):
     """The cached Jaeger binary on its own free loopback ports.
 
     ``storage="memory"`` (default): ``stop()`` then ``start()`` restarts it on the
@@ -230,24 +230,6 @@ class PrivateJaeger:
             return self
         self.stop()
         raise TimeoutError(f"private jaeger not healthy in {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
     def __enter__(self) -> "PrivateJaeger":
         return self.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.error
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from guarded_serving.testing import free_port, wait_until
+from tests.child_process import ChildProcess
 
 __all__ = ["LocalPrometheus", "PROMETHEUS", "PROMTOOL"]
 
@@ -26,8 +26,10 @@ PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 
 
-class LocalPrometheus:
+class LocalPrometheus(ChildProcess):
     """``prometheus`` scraping ``targets`` (``host:port``) every second, evaluating ``rule_files`` every second."""
+
+    stop_timeout_s = 20.0
 
     def __init__(self, targets: Sequence[str], rule_files: Sequence[Path] = (), *, interval: str = "1s") -> None:
         if PROMETHEUS is None:
@@ -67,22 +69,6 @@ class LocalPrometheus:
             self.stop()
             raise TimeoutError(f"prometheus not ready in {timeout} s:\n{self.log_tail()}")
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
     def api(self, path: str, **params: Any) -> Any:
         """GET ``/api/v1/<path>``; the ``data`` member of a successful answer."""
