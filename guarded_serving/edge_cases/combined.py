@@ -161,26 +161,14 @@ class CombinedDetector(BaseDetector):
 
     def _parts_small(self, X: np.ndarray) -> np.ndarray:
         """Largest standardised part score, through each part's ``outlyingness_small``."""
-        total = None
-        for score, c, inv in self._small:
-            s = score(X)
-            s -= c
-            s *= inv
-            total = s if total is None else np.maximum(total, s, out=total)
-        return total
+        return _largest_part(self._small, X)
 
     def outlyingness(self, X: Any) -> np.ndarray:
         """Largest of the parts' standardised outlyingness. Higher = stranger."""
         self._check_fitted()
         if type(X) is not np.ndarray or X.dtype != np.float64 or X.ndim != 2:
             X = check_matrix(X, n_features=self.n_features_in_)
-        total = None
-        for score, c, inv in self._parts:
-            s = score(X)
-            s -= c
-            s *= inv
-            total = s if total is None else np.maximum(total, s, out=total)
-        return total
+        return _largest_part(self._parts, X)
 
     def part_outlyingness(self, X: Any) -> dict[str, np.ndarray]:
         """Each part's standardised outlyingness (for explanations and benchmarks)."""
@@ -208,3 +196,14 @@ def _fuse(detectors: dict[str, BaseDetector], parts: dict[str, tuple[Any, float,
     factor = np.ascontiguousarray(mah.precision_factor_ * np.sqrt(i_m))
     return (tail._scale, tail._shift, tail._low, tail._high, tail._table * i_t, c_t * i_t,
             factor, mah.location_ @ factor, c_m * i_m)
+
+
+def _largest_part(parts: Any, X: np.ndarray) -> np.ndarray:
+    """The largest of the parts' standardised scores ``(score(X) - centre) * inverse spread``."""
+    total = None
+    for score, c, inv in parts:
+        s = score(X)
+        s -= c
+        s *= inv
+        total = s if total is None else np.maximum(total, s, out=total)
+    return total  # type: ignore[return-value]
