@@ -435,7 +435,8 @@ class Guard:
         if call.request_ms is not None:
             attrs[A.REQUEST_LATENCY_MS] = call.request_ms
         if call.attributes:
-            attrs.update(call.attributes)
+            for key, value in call.attributes.items():  # a callable value is built now (lazy explanations)
+                attrs[key] = value() if callable(value) else value
         if exc is not None:
             attrs[A.ERROR_TYPE] = type(exc).__qualname__
             if outcome == A.OUTCOME_INVALID:
@@ -501,6 +502,24 @@ class Guard:
         report = H.aggregate(results, self.config.readiness_checks)
         report["model"] = {"name": self.config.name, "version": self.config.version}
         return report
+
+    def check(self, inputs: Any, *, explain: bool = True) -> list[Any]:
+        """Edge-case verdicts for ``inputs`` without calling the model (batch screening, tests).
+
+        ``inputs`` is what the guarded function takes (read and validated the same way: a
+        bad input raises :class:`~guarded_serving.errors.InvalidInputError`). Returns one
+        :class:`~guarded_serving.edge_cases.RowVerdict` per row: ``p_value`` (every row,
+        flagged or not), ``flagged`` (``p_value <= edge_fpr``), ``part_p_values`` and, for
+        flagged rows, ``reasons``. Nothing is counted as traffic. Needs a profile.
+        """
+        try:
+            edge = self.component("edge_cases")
+        except KeyError:
+            raise ConfigError("guard.check needs a reference profile: Guard(profile=...)") from None
+        x = self._read_input(inputs, "inputs") if self._read_input is not None else None
+        if x is None:
+            raise InvalidInputError("inputs", "not readable as the profile's features")
+        return edge.check(x, explain=explain)  # type: ignore[attr-defined, no-any-return]
 
     def is_ready(self) -> bool:
         """False when a readiness-gating check is ``failing`` (wire to ``__is_ready__``)."""

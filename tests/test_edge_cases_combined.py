@@ -60,15 +60,6 @@ def test_tail_part_counts_only_rare_values():
     assert prof.detector("tail").threshold == 0.0
 
 
-def test_profile_without_tail_threshold_keeps_the_old_combination():
-    """A profile header without tail_threshold (built before it existed) rebuilds an unthresholded tail part."""
-    X = np.random.default_rng(0).normal(size=(3000, 5))
-    prof = build_profile(X)
-    del prof.header["combined"]["tail_threshold"]
-    prof._detectors.clear()
-    assert prof.detector().detectors_["tail"].threshold == 0.0
-
-
 def test_calibration_scores_match_the_rebuilt_detector():
     """The stored combined calibration scores are the rebuilt default detector's scores (same standardisation)."""
     rng = np.random.default_rng(4)

@@ -9,7 +9,7 @@
 
 from .builder import ProfileBuilder, build_profile
 from .combined import CombinedDetector
-from .component import EdgeCaseComponent, merge_rows
+from .component import EdgeCaseComponent, RowVerdict, merge_rows
 from .conformal import ConformalCalibrator
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector, ledoit_wolf_shrinkage
@@ -26,6 +26,7 @@ __all__ = [
     "Profile",
     "ProfileBuilder",
     "ProfileError",
+    "RowVerdict",
     "TailDetector",
     "build_profile",
     "ledoit_wolf_shrinkage",

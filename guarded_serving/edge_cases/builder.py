@@ -2,7 +2,9 @@
 
 Rows arrive in chunks (:meth:`ProfileBuilder.update`). Each row goes, at
 random, to the calibration split (``calibration_fraction``) or the fitting
-split. Over every fitting row the builder keeps exact streaming statistics:
+split; or, with ``held_out_calibration=True``, every row is a fitting row and
+the calibration rows come from :meth:`ProfileBuilder.update_calibration` (an
+explicit held-out set, e.g. a later time period). Over every fitting row the builder keeps exact streaming statistics:
 count, minimum, maximum, missing counts, category counts and the mean and
 scatter matrix of the numeric columns (Chan's pairwise merge; a missing value
 is imputed with its chunk's mean there). Quantiles, the Ledoit-Wolf intensity
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .combined import TAIL_THRESHOLD
+from .combined import TAIL_THRESHOLD, CombinedDetector
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector, shrunk_covariance
 from .profile import Profile, new_header
@@ -82,12 +84,16 @@ class ProfileBuilder:
     seed : int, default=0
     max_categories : int, default=10000
         A categorical column with more distinct codes than this is an error.
+    held_out_calibration : bool, default=False
+        Every row given to :meth:`update` fits the detectors; calibration rows come only
+        from :meth:`update_calibration` (``calibration_fraction`` is then unused).
     """
 
     def __init__(self, n_features: int, *, feature_names: Sequence[str] | None = None,
                  categorical: Sequence[int] = (), calibration_fraction: float = 0.2, sample_size: int = 100_000,
                  calibration_size: int = 20_000, reference_size: int = 5_000, knn_neighbors: int = 5,
-                 seed: int = 0, max_categories: int = 10_000, source: str = "") -> None:
+                 seed: int = 0, max_categories: int = 10_000, source: str = "",
+                 held_out_calibration: bool = False) -> None:
         if not isinstance(n_features, int) or n_features < 1:
             raise ConfigError(f"n_features={n_features!r} is invalid: expected an integer >= 1")
         names = [f"f{i}" for i in range(n_features)] if feature_names is None else [str(n) for n in feature_names]
@@ -106,8 +112,11 @@ class ProfileBuilder:
         self._rng = np.random.default_rng(seed)
         self._fit = _BottomK(sample_size)
         self._cal = _BottomK(calibration_size)
+        self.held_out_calibration = bool(held_out_calibration)
         self.n_rows = 0
         self.n_total = 0
+        self.n_calibration_seen = 0
+        self._cal_missing = np.zeros(n_features)
         self._min = np.full(n_features, np.inf)
         self._max = np.full(n_features, -np.inf)
         self._missing = np.zeros(n_features)
@@ -132,9 +141,11 @@ class ProfileBuilder:
         n = len(X)
         self.n_total += n
         to_cal = self._rng.random(n) < self.calibration_fraction
+        if self.held_out_calibration:
+            to_cal[:] = False
         keys = self._rng.random(n)
         sel = lambda a, m: None if a is None else a[m]  # noqa: E731
-        self._cal.add(keys[to_cal], X[to_cal], sel(predictions, to_cal))
+        self._add_calibration(keys[to_cal], X[to_cal])
         fit = ~to_cal
         Xf = X[fit]
         self._fit.add(keys[fit], Xf, sel(predictions, fit))
@@ -167,13 +178,36 @@ class ProfileBuilder:
         self._mean += delta * (m / tot)
         self.n_rows = tot
 
+    def update_calibration(self, X: np.ndarray) -> None:
+        """Add a chunk of held-out calibration rows (needs ``held_out_calibration=True``)."""
+        if not self.held_out_calibration:
+            raise ConfigError("update_calibration needs ProfileBuilder(held_out_calibration=True); otherwise the "
+                              "calibration rows are drawn from the training rows")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ConfigError(f"expected calibration rows of {self.n_features} features, got an array of shape "
+                              f"{X.shape}")
+        if np.isinf(X).any():
+            r, c = np.argwhere(np.isinf(X))[0]
+            raise ConfigError(f"calibration row {self.n_calibration_seen + int(r)}, feature "
+                              f"{self.feature_names[c]!r} is infinite; calibration data must be finite")
+        self._add_calibration(self._rng.random(len(X)), X)
+
+    def _add_calibration(self, keys: np.ndarray, X: np.ndarray) -> None:
+        self.n_calibration_seen += len(X)
+        if len(X):
+            self._cal_missing += np.isnan(X).sum(axis=0)
+        self._cal.add(keys, X, None)
+
     def finish(self) -> Profile:
         """Fit the detectors on the accumulated statistics and score the calibration rows."""
         if self.n_rows < 2:
             raise ConfigError(f"too little data: {self.n_rows} fitting rows (need at least 2)")
         cal, _ = self._cal.ordered()
         if len(cal) < 1:
-            raise ConfigError("no calibration rows: the data set is too small for the calibration fraction")
+            raise ConfigError("no calibration rows: give held-out rows (update_calibration / --calibration)"
+                              if self.held_out_calibration else
+                              "no calibration rows: the data set is too small for the calibration fraction")
         p, num, n = self.n_features, self.num, self.n_rows
         sample, spred = self._fit.ordered()
         levels = DEFAULT_LEVELS
@@ -181,7 +215,8 @@ class ProfileBuilder:
         allnan = self._missing >= n
         mn = np.where(allnan, 0.0, self._min)
         mx = np.where(allnan, 0.0, self._max)
-        missing = self._missing / n
+        # missing rates over every row seen (fitting and calibration): NaN is accepted where any had one
+        missing = (self._missing + self._cal_missing) / (n + self.n_calibration_seen)
         cats = {}
         for j, counts in self._cats.items():
             vals = np.array(sorted(counts), dtype=np.float64)
@@ -204,26 +239,21 @@ class ProfileBuilder:
             n_features=p, columns=num, location=mean, covariance=shrunk, shrinkage=shrink)
         knn = KNNDetector(categorical=self.categorical, n_neighbors=self.knn_neighbors)._set_state(
             reference=ref, columns=num, location=mean, scale=std)
-        train = {"tail": tail.outlyingness(sample), "mahalanobis": mah.outlyingness(sample),
-                 "knn": knn.train_outlyingness()}
-        center, spread = {}, {}
-        for name, s in train.items():
-            center[name], spread[name] = _standardisation(s)
         parts = ["tail", "mahalanobis"]
         cal_scores = {"tail": tail.outlyingness(cal), "mahalanobis": mah.outlyingness(cal),
-                      "knn": knn.outlyingness(cal)}
-        part_center = dict(center, tail=_standardisation(tail_part.outlyingness(sample))[0])
-        part_spread = dict(spread, tail=_standardisation(tail_part.outlyingness(sample))[1])
-        part_cal = dict(cal_scores, tail=tail_part.outlyingness(cal))
-        comb = np.max([(part_cal[k] - part_center[k]) / part_spread[k] for k in parts], axis=0)
+                      "knn": knn.outlyingness(cal), "tail_part": tail_part.outlyingness(cal)}
+        comb = CombinedDetector.from_parts({"tail": tail_part, "mahalanobis": mah},
+                                           np.column_stack([cal_scores["tail_part"], cal_scores["mahalanobis"]]),
+                                           categorical=self.categorical)
         arrays: dict[str, np.ndarray] = {
             "levels": levels, "quantiles": q, "minimum": mn, "maximum": mx, "missing_rate": missing,
             "cat_values": np.concatenate([cats[j][0] for j in self.categorical]) if cats else np.zeros(0),
             "cat_freqs": np.concatenate([cats[j][1] for j in self.categorical]) if cats else np.zeros(0),
             "cat_offsets": np.cumsum([0] + [len(cats[j][0]) for j in self.categorical]).astype(np.int64),
             "mean": mean, "covariance": shrunk, "std": std, "reference": np.ascontiguousarray(ref),
-            "cal_tail": np.sort(cal_scores["tail"]), "cal_mahalanobis": np.sort(cal_scores["mahalanobis"]),
-            "cal_knn": np.sort(cal_scores["knn"]), "cal_combined": np.sort(comb),
+            "cal_tail": cal_scores["tail"], "cal_mahalanobis": cal_scores["mahalanobis"],
+            "cal_knn": cal_scores["knn"], "cal_tail_part": cal_scores["tail_part"],
+            "cal_combined": comb.calibration_scores_,
         }
         if ref_pred is not None:
             arrays["reference_predictions"] = np.ascontiguousarray(ref_pred)
@@ -231,27 +261,23 @@ class ProfileBuilder:
             n_features=p, feature_names=self.feature_names, categorical=list(self.categorical), n_rows=int(n),
             n_calibration=int(len(cal)), n_rows_total=int(self.n_total), shrinkage=float(shrink),
             knn_neighbors=int(self.knn_neighbors), source=self.source,
-            combined={"parts": parts, "center": [part_center[k] for k in parts],
-                      "spread": [part_spread[k] for k in parts], "tail_threshold": TAIL_THRESHOLD,
-                      "all": {"center": center, "spread": spread}})
+            calibration="held out" if self.held_out_calibration else f"random {self.calibration_fraction:g} of rows",
+            combined={"parts": parts, "tail_threshold": TAIL_THRESHOLD, "method": "calibration-rank"})
         return Profile(header, arrays)
-
-
-def _standardisation(s: np.ndarray) -> tuple[float, float]:
-    """Centre (median) and spread (90th minus 50th percentile) of training scores."""
-    med, q90 = np.quantile(s, [0.5, 0.9])
-    return float(med), float(q90 - med if q90 > med else max(abs(med), 1.0))
 
 
 def build_profile(X: Any, *, predictions: Any = None, feature_names: Sequence[str] | None = None,
                   categorical: Sequence[int] = (), chunk_rows: int = 100_000, view: Any = None,
-                  **options: Any) -> Profile:
+                  calibration: Any = None, **options: Any) -> Profile:
     """Build a profile from in-memory training data (see :class:`ProfileBuilder` for ``options``).
 
     ``view`` (a kind such as ``"text"``, ``"records"``, ``"array"``, ``"embedding"``, or an
     :class:`~guarded_serving.views.InputView`) reads raw samples (texts, records, images,
     vectors) into monitored features first; it is fitted on ``X`` unless already fitted, and
     stored in the profile so serving computes the same features.
+
+    ``calibration`` (held-out rows, or raw samples for a view) calibrates the p-values
+    instead of a random ``calibration_fraction`` of ``X``: every row of ``X`` then fits.
     """
     fitted_view = None
     if view is not None:
@@ -261,16 +287,23 @@ def build_profile(X: Any, *, predictions: Any = None, feature_names: Sequence[st
         if not hasattr(fitted_view, "feature_names_"):  # not fitted yet
             fitted_view.fit(X)
         X = fitted_view.transform(X, "training data")
+        if calibration is not None:
+            calibration = fitted_view.transform(calibration, "calibration data")
         feature_names = feature_names or fitted_view.feature_names_
         categorical = tuple(sorted(set(categorical) | set(fitted_view.categorical_)))
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ConfigError(f"training data must be 2-D (rows x features), got shape {X.shape}: pass view= for "
                           "texts, records, images or other arrays")
-    b = ProfileBuilder(X.shape[1], feature_names=feature_names, categorical=categorical, **options)
+    b = ProfileBuilder(X.shape[1], feature_names=feature_names, categorical=categorical,
+                       held_out_calibration=calibration is not None, **options)
     pred = None if predictions is None else np.asarray(predictions)
     for i in range(0, len(X), chunk_rows):
         b.update(X[i:i + chunk_rows], None if pred is None else pred[i:i + chunk_rows])
+    if calibration is not None:
+        C = np.asarray(calibration, dtype=np.float64)
+        for i in range(0, len(C), chunk_rows):
+            b.update_calibration(C[i:i + chunk_rows])
     prof = b.finish()
     if fitted_view is not None:
         prof.set_view(fitted_view)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..component import Capability, Component
 from ..settings import Section, check_number, fail
+from .combined import parse_parts
 from .component import DETECTOR_NAMES, POLICIES, EdgeCaseComponent
 from .content import ContentCheck
 
@@ -34,8 +35,10 @@ class EdgeCaseSettings(Section):
         Target false-positive rate on in-distribution rows (flag when p <= edge_fpr).
     edge_fallback : callable, default=None
         ``fallback(rows) -> results`` for flagged rows; required by ``edge_policy="fallback"``.
-    edge_detector : {"combined", "tail", "mahalanobis", "knn"}, default="combined"
-        Which of the profile's detectors scores rows.
+    edge_detector : str, default="combined"
+        Which of the profile's detectors scores rows: ``"combined"`` (tail + Mahalanobis,
+        combined by calibration rank), ``"tail"``, ``"mahalanobis"``, ``"knn"``, or parts
+        joined by ``+`` (e.g. ``"tail+mahalanobis+knn"``), combined the same way.
     """
 
     section = "edge_cases"
@@ -58,8 +61,10 @@ class EdgeCaseSettings(Section):
             fail("edge_fallback", self.edge_fallback, "None or a callable fallback(rows) -> results")
         if self.edge_policy == "fallback" and self.edge_fallback is None:
             fail("edge_fallback", self.edge_fallback, "a callable fallback(rows) -> results when edge_policy='fallback'")
-        if self.edge_detector not in DETECTOR_NAMES:
-            fail("edge_detector", self.edge_detector, "'combined', 'tail', 'mahalanobis' or 'knn'")
+        if not isinstance(self.edge_detector, str) or (self.edge_detector not in DETECTOR_NAMES
+                                                       and parse_parts(self.edge_detector) is None):
+            fail("edge_detector", self.edge_detector, "'combined', 'tail', 'mahalanobis', 'knn', or parts joined "
+                 "by '+' such as 'tail+mahalanobis+knn'")
         if self.profile is not None and not isinstance(self.profile, (str, os.PathLike)) \
                 and not hasattr(self.profile, "detector"):
             fail("profile", self.profile, "None, a path to a profile file, or a Profile")

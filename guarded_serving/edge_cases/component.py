@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -50,7 +51,7 @@ from ..keys import EDGE_P_VALUES, EDGE_VERDICT, FEATURES, INPUT_SCHEMA, REFERENC
 from .explain import explain_rows
 from .profile import DETECTORS, Profile, load_profile
 
-__all__ = ["DETECTOR_NAMES", "EdgeCaseComponent", "POLICIES", "merge_rows"]
+__all__ = ["DETECTOR_NAMES", "EdgeCaseComponent", "EdgeVerdict", "POLICIES", "RowVerdict", "merge_rows"]
 
 POLICIES = ("flag", "reject", "fallback")
 DETECTOR_NAMES = DETECTORS
@@ -77,7 +78,8 @@ class EdgeCaseComponent(Component):
         ``fallback(rows: ndarray) -> result`` for flagged rows (required by ``policy="fallback"``).
     detector : {"combined", "tail", "mahalanobis", "knn"}, default="combined"
     max_explained : int, default=5
-        Flagged rows explained per call (the rest are counted).
+        Flagged rows explained per call (the rest are counted). Explanations are built only when
+        read: the reason header of a call whose response goes back, a rejection, the exported span.
 
     Attributes
     ----------
@@ -180,26 +182,21 @@ class EdgeCaseComponent(Component):
         n = len(rows)
         self.calls_flagged += 1
         self.rows_flagged += n
-        shown = rows[:self.max_explained]
-        reasons = explain_rows(self.profile_, x, shown)
-        lines = [f"row {int(r)} (p={p[r]:.3g}): " + "; ".join(rs) for r, rs in zip(shown, reasons)]
-        if n > len(shown):
-            lines.append(f"... and {n - len(shown)} more flagged rows")
-        explanation = (f"{n} of {len(p)} rows are unlike the training data "
-                       f"(conformal p-value <= edge_fpr={self.fpr:g}): " + " | ".join(lines))
-        verdict = {"flagged_rows": rows.tolist(), "p_values": [float(p[r]) for r in rows],
-                   "reasons": {int(r): rs for r, rs in zip(shown, reasons)}, "explanation": explanation}
+        # the verdict (rows, p-values) now; the explanation when something reads it: the reason
+        # header (a response that goes back), a rejection's message, the exported span, guard.check
+        verdict = EdgeVerdict(self, x, p, rows)
         call.state[EDGE_VERDICT] = verdict
         call.flag(**{"guard.edge.flagged": True, "guard.edge.flagged_rows": n,
                      "guard.edge.rows": [int(r) for r in rows[:100]], "guard.edge.min_p_value": float(p.min()),
-                     "guard.edge.explanation": explanation[:4000], "guard.edge.policy": self.policy})
+                     "guard.edge.explanation": verdict.span_explanation, "guard.edge.policy": self.policy})
         if self.policy == "reject":
             self.rejected += 1
-            raise RejectedInputError(f"{call.input_name or 'input'}: rejected as out of distribution: {explanation}",
-                                     details=verdict)
+            raise RejectedInputError(f"{call.input_name or 'input'}: rejected as out of distribution: "
+                                     f"{verdict['explanation']}", details=dict(verdict))
         call.set_header(HEADER, f"flagged; rows={','.join(str(int(r)) for r in rows[:50])}; "
                                 f"min_p={float(p.min()):.4g}; policy={self.policy}")
-        call.set_header(REASON_HEADER, _header_safe(" | ".join(lines)))
+        if getattr(call, "_response", None) is not None:  # the header goes back: explain now
+            call.set_header(REASON_HEADER, _header_safe(verdict.lines()))
         if self.policy == "fallback":
             self.fallback_rows += n
             fb = self.fallback(x[rows])  # type: ignore[misc]
@@ -209,6 +206,30 @@ class EdgeCaseComponent(Component):
             keep = np.flatnonzero(p > self.fpr)
             call.state[_FALLBACK_PLAN] = (keep, rows, fb, len(p))
             call.set_input(x[keep])
+
+    def explain(self, x: np.ndarray, rows: Any) -> list[list[str]]:
+        """Reasons for rows ``rows`` of the validated feature matrix ``x`` (led by the part that drove each)."""
+        return explain_rows(self.profile_, x, np.asarray(rows, dtype=np.intp), detector=self.detector)
+
+    def check(self, x: np.ndarray, *, explain: bool = True) -> list[RowVerdict]:
+        """Per-row verdicts for the validated feature matrix ``x``, without counting them as traffic.
+
+        Each :class:`RowVerdict` has the row's conformal p-value (flagged or not), whether it is
+        flagged at ``edge_fpr``, each part's own p-value, and (``explain=True``) the reasons
+        for flagged rows.
+        """
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        o = self._outlyingness(x)
+        p = (self._cal_n + 1.0 - np.searchsorted(self._cal, o, side="left")) / self._cal_num
+        det = self.detector_
+        parts = det.parts if hasattr(det, "parts") else (self.detector,)
+        pp = det.part_p_values(x) if hasattr(det, "part_p_values") else p[:, None]
+        flagged = np.flatnonzero(p <= self.fpr)
+        reasons = dict(zip(flagged.tolist(), self.explain(x, flagged))) if explain and len(flagged) else {}
+        return [RowVerdict(row=i, p_value=float(p[i]), flagged=bool(p[i] <= self.fpr),
+                           part_p_values={n: float(pp[i, k]) for k, n in enumerate(parts)},
+                           reasons=tuple(reasons.get(i, ())))
+                for i in range(len(p))]
 
     def after_call(self, call: Any) -> None:
         plan = call.state.get(_FALLBACK_PLAN)
@@ -235,6 +256,86 @@ class EdgeCaseComponent(Component):
                 "fallback_rows": self.fallback_rows,
                 "flag_rate": self.rows_flagged / self.rows if self.rows else None,
                 "policy": self.policy, "fpr": self.fpr, "detector": self.detector}
+
+
+@dataclass(frozen=True)
+class RowVerdict:
+    """One row's edge-case verdict (:meth:`EdgeCaseComponent.check`, ``Guard.check``).
+
+    Attributes
+    ----------
+    row : int
+    p_value : float
+        Conformal p-value of the row (small = unlike the calibration rows); given for every row.
+    flagged : bool
+        ``p_value <= edge_fpr``.
+    part_p_values : dict of str -> float
+        Each part's own conformal p-value (one entry for a single detector).
+    reasons : tuple of str
+        Why the row was flagged, the part that drove the verdict first (empty when not flagged).
+    """
+
+    row: int
+    p_value: float
+    flagged: bool
+    part_p_values: dict[str, float] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+
+
+class EdgeVerdict(dict):
+    """``call.state[EDGE_VERDICT]``: ``flagged_rows`` and ``p_values`` at once; ``reasons`` and
+    ``explanation`` built on first read (for at most ``max_explained`` rows), then kept."""
+
+    def __init__(self, component: EdgeCaseComponent, x: np.ndarray, p: np.ndarray, rows: np.ndarray) -> None:
+        super().__init__(flagged_rows=rows.tolist(), p_values=[float(p[r]) for r in rows])
+        self._args: tuple[Any, ...] | None = (component, x, p, rows)
+
+    def _build(self) -> None:
+        if self._args is None:
+            return
+        comp, x, p, rows = self._args
+        self._args = None
+        n = len(rows)
+        shown = rows[:comp.max_explained]
+        reasons = comp.explain(x, shown)
+        lines = [f"row {int(r)} (p={p[r]:.3g}): " + "; ".join(rs) for r, rs in zip(shown, reasons)]
+        if n > len(shown):
+            lines.append(f"... and {n - len(shown)} more flagged rows")
+        self._lines = " | ".join(lines)
+        dict.__setitem__(self, "reasons", {int(r): rs for r, rs in zip(shown, reasons)})
+        dict.__setitem__(self, "explanation", f"{n} of {len(p)} rows are unlike the training data "
+                                              f"(conformal p-value <= edge_fpr={comp.fpr:g}): " + self._lines)
+
+    def lines(self) -> str:
+        self._build()
+        return self._lines
+
+    def span_explanation(self) -> str:
+        """The explanation for a span attribute (called when the span is annotated)."""
+        return self["explanation"][:4000]
+
+    def __getitem__(self, key: Any) -> Any:
+        if key in ("reasons", "explanation"):
+            self._build()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self or key in ("reasons", "explanation") else default
+
+    def __contains__(self, key: Any) -> bool:
+        return key in ("reasons", "explanation") or dict.__contains__(self, key)
+
+    def __iter__(self) -> Any:
+        self._build()
+        return dict.__iter__(self)
+
+    def keys(self) -> Any:
+        self._build()
+        return dict.keys(self)
+
+    def items(self) -> Any:
+        self._build()
+        return dict.items(self)
 
 
 def merge_rows(model: Any, model_rows: np.ndarray, fallback: Any, fallback_rows: np.ndarray, n: int) -> Any:

@@ -1,6 +1,6 @@
 """The reference profile: what the edge-case detectors learned from training data, and its file format.
 
-File format ``guarded-serving-profile/1``
+File format ``guarded-serving-profile/2``
 -----------------------------------------
 One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
 
@@ -10,16 +10,20 @@ One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
     ``n_features``, ``feature_names``, ``categorical`` (column indices),
     ``n_rows`` (rows the detectors were fitted on), ``n_calibration`` (held-out
     rows behind the calibration scores), ``n_rows_total``, ``shrinkage``
-    (Ledoit-Wolf intensity), ``knn_neighbors``, ``combined`` (per-detector
-    ``center``/``spread`` of the standardisation, and ``tail_threshold`` of its
-    tail part; absent means 0), ``source`` (free text),
+    (Ledoit-Wolf intensity), ``knn_neighbors``, ``combined`` (``parts`` of the
+    default detector, ``tail_threshold`` of its tail part, ``method``
+    "calibration-rank"), ``calibration`` (how the calibration rows were chosen:
+    a random fraction of the rows, or held out), ``source`` (free text),
     ``content_sha256`` (SHA-256 over every array below, in name order: name,
     dtype, shape and bytes), and ``has_reference_predictions``.
 ``levels`` (n_levels,), ``quantiles`` (n_features, n_levels)
     Per-feature quantiles of the fitting rows (from a uniform sample of at
     most ``sample_size`` rows).
-``minimum``, ``maximum``, ``missing_rate`` (n_features,)
-    Exact over all fitting rows; NaN is the missing value.
+``minimum``, ``maximum`` (n_features,)
+    Exact over all fitting rows.
+``missing_rate`` (n_features,)
+    Share of rows (fitting and calibration) with a missing value (NaN) in each
+    feature: serving accepts NaN exactly where it is above 0.
 ``cat_values``, ``cat_freqs``, ``cat_offsets``
     Category codes and frequencies of categorical column ``categorical[i]``
     are ``cat_values[cat_offsets[i]:cat_offsets[i+1]]``.
@@ -29,8 +33,12 @@ One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
 ``reference`` (n_reference, n_features), ``reference_predictions`` (n_reference, ...)
     A uniform subsample of the fitting rows (kNN detector, drift baselines)
     and, if given, the model's predictions on those rows.
-``cal_tail``, ``cal_mahalanobis``, ``cal_knn``, ``cal_combined`` (n_calibration,)
-    Each detector's outlyingness on the held-out calibration rows, sorted.
+``cal_tail``, ``cal_mahalanobis``, ``cal_knn``, ``cal_tail_part``, ``cal_combined`` (n_calibration,)
+    Each detector's outlyingness on the held-out calibration rows, in one row
+    order (aligned across detectors, so any combination of parts can be
+    calibrated): ``cal_tail_part`` is the thresholded tail part of combinations,
+    ``cal_combined`` the default combination's leave-one-out rank score
+    (:mod:`.combined`).
 
 Categorical features are numeric codes in the feature matrix (e.g. 0, 1, 2);
 the profile records which codes training saw and how often.
@@ -54,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .combined import CombinedDetector
+from .combined import CombinedDetector, parse_parts
 from .conformal import ConformalCalibrator
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
@@ -62,10 +70,11 @@ from .tail import TailDetector
 
 __all__ = ["FORMAT", "DETECTORS", "Profile", "ProfileError", "load_profile"]
 
-FORMAT = "guarded-serving-profile/1"
+FORMAT = "guarded-serving-profile/2"
 DETECTORS = ("combined", "tail", "mahalanobis", "knn")
 _ARRAYS = ("levels", "quantiles", "minimum", "maximum", "missing_rate", "cat_values", "cat_freqs", "cat_offsets",
-           "mean", "covariance", "std", "reference", "cal_tail", "cal_mahalanobis", "cal_knn", "cal_combined")
+           "mean", "covariance", "std", "reference", "cal_tail", "cal_mahalanobis", "cal_knn", "cal_tail_part",
+           "cal_combined")
 
 
 class ProfileError(ConfigError):
@@ -141,16 +150,22 @@ class Profile:
 
     # -- detectors ------------------------------------------------------------------------
     def detector(self, name: str = "combined") -> Any:
-        """The fitted detector ``name`` (one of ``DETECTORS``), built once from the stored state."""
-        if name not in DETECTORS:
-            raise ConfigError(f"edge_detector={name!r} is invalid: expected one of {DETECTORS}")
+        """The fitted detector ``name`` (one of ``DETECTORS``, or parts joined by ``+`` such as
+        ``"tail+mahalanobis+knn"``), built once from the stored state."""
+        if name not in DETECTORS and parse_parts(name) is None:
+            raise ConfigError(f"edge_detector={name!r} is invalid: expected one of {DETECTORS}, or parts joined "
+                              "by '+' (e.g. 'tail+mahalanobis+knn')")
         if name not in self._detectors:
             self._detectors[name] = self._build(name)
         return self._detectors[name]
 
     def calibrator(self, name: str = "combined") -> ConformalCalibrator:
         """Conformal p-values against the stored calibration scores of ``name``."""
-        return ConformalCalibrator(self.arrays[f"cal_{name}"])
+        if name == "combined":
+            return ConformalCalibrator(self.arrays["cal_combined"])
+        if name in DETECTORS:
+            return ConformalCalibrator(self.arrays[f"cal_{name}"])
+        return ConformalCalibrator(self.detector(name).calibration_scores_)
 
     def _build(self, name: str) -> Any:
         a, h = self.arrays, self.header
@@ -166,14 +181,21 @@ class Profile:
         if name == "knn":
             return KNNDetector(categorical=self.categorical, n_neighbors=int(h["knn_neighbors"]))._set_state(
                 reference=a["reference"], columns=num, location=a["mean"], scale=a["std"])
-        comb = h["combined"]
-        parts = {n: self.detector(n) for n in comb["parts"]}
-        threshold = float(comb.get("tail_threshold", 0.0))  # absent in profiles built before it existed
-        if threshold and "tail" in parts:
-            parts["tail"] = TailDetector(categorical=self.categorical, threshold=threshold)._set_state(
-                n_samples=h["n_rows"], levels=a["levels"], quantiles=a["quantiles"], minimum=a["minimum"],
-                maximum=a["maximum"], missing_rate=a["missing_rate"], categories=self.categories())
-        return CombinedDetector.from_parts(parts, comb["center"], comb["spread"], categorical=self.categorical)
+        parts_names = parse_parts(name) if name != "combined" else tuple(h["combined"]["parts"])
+        threshold = float(h["combined"]["tail_threshold"])
+        parts: dict[str, Any] = {}
+        cols = []
+        for n in parts_names:  # type: ignore[union-attr]
+            if n == "tail":  # combinations use the thresholded tail part
+                parts[n] = TailDetector(categorical=self.categorical, threshold=threshold)._set_state(
+                    n_samples=h["n_rows"], levels=a["levels"], quantiles=a["quantiles"], minimum=a["minimum"],
+                    maximum=a["maximum"], missing_rate=a["missing_rate"], categories=self.categories())
+                cols.append(a["cal_tail_part"])
+            else:
+                parts[n] = self.detector(n)
+                cols.append(a[f"cal_{n}"])
+        return CombinedDetector.from_parts(parts, np.column_stack(cols), categorical=self.categorical,
+                                           tail_threshold=threshold)
 
     # -- file format -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> str:
@@ -230,7 +252,9 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
         raise ProfileError(f"profile {str(path)!r} has a corrupt header: {exc}") from None
     fmt = header.get("format") if isinstance(header, dict) else None
     if fmt != FORMAT:
-        raise ProfileError(f"profile {str(path)!r} has format {fmt!r}; this version reads {FORMAT!r}")
+        raise ProfileError(f"profile {str(path)!r} has format {fmt!r}; this version reads {FORMAT!r}: rebuild it "
+                           "with `guarded-serving profile` (format 2 stores aligned calibration scores, which the "
+                           "default detector's rank combination needs)")
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
         raise ProfileError(f"profile {str(path)!r} lacks arrays {missing}: the file is incomplete")
