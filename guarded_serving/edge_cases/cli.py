@@ -2,6 +2,13 @@
 
     guarded-serving profile DATA -o profile.npz [--feature-names a,b,c] [--categorical colour,3]
                             [--predictions preds.npy] [--key X] [--calibration-fraction 0.2]
+                            [--calibration HELD_OUT]
+
+``--calibration HELD_OUT`` (same format and columns as DATA) gives the rows that
+calibrate the p-values, held out from training (e.g. a later period); every row of
+DATA then fits the detectors. Without it a random ``--calibration-fraction`` of DATA
+is held out. The report says the smallest false-positive rate the calibration rows
+can reach, ``1 / (n + 1)``, and how many rows a target rate needs.
 
 ``DATA`` is a ``.npy`` (memory-mapped), a ``.npz`` (array ``--key``, default the
 first of ``X``, ``X_train``, ``data``, or the only array) or a ``.csv`` (a header
@@ -29,6 +36,7 @@ import argparse
 import csv
 import io
 import itertools
+import math
 import os
 import sys
 from pathlib import Path
@@ -63,6 +71,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                                                     "kept for the reference subsample")
     p.add_argument("--prediction-key", help="array name inside a predictions .npz")
     p.add_argument("--calibration-fraction", type=float, default=0.2)
+    p.add_argument("--calibration", type=Path, help="held-out rows that calibrate the p-values (same format and "
+                                                    "columns as DATA); every DATA row then fits")
     p.add_argument("--sample-size", type=int, default=100_000, help="fitting rows kept for quantiles")
     p.add_argument("--calibration-size", type=int, default=20_000)
     p.add_argument("--reference-size", type=int, default=5_000)
@@ -257,7 +267,10 @@ def run(args: argparse.Namespace) -> int:
         preds = _load_predictions(args.predictions, args.prediction_key) if args.predictions else None
         if preds is not None and len(preds) != len(raw):
             raise ConfigError(f"--predictions has {len(preds)} rows but {args.data} has {len(raw)} samples")
+        cal_raw = (read_raw(args.calibration, args.kind, key=args.key, text_key=args.text_key)
+                   if getattr(args, "calibration", None) else None)
         prof = build_profile(raw, view=args.kind, predictions=preds, calibration_fraction=args.calibration_fraction,
+                             calibration=cal_raw,
                              sample_size=args.sample_size, calibration_size=args.calibration_size,
                              reference_size=args.reference_size, seed=args.seed,
                              source=os.path.basename(str(args.data)))
@@ -274,7 +287,8 @@ def run(args: argparse.Namespace) -> int:
     b = ProfileBuilder(n_cols, feature_names=names, categorical=categorical,
                        calibration_fraction=args.calibration_fraction, sample_size=args.sample_size,
                        calibration_size=args.calibration_size, reference_size=args.reference_size,
-                       seed=args.seed, source=os.path.basename(str(args.data)))
+                       seed=args.seed, source=os.path.basename(str(args.data)),
+                       held_out_calibration=getattr(args, "calibration", None) is not None)
     bar = Progress(total, "profile", quiet=args.quiet)
     rows = 0
     for X, done in chunks:
@@ -290,12 +304,31 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if preds is not None and len(preds) != rows:
         raise ConfigError(f"--predictions has {len(preds)} rows but {args.data} has {rows}")
+    if getattr(args, "calibration", None) is not None:
+        c_cols, _, _, c_chunks = iter_chunks(args.calibration, key=args.key, chunk_rows=args.chunk_rows)
+        if c_cols != n_cols:
+            raise ConfigError(f"--calibration {args.calibration} has {c_cols} columns; {args.data} has {n_cols}")
+        for C, _ in c_chunks:
+            b.update_calibration(C)
     return _report(b.finish(), args.out)
+
+
+def calibration_report(n: int) -> str:
+    """What ``n`` calibration rows allow: the smallest reachable false-positive rate and the rows
+    common targets need (a p-value is at least ``1 / (n + 1)``)."""
+    needs = ", ".join(f"edge_fpr={a:g} needs >= {rows_needed(a):,}" for a in (0.05, 0.01, 0.001))
+    return (f"calibration: {n:,} rows; smallest reachable edge_fpr 1/(n+1) = {1 / (n + 1):.3g}; {needs} rows "
+            "(more rows give finer p-values: the flag rate on clean rows is floor(fpr (n+1)) / (n+1))")
+
+
+def rows_needed(fpr: float) -> int:
+    """Calibration rows needed for ``edge_fpr=fpr`` to be reachable: the least n with 1/(n+1) <= fpr."""
+    return max(int(math.ceil(1.0 / fpr - 1.0 - 1e-9)), 1)
 
 
 def _report(prof: Any, out: Path) -> int:
     sha = prof.save(out)
-    print(f"wrote {out}: {prof.summary()}\nsha256 {sha}")
+    print(f"wrote {out}: {prof.summary()}\nsha256 {sha}\n{calibration_report(prof.n_calibration)}")
     if prof.n_calibration < 99:
         print(f"warning: only {prof.n_calibration} calibration rows; the smallest reachable edge_fpr is "
               f"{1 / (prof.n_calibration + 1):.3g}", file=sys.stderr)
