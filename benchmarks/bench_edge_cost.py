@@ -15,6 +15,11 @@ Measures, on the breast-cancer example's profile (built here if missing):
    setting is per worker (``guarded_serving.operational.blas``);
 6. batch throughput of the tail, Mahalanobis and default scores on 1,000,000 rows x 30
    features (goal: millions of rows per second), best of ``--batch-reps`` runs.
+7. (issue 16, ``--only-flagged``) one row at 10, 30, 300 and 1,000 features (synthetic
+   correlated Gaussian profiles): the default detector's score + p-value on a clean row and on
+   a row with one value out of the training range, and the component's ``before_call`` on an
+   unflagged row, on a flagged row (verdict only: the explanation is lazy), and on a flagged
+   row whose explanation is read (a response header or an exported span asks for it).
 Figures are p50 / p99 over repetitions, in microseconds, on this machine.
 """
 
@@ -48,7 +53,11 @@ def main(argv=None):
     ap.add_argument("--batch-reps", type=int, default=3)
     ap.add_argument("--only-batches", action="store_true", help="only section 4 (before_call by batch size)")
     ap.add_argument("--no-wide", action="store_true", help="skip the 1,000-feature rows of section 4")
+    ap.add_argument("--only-flagged", action="store_true", help="only section 7 (flagged vs unflagged rows)")
     args = ap.parse_args(argv)
+    if args.only_flagged:
+        flagged_cost(args.reps)
+        return
     from guarded_serving import Guard
     from guarded_serving.call import Call
     from services import train
@@ -131,6 +140,48 @@ def batches(comp, X, reps, wide=True):
     for n in (1, 10):
         x = np.ascontiguousarray(wide_rows[:n])
         print(f"  {'1,000 features':<16} {n:>4} rows {cost(wide_comp, x):9.1f}")
+
+
+def flagged_cost(reps):
+    """Section 7: one row, clean / out of range / flagged, by feature count (p50 µs)."""
+    from guarded_serving.call import Call
+    from guarded_serving.edge_cases import build_profile
+    from guarded_serving.edge_cases.component import EdgeCaseComponent
+    from guarded_serving.keys import EDGE_VERDICT
+    from guarded_serving.operational.blas import limit_blas_threads
+
+    limit_blas_threads(1)  # the per-worker setting (see section 4)
+    print("\none row, p50 µs (p99): score = default detector + p-value; before_call = the component's verdict")
+    print(f"{'features':>8} {'score clean':>14} {'score out-of-range':>19} {'unflagged call':>15} "
+          f"{'flagged call':>14} {'flagged, explained':>19}")
+    for p in (10, 30, 300, 1000):
+        rng = np.random.default_rng(p)
+        z = rng.normal(size=(6000, 1))
+        X = z + 0.5 * rng.normal(size=(6000, p))
+        comp = EdgeCaseComponent(build_profile(X[:5000]), fpr=0.01)
+        comp.bind(_Bindable(p))
+        det, cal = comp.detector_, comp.calibrator_
+        o = det.outlyingness(X[5000:])
+        pv = cal.p_values(o)
+        tail = det.detectors_["tail"]
+        inr = ~np.isnan(tail._lookup(X[5000:]).sum(axis=1))
+        clean = np.ascontiguousarray(X[5000:][(pv > 0.05) & inr][:1])
+        out = clean.copy()
+        out[0, 0] = tail.max_[0] + 0.05 * (tail.max_[0] - tail.min_[0])  # just past the training range
+        flagged = clean.copy()
+        flagged[0, 0] = 1e3  # a unit error: far out, flagged
+
+        def explained(x=flagged, c=comp):
+            call = Call((x,), {}, x, "x", 0)
+            c.before_call(call)
+            call.state[EDGE_VERDICT]["explanation"]
+
+        row = [timed(lambda: comp._outlyingness_one(clean), reps),
+               timed(lambda: comp._outlyingness_one(out), reps),
+               timed(lambda: comp.before_call(Call((clean,), {}, clean, "x", 0)), reps),
+               timed(lambda: comp.before_call(Call((flagged,), {}, flagged, "x", 0)), reps),
+               timed(explained, max(reps // 10, 300))]
+        print(f"{p:>8} " + " ".join(f"{a:7.1f} ({b:5.0f})".rjust(w) for (a, b), w in zip(row, (14, 19, 15, 14, 19))))
 
 
 class _Bindable:
