@@ -187,7 +187,7 @@ class TestNaNFollowsTheProfile:
 
     def test_nan_refused_elsewhere_naming_row_and_feature(self, guard):
         """A NaN where training never had one is a 400 naming the row and the feature."""
-        g, model = guard
+        _, model = guard
         row = _correlated(3, 18)
         row[2, 0] = np.nan
         with pytest.raises(InvalidInputError, match=r"row 2, feature 0 \(f0\) is NaN; training data never had"):

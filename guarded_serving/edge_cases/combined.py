@@ -31,7 +31,8 @@ scores (a single row: Python ``bisect`` on a list).
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
 from .tail import TailDetector
 
-__all__ = ["CombinedDetector", "PARTS", "parse_parts"]
+__all__ = ["PARTS", "CombinedDetector", "parse_parts"]
 
 PARTS = ("tail", "mahalanobis", "knn")
 TAIL_THRESHOLD = float(np.log(100.0))
@@ -101,7 +102,7 @@ class CombinedDetector(BaseDetector):
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
 
-    def fit(self, X: Any, y: Any = None, *, calibration: Any = None) -> "CombinedDetector":
+    def fit(self, X: Any, y: Any = None, *, calibration: Any = None) -> CombinedDetector:
         """Fit every part on ``X`` and rank them on ``calibration`` (held-out rows; default: a
         random ``calibration_fraction`` of ``X``, the parts then fit on the rest)."""
         bad = [p for p in self.parts if p not in PARTS]
@@ -132,13 +133,13 @@ class CombinedDetector(BaseDetector):
 
     @classmethod
     def from_parts(cls, detectors: dict[str, BaseDetector], part_calibration: Any, **params: Any
-                   ) -> "CombinedDetector":
+                   ) -> CombinedDetector:
         """Rebuild a fitted combination from fitted parts and their scores on the calibration rows
         (ndarray of shape (n_calibration, n_parts), columns in the order of ``detectors``)."""
         self = cls(parts=tuple(detectors), **params)
         return self._set_state(dict(detectors), np.asarray(part_calibration, dtype=np.float64))
 
-    def _set_state(self, detectors: dict[str, BaseDetector], part_calibration: np.ndarray) -> "CombinedDetector":
+    def _set_state(self, detectors: dict[str, BaseDetector], part_calibration: np.ndarray) -> CombinedDetector:
         self.detectors_ = {n: detectors[n] for n in self.parts}
         self.n_features_in_ = next(iter(self.detectors_.values())).n_features_in_
         cal = part_calibration.reshape(len(part_calibration), len(self.parts))
@@ -216,8 +217,7 @@ class CombinedDetector(BaseDetector):
             s = f(X)
             ge = n - bisect_left(lst, s)
             v = -float(ge) if ge else _nats(name, s) - top_nats
-            if v > best:
-                best = v
+            best = max(best, v)
         return best
 
     def outlyingness_small(self, X: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ from ..keys import EDGE_P_VALUES, EDGE_VERDICT, FEATURES, INPUT_SCHEMA, REFERENC
 from .explain import explain_rows
 from .profile import DETECTORS, Profile, load_profile
 
-__all__ = ["DETECTOR_NAMES", "EdgeCaseComponent", "EdgeVerdict", "POLICIES", "RowVerdict", "merge_rows"]
+__all__ = ["DETECTOR_NAMES", "POLICIES", "EdgeCaseComponent", "EdgeVerdict", "RowVerdict", "merge_rows"]
 
 POLICIES = ("flag", "reject", "fallback")
 DETECTOR_NAMES = DETECTORS

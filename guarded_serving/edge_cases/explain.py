@@ -94,8 +94,8 @@ def explain_rows(profile: Any, X: np.ndarray, rows: np.ndarray, *, max_reasons: 
         head = view.headline(x) if view is not None else None
         lead = leads[k]
         if lead != "tail" or not reasons:  # the combination drove it (or no single value stands out)
-            reasons = [_combination(profile, x, lead, float(scores[k]), cals[k], inside=not found),
-                       *reasons[:max_reasons - 1]]
+            combo = _combination(profile, x, lead, float(scores[k]), cals[k], inside=not found)
+            reasons = [combo, *reasons[:max_reasons - 1]]
         if head is not None:
             reasons = [head, *reasons[:max_reasons - 1]]
         out.append(reasons)
@@ -155,6 +155,7 @@ def _feature_reason(tail: Any, view: Any, cats: dict, names: list[str], j: int, 
     t = math.exp(-min(c, -math.log(floor)))
     if t <= 0.001:
         side = "top" if v >= float(np.median(tail.quantiles_[j])) else "bottom"
-        return [(c, f"{name}={_fmt(v)} is in the {side} {max(t, floor):.2%} of training values "
-                    f"(range {_fmt(lo)} to {_fmt(hi)})")]
+        text = f"{name}={_fmt(v)} is in the {side} {max(t, floor):.2%} of training values " \
+               f"(range {_fmt(lo)} to {_fmt(hi)})"
+        return [(c, text)]
     return []
