@@ -166,28 +166,29 @@ def test_cli_refuses_calibration_with_other_columns(tmp_path, capsys):
     assert "has 4 columns" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def nan_guard():
+    X = _correlated(3000, 15)
+    X[np.random.default_rng(16).random(3000) < 0.05, 2] = np.nan
+    prof = build_profile(X)
+    assert prof.missing_rate[2] > 0 and prof.missing_rate[0] == 0
+    g = Guard(name="nan", profile=prof, operational=False)
+    return g, g.wrap(lambda x: np.zeros(len(x)))
+
+
 class TestNaNFollowsTheProfile:
     """allow_nan defaults to the profile's per-feature training missing rates."""
 
-    @pytest.fixture(scope="class")
-    def guard(self):
-        X = _correlated(3000, 15)
-        X[np.random.default_rng(16).random(3000) < 0.05, 2] = np.nan
-        prof = build_profile(X)
-        assert prof.missing_rate[2] > 0 and prof.missing_rate[0] == 0
-        g = Guard(name="nan", profile=prof, operational=False)
-        return g, g.wrap(lambda x: np.zeros(len(x)))
-
-    def test_nan_accepted_where_training_had_missing_values(self, guard):
+    def test_nan_accepted_where_training_had_missing_values(self, nan_guard):
         """A NaN in a feature that was missing in training is served and scored."""
-        g, model = guard
+        g, model = nan_guard
         row = _correlated(2, 17)
         row[1, 2] = np.nan
         assert len(model(row)) == 2 and not g.check(row)[1].flagged
 
-    def test_nan_refused_elsewhere_naming_row_and_feature(self, guard):
+    def test_nan_refused_elsewhere_naming_row_and_feature(self, nan_guard):
         """A NaN where training never had one is a 400 naming the row and the feature."""
-        _, model = guard
+        _, model = nan_guard
         row = _correlated(3, 18)
         row[2, 0] = np.nan
         with pytest.raises(InvalidInputError, match=r"row 2, feature 0 \(f0\) is NaN; training data never had"):
@@ -200,3 +201,26 @@ class TestNaNFollowsTheProfile:
         prof = build_profile(X, calibration=C)
         assert prof.missing_rate[4] == pytest.approx(5 / 600)
         assert np.isfinite(prof.arrays["cal_combined"]).all()
+
+
+def test_explanation_is_built_when_read(prof):
+    """A flagged call carries its verdict at once; the reasons come when read, or with a response's header."""
+    from types import SimpleNamespace
+
+    from guarded_serving.call import Call
+    from guarded_serving.keys import EDGE_VERDICT
+
+    g = Guard(name="lazy", profile=prof, operational=False)
+    comp = g.component("edge_cases")
+    x = _correlated(2, 21)
+    x[1, 0] = 80.0
+    call = Call((x,), {}, x, "x", 0)
+    comp.before_call(call)
+    verdict = call.state[EDGE_VERDICT]
+    assert verdict["flagged_rows"] == [1] and "X-Guard-Edge-Reason" not in call.headers
+    assert "f0=80 is above every training value" in verdict["explanation"]
+    assert verdict["reasons"][1][0].startswith("f0=80")
+    response = SimpleNamespace(headers={})
+    call = Call((x,), {}, x, "x", 0, response)
+    comp.before_call(call)
+    assert response.headers["X-Guard-Edge-Reason"].startswith("row 1 (p=")
