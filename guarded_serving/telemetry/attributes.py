@@ -40,14 +40,14 @@ guard.hardware.gpu<i>.     str[]    active clock-event (throttle) reasons, when 
   clock_event_reasons
 guard.health.operational   str      worst status of the operational checks (ok|degraded|failing)
 guard.edge.policy          str      flag | reject | fallback (edge cases; every span)
-guard.edge.detector        str      combined | tail | mahalanobis | knn (every span)
+guard.edge.detector        str      combined | tail | mahalanobis | knn | parts joined by + (every span)
 guard.edge.fpr             float    target false-positive rate of the edge flag
 guard.edge.profile_sha256  str      SHA-256 of the reference profile file
 guard.edge.flagged         bool     some rows were unlike the training data (flagged)
 guard.edge.flagged_rows    int      how many rows were flagged
 guard.edge.rows            int[]    indices of the flagged rows (first 100)
 guard.edge.min_p_value     float    smallest conformal p-value in the call
-guard.edge.explanation     str      why, per flagged row (first 5 rows explained)
+guard.edge.explanation     str      why, per flagged row (first 5 rows; built when the span is annotated)
 guard.drift.status         str      ok | drift (latest pooled window or sequential alarm)
 guard.drift.features       str[]    features drifting in the latest pooled window
 guard.drift.skew.features  str[]    features with train-serving skew at startup
