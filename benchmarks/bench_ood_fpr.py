@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import sys
 import time
 import warnings
@@ -47,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# BENCH_ROOT: another checkout whose guarded_serving to measure (e.g. the previous default, for a before/after)
+sys.path.insert(0, os.environ.get("BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 
 from guarded_serving.edge_cases import (
     CombinedDetector,
@@ -140,8 +142,12 @@ class Ours:
 
     def fit(self, X, cal):
         if self.kind == "default":
-            self.d = CombinedDetector().fit(X, calibration=cal)
-            self.c = ConformalCalibrator(self.d.calibration_scores_)
+            try:
+                self.d = CombinedDetector().fit(X, calibration=cal)
+                self.c = ConformalCalibrator(self.d.calibration_scores_)
+            except TypeError:  # a checkout before the rank combination (BENCH_ROOT): calibrate its scores
+                self.d = CombinedDetector().fit(X)
+                self.c = ConformalCalibrator(self.d.outlyingness(cal))
         else:
             self.d = (TailDetector(threshold=TAIL_THRESHOLD) if self.kind == "tail part" else
                       TailDetector() if self.kind == "tail" else MahalanobisDetector()).fit(X)

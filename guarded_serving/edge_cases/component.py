@@ -311,8 +311,11 @@ class EdgeVerdict(dict):
         return self._lines
 
     def span_explanation(self) -> str:
-        """The explanation for a span attribute (called when the span is annotated)."""
-        return self["explanation"][:4000]
+        """The explanation for a span attribute (called when the span is annotated; never raises)."""
+        try:
+            return self["explanation"][:4000]
+        except Exception as exc:  # noqa: BLE001 - the span must still end with its verdict
+            return f"(explanation failed: {type(exc).__name__}: {exc})"
 
     def __getitem__(self, key: Any) -> Any:
         if key in ("reasons", "explanation"):
