@@ -184,17 +184,19 @@ class EdgeCaseComponent(Component):
         self.rows_flagged += n
         # the verdict (rows, p-values) now; the explanation when something reads it: the reason
         # header (a response that goes back), a rejection's message, the exported span, guard.check
-        verdict = EdgeVerdict(self, x, p, rows)
+        rows_l = rows.tolist()
+        p_min = float(p[rows_l[0]]) if len(p) == 1 else float(p.min())
+        verdict = EdgeVerdict(self, x, p, rows, rows_l)
         call.state[EDGE_VERDICT] = verdict
-        call.flag(**{"guard.edge.flagged": True, "guard.edge.flagged_rows": n,
-                     "guard.edge.rows": [int(r) for r in rows[:100]], "guard.edge.min_p_value": float(p.min()),
-                     "guard.edge.explanation": verdict.span_explanation, "guard.edge.policy": self.policy})
+        call.flag(**{"guard.edge.flagged": True, "guard.edge.flagged_rows": n, "guard.edge.rows": rows_l[:100],
+                     "guard.edge.min_p_value": p_min, "guard.edge.explanation": verdict.span_explanation,
+                     "guard.edge.policy": self.policy})
         if self.policy == "reject":
             self.rejected += 1
             raise RejectedInputError(f"{call.input_name or 'input'}: rejected as out of distribution: "
                                      f"{verdict['explanation']}", details=dict(verdict))
-        call.set_header(HEADER, f"flagged; rows={','.join(str(int(r)) for r in rows[:50])}; "
-                                f"min_p={float(p.min()):.4g}; policy={self.policy}")
+        call.set_header(HEADER, f"flagged; rows={','.join(map(str, rows_l[:50]))}; min_p={p_min:.4g}; "
+                                f"policy={self.policy}")
         if getattr(call, "_response", None) is not None:  # the header goes back: explain now
             call.set_header(REASON_HEADER, _header_safe(verdict.lines()))
         if self.policy == "fallback":
@@ -286,8 +288,10 @@ class EdgeVerdict(dict):
     """``call.state[EDGE_VERDICT]``: ``flagged_rows`` and ``p_values`` at once; ``reasons`` and
     ``explanation`` built on first read (for at most ``max_explained`` rows), then kept."""
 
-    def __init__(self, component: EdgeCaseComponent, x: np.ndarray, p: np.ndarray, rows: np.ndarray) -> None:
-        super().__init__(flagged_rows=rows.tolist(), p_values=[float(p[r]) for r in rows])
+    def __init__(self, component: EdgeCaseComponent, x: np.ndarray, p: np.ndarray, rows: np.ndarray,
+                 rows_list: list[int] | None = None) -> None:
+        rows_l = rows.tolist() if rows_list is None else rows_list
+        super().__init__(flagged_rows=rows_l, p_values=p[rows].tolist())
         self._args: tuple[Any, ...] | None = (component, x, p, rows)
 
     def _build(self) -> None:
