@@ -67,3 +67,37 @@ def test_calibration_scores_match_the_rebuilt_detector():
     prof = build_profile(X, calibration_fraction=0.25)
     p = prof.calibrator().p_values(prof.detector().outlyingness(rng.normal(size=(4000, 6))))
     assert 0.003 <= (p <= 0.01).mean() <= 0.02
+
+
+def test_explicit_calibration_rows_rank_the_parts():
+    """fit(X, calibration=C) fits the parts on every row of X and ranks them on C (leave one out)."""
+    rng = np.random.default_rng(5)
+    X, C = rng.normal(size=(800, 4)), rng.normal(size=(200, 4))
+    d = CombinedDetector().fit(X, calibration=C)
+    assert d.part_calibration_.shape == (200, 2) and d.calibration_scores_.shape == (200,)
+    assert d.detectors_["mahalanobis"].location_ == pytest.approx(X.mean(axis=0))
+    # a calibration row's own score counts the other rows only: the most extreme row in a part is past them
+    top = int(np.argmax(d.part_calibration_[:, 1]))
+    assert d.calibration_scores_[top] > 0
+
+
+def test_part_p_values_are_each_parts_conformal_p_value():
+    """part_p_values gives each part's own conformal p-value against its calibration scores."""
+    from guarded_serving.edge_cases import ConformalCalibrator
+
+    rng = np.random.default_rng(6)
+    X, C, T = rng.normal(size=(800, 4)), rng.normal(size=(200, 4)), rng.normal(size=(50, 4))
+    d = CombinedDetector().fit(X, calibration=C)
+    pp = d.part_p_values(T)
+    for k, name in enumerate(d.parts):
+        expected = ConformalCalibrator(d.part_calibration_[:, k]).p_values(d.detectors_[name].outlyingness(T))
+        np.testing.assert_allclose(pp[:, k], expected)
+
+
+def test_parse_parts():
+    """Combination names: 'combined', parts joined by '+', nothing else."""
+    from guarded_serving.edge_cases.combined import parse_parts
+
+    assert parse_parts("combined") == ("tail", "mahalanobis")
+    assert parse_parts("tail+knn") == ("tail", "knn")
+    assert parse_parts("tail") is None and parse_parts("tail+tail") is None and parse_parts("tail+forest") is None
