@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from guarded_serving.edge_cases import CombinedDetector, build_profile
-
 from tests._edge_data import corrupt, shuttle
 
 
@@ -101,3 +100,16 @@ def test_parse_parts():
     assert parse_parts("combined") == ("tail", "mahalanobis")
     assert parse_parts("tail+knn") == ("tail", "knn")
     assert parse_parts("tail") is None and parse_parts("tail+tail") is None and parse_parts("tail+forest") is None
+
+
+def test_outlyingness_is_the_best_part_rank_score():
+    """outlyingness equals the largest of the parts' rank scores, for rows inside and past the calibration rows."""
+    rng = np.random.default_rng(7)
+    X, C = rng.normal(size=(800, 4)), rng.normal(size=(200, 4))
+    d = CombinedDetector(parts=("tail", "mahalanobis", "knn")).fit(X, calibration=C)
+    T = rng.normal(size=(300, 4))
+    T[::7, 0] = 9.0
+    T[::11, 1] = -30.0
+    np.testing.assert_allclose(d.outlyingness(T), d.rank_scores(d.part_scores(T)).max(axis=1))
+    np.testing.assert_allclose(d.outlyingness_small(T[:50]), d.outlyingness(T[:50]))
+    assert d.outlyingness_one(T[7:8]) == pytest.approx(d.outlyingness(T[7:8])[0])

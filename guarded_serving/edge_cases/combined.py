@@ -188,6 +188,25 @@ class CombinedDetector(BaseDetector):
             out[:, k] = v
         return out
 
+    def _best(self, scores: list[np.ndarray]) -> np.ndarray:
+        """``max_k v_k`` from each part's raw scores (a list of 1-D arrays): the best part's rank,
+        ``-#{calibration rows at least as strange}`` = position - n, from one binary search per
+        part; rows past every calibration row in some part get the largest distance past."""
+        n = self._n
+        pos = np.searchsorted(self._sorted[0], scores[0], side="left")
+        for k in range(1, len(scores)):
+            np.maximum(pos, np.searchsorted(self._sorted[k], scores[k], side="left"), out=pos)
+        out = (pos - n).astype(np.float64)
+        if pos.max() == n:  # past every calibration row in some part (rare)
+            past = np.flatnonzero(pos == n)
+            best = np.full(len(past), -np.inf)
+            for k, name in enumerate(self.parts):
+                sk = scores[k][past]
+                e = np.where(sk > self._top[k][0], _nats(name, sk) - self._top[k][1], -np.inf)
+                np.maximum(best, e, out=best)
+            out[past] = best
+        return out
+
     def part_scores(self, X: Any) -> np.ndarray:
         """Raw part scores, ndarray of shape (n_rows, n_parts)."""
         self._check_fitted()
@@ -206,8 +225,7 @@ class CombinedDetector(BaseDetector):
         self._check_fitted()
         if type(X) is not np.ndarray or X.dtype != np.float64 or X.ndim != 2:
             X = check_matrix(X, n_features=self.n_features_in_)
-        S = np.column_stack([d.outlyingness(X) for d in self.detectors_.values()])
-        return self.rank_scores(S).max(axis=1)
+        return self._best([d.outlyingness(X) for d in self.detectors_.values()])
 
     def outlyingness_one(self, X: np.ndarray) -> float:
         """``outlyingness`` of a single validated row (float64, shape (1, n_features)), as a float."""
@@ -226,8 +244,7 @@ class CombinedDetector(BaseDetector):
         scored again by the tail's small-batch path."""
         fused = self._fused
         if fused is None:
-            S = np.column_stack([f(X) for f in self._small])
-            return self.rank_scores(S).max(axis=1)
+            return self._best([f(X) for f in self._small])
         t_scale, t_shift, t_low, t_high, table, factor, shift = fused
         u = X * t_scale
         u += t_shift
@@ -244,7 +261,7 @@ class CombinedDetector(BaseDetector):
                 s[bad] = tail.outlyingness_small(X[bad])
             if np.isnan(d).any():
                 d = mah.outlyingness_small(X)
-        return self.rank_scores(np.column_stack([s, d])).max(axis=1)
+        return self._best([s, d])
 
 
 def _fuse(detectors: dict[str, BaseDetector]) -> tuple | None:
