@@ -48,6 +48,7 @@ from .registry import capabilities
 from .telemetry import attributes as A
 from .telemetry.metrics import GuardMetrics
 from .telemetry.tracing import resolve_tracer_provider, sampled_parent_context
+from .validation import check_plausible, plausible_limits
 from .views import FeatureView, InputView, NumberView, guess_kind
 
 __all__ = ["Guard"]
@@ -162,6 +163,12 @@ class Guard:
         self._view: InputView | None = None
         if not (needed or explicit):
             return None  # no component reads features: the input is not inspected at all
+        self._limits: tuple[Any, Any] | None = None
+        ranges = config.implausible_ranges
+        if (ranges is not None and schema is not None and schema.minimum is not None
+                and schema.maximum is not None and schema.view is None):
+            self._limits = plausible_limits(schema.minimum, schema.maximum, ranges)
+            self._limit_names = tuple(schema.feature_names)
         nan_mask = schema.nan_allowed if schema is not None else None
         allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
         names = tuple(schema.feature_names) if schema is not None else ()
@@ -340,6 +347,10 @@ class Guard:
                     raise
                 except Exception as exc:  # a view failing on an odd input: serving goes on, unmonitored
                     self._component_failed("view", "transform", exc)
+                limits = self._limits
+                if limits is not None and call.inputs is not None:
+                    check_plausible(call.inputs, limits[0], limits[1], name or "input",
+                                    self.config.implausible_ranges, self._limit_names)
         for hook in self._before:
             try:
                 hook(call)
@@ -367,10 +378,10 @@ class Guard:
                 call.request_ms = (t1 - arrived) / 1e6
             if exc is None:
                 outcome = A.OUTCOME_OK
-            elif isinstance(exc, InvalidInputError):
-                outcome = A.OUTCOME_INVALID
             elif isinstance(exc, RejectedInputError):
                 outcome = A.OUTCOME_REJECTED
+            elif isinstance(exc, InvalidInputError) or _client_error(exc):
+                outcome = A.OUTCOME_INVALID  # the caller's doing (a 4xx), never a model error
             else:
                 outcome = A.OUTCOME_ERROR
             call.outcome, call.error = outcome, exc
@@ -462,6 +473,19 @@ class Guard:
         finally:
             span.end(end_time=end_ns)
 
+    # -- artifacts ----------------------------------------------------------------------
+    def open_artifact(self, path: Any) -> bytes:
+        """The bytes of an artifact (the model's pickle), verified by the integrity component:
+        load the model from them (``pickle.loads(guard.open_artifact(path))``) so that what is
+        deserialised is what was verified. Raises ``IntegrityError`` for a file that does not
+        match the manifest, whatever ``integrity_policy`` says; without a manifest it only reads."""
+        for c in self._components:
+            opener = getattr(c, "open_artifact", None)
+            if opener is not None:
+                return opener(path)  # type: ignore[no-any-return]
+        with open(path, "rb") as fh:
+            return fh.read()
+
     # -- read side --------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters and latency quantiles of this worker (JSON-serialisable)."""
@@ -546,6 +570,18 @@ def _is_request_context(p: inspect.Parameter) -> bool:
 def _response_of(args: tuple, kwargs: dict, name: str, index: int | None) -> Any:
     ctx = kwargs.get(name) if index is None or len(args) <= index else args[index]
     return getattr(ctx, "response", None)
+
+
+def _client_error(exc: BaseException) -> bool:
+    """Whether ``exc`` answers the caller with a 4xx (BentoML's ``error_code``, Starlette's
+    ``status_code``): the request was wrong, the model did not fail."""
+    code = getattr(exc, "error_code", None)
+    if code is None:
+        code = getattr(exc, "status_code", None)
+    try:
+        return 400 <= int(code) < 500  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def _overrides(component: Component, method: str) -> bool:

@@ -56,6 +56,11 @@ class SloSettings(Section):
         replica that is slow because it is loaded only moves its load to the others when
         taken out of rotation (and the request time includes queueing); burn rates are for
         alerting.
+    error_rate_gates_readiness : bool, default=False
+        Whether a ``failing`` model-error rate makes the service not ready. Off by default:
+        the check turns ``failing`` (health ``degraded`` overall, and an alert) but a replica
+        taken out of rotation does not fix a model bug, and when clients can cause the errors
+        every replica behind a load balancer would go together.
     slo_measure : {"request", "model"}, default="request"
         What the budget applies to: the caller's wait, from the request's arrival (queueing
         and parsing included; needs a serving integration that marks arrivals, e.g.
@@ -74,9 +79,11 @@ class SloSettings(Section):
     latency_window: int = 4096
     slo_measure: str = "request"
     slo_gates_readiness: bool = False
+    error_rate_gates_readiness: bool = False
 
     def __post_init__(self) -> None:
         check_bool("slo_gates_readiness", self.slo_gates_readiness)
+        check_bool("error_rate_gates_readiness", self.error_rate_gates_readiness)
         if self.slo_measure not in ("request", "model"):
             fail("slo_measure", self.slo_measure, "'request' (the caller's wait) or 'model' (the model call)")
         check_number("latency_slo_ms", self.latency_slo_ms, lo=0, lo_open=True, valid="a number > 0 (milliseconds)")
