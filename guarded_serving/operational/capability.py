@@ -150,6 +150,9 @@ class OperationalSettings(Section):
         Recent model latencies the latency-trend test reads (``None``: no trend test).
     trend_alpha : float, default=0.001
         False-alarm level of one trend test (Mann-Kendall on block medians).
+    exit_with_parent : bool, default=False
+        Watch the parent process (:mod:`.parent`): when it dies (``kill -9`` of ``bentoml serve``)
+        this worker stops serving and exits, freeing the port. Turn it on in serving workers.
     """
 
     section = "operational"
@@ -170,13 +173,14 @@ class OperationalSettings(Section):
     gc_cause_share: float = 0.5
     trend_window: int | None = 1024
     trend_alpha: float = 0.001
+    exit_with_parent: bool = False
 
     @property
     def enabled(self) -> bool:
         return self.operational
 
     def __post_init__(self) -> None:
-        for name in ("operational", "gc_tracking"):
+        for name in ("operational", "gc_tracking", "exit_with_parent"):
             check_bool(name, getattr(self, name))
         if self.hardware_interval_s is not None:
             check_number("hardware_interval_s", self.hardware_interval_s, lo=0.01, hi=3600,
