@@ -69,11 +69,16 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0, key: Path | None = None) -> Pa
     return out
 
 
-def load_model(artifact_dir: Path = DEFAULT_DIR):
-    """The pickled model of ``artifact_dir``; a clear error when it was never trained."""
+def load_model(artifact_dir: Path = DEFAULT_DIR, *, read=None):
+    """The pickled model of ``artifact_dir``; a clear error when it was never trained.
+
+    ``read(path) -> bytes`` reads the file (``guard.open_artifact``: verified bytes, so a tampered
+    pickle is refused before it is unpickled); default: read it as is."""
     model_path = Path(artifact_dir) / "model.pkl"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path} not found: run `python -m services.train` first")
+    if read is not None:
+        return pickle.loads(read(model_path))
     with open(model_path, "rb") as fh:
         return pickle.load(fh)
 

@@ -20,7 +20,7 @@ from ..telemetry.tracing import register_provider_resolver
 if TYPE_CHECKING:
     from ..guard import Guard
 
-__all__ = ["RequestTiming", "bentoml_tracer_provider", "health_app", "in_bentoml_worker", "json_safe",
+__all__ = ["HEALTH_TOKEN_ENV", "RequestTiming", "bentoml_tracer_provider", "health_app", "in_bentoml_worker", "json_safe",
            "tracing_config_from_env"]
 
 _log = logging.getLogger("guarded_serving.serving")
@@ -127,23 +127,49 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def health_app(guard: "Guard") -> Any:
+HEALTH_TOKEN_ENV = "GUARDED_HEALTH_TOKEN"
+
+
+def health_app(guard: "Guard", *, token: str | None = None, token_env: str = HEALTH_TOKEN_ENV) -> Any:
     """A small ASGI app exposing the guard: ``GET /health`` and ``GET /stats``.
 
     Mount it on a service with ``@bentoml.asgi_app(health_app(guard), path="/guard")``.
     ``/health`` answers 200 while the guard is ready and 503 when a
-    readiness-gating check is failing, with the full report as JSON either way.
-    Both describe the worker that answers (state is per process).
+    readiness-gating check is failing. Both describe the worker that answers (state is per process).
+
+    With a token (``token``, else the environment variable ``token_env``, read when a request
+    comes), anonymous callers get the status only (``{"status", "ready"}``); the details (check
+    reasons, paths, package versions, the worker's pid, per-feature statistics of the traffic)
+    need ``Authorization: Bearer <token>`` (or ``X-Guard-Token``). Without a token configured
+    the details are public, as in development; set one in production.
     """
+    import hmac
+
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    def authorised(request: Any) -> bool:
+        secret = token if token is not None else os.environ.get(token_env)
+        if not secret:
+            return True
+        given = request.headers.get("x-guard-token") or ""
+        auth = request.headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), secret.encode())
+
     async def health(request: Any) -> JSONResponse:
         report = guard.health()
-        return JSONResponse(json_safe(report), status_code=200 if report["ready"] else 503)
+        code = 200 if report["ready"] else 503
+        if not authorised(request):
+            return JSONResponse({"status": report["status"], "ready": report["ready"]}, status_code=code)
+        return JSONResponse(json_safe(report), status_code=code)
 
     async def stats(request: Any) -> JSONResponse:
+        if not authorised(request):
+            report = guard.health()
+            return JSONResponse({"status": report["status"], "ready": report["ready"]})
         return JSONResponse(json_safe(guard.stats()))
 
     return Starlette(routes=[Route("/health", health, methods=["GET"]),
