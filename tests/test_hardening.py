@@ -13,7 +13,12 @@ import pytest
 from bentoml.exceptions import NotFound
 
 from guarded_serving import Guard, InvalidInputError
-from guarded_serving.integrity import IntegrityError, create_manifest, generate_keypair, sign_manifest
+from guarded_serving.integrity import (
+    IntegrityError,
+    create_manifest,
+    generate_keypair,
+    sign_manifest,
+)
 from guarded_serving.operational.parent import ParentWatch
 from guarded_serving.store.sqlite import SQLiteWindowStore
 from guarded_serving.validation import as_feature_matrix

@@ -72,7 +72,7 @@ class ModelSignature:
             # the hashing settings (algorithm, ignored paths) are read from the signed manifest itself
             verifying.Config().use_elliptic_key_verifier(public_key=self.public_key).verify(
                 self.model_dir, self.signature)
-        except Exception as exc:  # the package raises ValueError on a mismatch, others on a bad bundle/key
+        except Exception as exc:  # noqa: BLE001 - ValueError on a mismatch, others on a bad bundle or key
             text = str(exc).strip().replace("\n", " ")
             return SignatureCheck(False, f"OpenSSF model signature {self.signature} does not verify "
                                          f"{self.model_dir}: {type(exc).__name__}: {text[:600]}",

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..worker import PeriodicWorker
 
@@ -46,7 +46,7 @@ class ParentWatch:
         self.orphaned = False
         self._worker: PeriodicWorker | None = None
 
-    def start(self) -> "ParentWatch":
+    def start(self) -> ParentWatch:
         if self._worker is None:
             self.parent_pid = os.getppid()
             self._worker = PeriodicWorker("parent-watch", self.check, self.interval_s, jitter=0.0,

@@ -25,7 +25,8 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..keys import INPUT_SCHEMA
 
@@ -53,7 +54,7 @@ class RequestLimits:
         Client-error log lines allowed per window.
     """
 
-    def __init__(self, app: Any, *, max_body_bytes: int = 8 << 20, guard: "Guard | None" = None,
+    def __init__(self, app: Any, *, max_body_bytes: int = 8 << 20, guard: Guard | None = None,
                  input_field: str = "inputs", log_burst: int = 10, log_window_s: float = 10.0) -> None:
         if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
             raise ValueError(f"max_body_bytes={max_body_bytes!r} is invalid: expected an integer >= 1")
@@ -175,7 +176,7 @@ class _ClientErrorFilter(logging.Filter):
             suppressed, self._suppressed = self._suppressed, 0
         try:
             where = record.getMessage().replace("Exception on ", "", 1)
-        except Exception:  # pragma: no cover - a malformed record
+        except Exception:  # noqa: BLE001  # pragma: no cover - a malformed record
             where = str(record.msg)
         text = " ".join(str(exc).split())[:300]
         record.msg = "client error on %s: %s: %s%s"
