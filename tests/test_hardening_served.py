@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -27,12 +29,40 @@ LIMIT = 256 * 1024
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def _sign_openssf(model_dir: Path, out: Path) -> dict[str, str]:
+    """Sign ``model_dir`` with the model-signing package's own API (an EC key made here); the
+    environment that makes the example verify that signature. Empty without the package."""
+    try:
+        from model_signing import signing
+    except ImportError:
+        return {}
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (out / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    (out / "key.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    signing.Config().use_elliptic_key_signer(private_key=out / "key.pem").sign(model_dir, out / "model.sig")
+    return {"GUARDED_MODEL_SIGNATURE": str(out / "model.sig"), "GUARDED_MODEL_SIGNATURE_KEY": str(out / "key.pub")}
+
+
 @pytest.fixture(scope="module")
 def server(artifacts, tmp_path_factory):
-    env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "GUARDED_HEALTH_TOKEN": TOKEN,
-           "GUARDED_MAX_BODY_BYTES": str(LIMIT), "GUARDED_STATE_DIR": str(tmp_path_factory.mktemp("state") / "s")}
+    """The example with chaos off, a health token, a 256 KiB body limit, and (when the model-signing
+    package is installed) its artifacts directory signed with OpenSSF Model Signing."""
+    tmp = tmp_path_factory.mktemp("hardening")
+    art = tmp / "artifacts"
+    shutil.copytree(artifacts, art, ignore=shutil.ignore_patterns("digits", "sentiment"))
+    (art / "notes.json").write_text('{"trained_by": "services.train"}')  # signed, not in the manifest
+    env = {"GUARDED_ARTIFACT_DIR": str(art), "GUARDED_HEALTH_TOKEN": TOKEN, "GUARDED_MAX_BODY_BYTES": str(LIMIT),
+           "GUARDED_STATE_DIR": str(tmp / "state"), "GUARDED_INTEGRITY_INTERVAL_S": "0.5",
+           **_sign_openssf(art, tmp)}
     env.pop("GUARDED_CHAOS", None)
     with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as s:
+        s.artifact_dir, s.state_dir = art, tmp / "state"
+        s.signed = "GUARDED_MODEL_SIGNATURE" in env
         yield s
 
 
@@ -194,6 +224,87 @@ def test_fuzz_bad_bodies_never_5xx_nor_restart_a_worker(server, X):
     s = _stats(server)
     assert _pid(s) == pid
     assert _health(server)["status"] == status
+
+
+def test_state_is_private(server, X):
+    """The drift store's directory is 0700 and its files 0600 (raw rows of other clients' traffic)."""
+    import stat
+
+    assert requests.post(server.url + "/predict", json={"inputs": X[:3].tolist()}, timeout=10).status_code == 200
+    state = server.state_dir
+    files = list(state.iterdir())
+    assert any(f.name.endswith(".sqlite") for f in files), files
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), [(f.name, oct(f.stat().st_mode)) for f in files]
+
+
+def test_openssf_signed_model_directory_is_verified_and_tampering_fails(server):
+    """The served artifacts, signed with the model-signing package's API, verify at startup; one file
+    tampered while serving turns integrity.model_signature failing in the background re-check.
+    (Last of the module's tests on this server: it leaves the deployment tampered.)"""
+    if not server.signed:
+        pytest.skip("the optional model-signing package is not installed (pip install 'guarded-serving[signing]')")
+    check = _health(server)["checks"]["integrity.model_signature"]
+    assert check["status"] == "ok", check
+    (server.artifact_dir / "notes.json").write_text('{"trained_by": "someone else"}')
+
+    def failing() -> bool:
+        return _health(server)["checks"]["integrity.model_signature"]["status"] == "failing"
+
+    assert wait_until(failing, 60, 0.3)
+    assert "notes.json" in _health(server)["checks"]["integrity.model_signature"]["reason"]
+    assert requests.get(server.url + "/readyz", timeout=10).status_code == 503
+
+
+def test_manifest_of_another_directory_is_a_startup_error(artifacts, tmp_path):
+    """The manifest kept beside pristine files while the service loads a tampered copy: the guard checks
+    the served directory (artifact_root), so `bentoml serve` refuses to start, naming the file."""
+    served = tmp_path / "served"
+    shutil.copytree(artifacts, served, ignore=shutil.ignore_patterns("digits", "sentiment", "manifest.json"))
+    with open(served / "model.pkl", "r+b") as fh:
+        fh.seek(100)
+        b = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    env = {"GUARDED_ARTIFACT_DIR": str(served), "GUARDED_MANIFEST": str(artifacts / "manifest.json"),
+           "GUARDED_STATE_DIR": str(tmp_path / "state")}
+    server = BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT)
+    try:
+        with pytest.raises(RuntimeError, match="bentoml serve exited") as info:
+            server.start(timeout=120)
+    finally:
+        server.stop()
+        server._tmp.cleanup()
+    assert "IntegrityError" in str(info.value) and "model.pkl: modified" in str(info.value)
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_not_ready_policy_never_unpickles_a_tampered_model(artifacts, tmp_path):
+    """integrity_policy=not_ready with a model.pkl carrying a payload: the service starts not ready,
+    /predict answers 503 (not 200 from the payload's model), and the payload never ran."""
+    served = tmp_path / "served"
+    shutil.copytree(artifacts, served, ignore=shutil.ignore_patterns("digits", "sentiment"))
+    marker = tmp_path / "payload-ran"
+    (served / "model.pkl").write_bytes(pickle.dumps(_Payload(str(marker))))
+    env = {"GUARDED_ARTIFACT_DIR": str(served), "GUARDED_INTEGRITY_POLICY": "not_ready",
+           "GUARDED_STATE_DIR": str(tmp_path / "state")}
+    server = BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT)
+    try:
+        server.start(timeout=180, ready_status=503)
+        r = requests.post(server.url + "/predict", json={"inputs": [[1.0] * 30]}, timeout=30)
+        assert r.status_code == 503
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 503
+    finally:
+        server.stop()
+        server._tmp.cleanup()
+    assert not marker.exists()
 
 
 def _pid(stats: dict) -> int:
