@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -33,8 +32,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from guarded_serving.serving.process import BentoServer, tree_rss_mb  # noqa: E402
-from guarded_serving.testing import free_port  # noqa: E402
+from guarded_serving.serving.process import BentoServer, tree_rss_mb
+from guarded_serving.testing import free_port
 
 TOKEN = "probe-token"
 
@@ -114,8 +113,10 @@ def main() -> None:
                 sess.post(s.url + "/predict", json={"inputs": [[1.0, 2.0]]})
             time.sleep(0.5)
             n1 = log.stat().st_size
-            print(f"4. {a.invalid} invalid requests wrote {n1 - n0} log bytes ({(n1 - n0) / a.invalid:.1f} per request; "
-                  f"tracebacks in the log: {log.read_text(errors='replace').count('Traceback')})")
+            text = log.read_text(errors="replace")
+            print(f"4. {a.invalid} invalid requests wrote {n1 - n0} log bytes ({(n1 - n0) / a.invalid:.1f} per request, "
+                  f"access log included); client-error lines in the whole log: {text.count('client error on')}; "
+                  f"tracebacks: {text.count('Traceback')}")
 
             # 5. a valid request, for reference
             per = []
@@ -127,6 +128,39 @@ def main() -> None:
                 per.append((time.perf_counter() - t0) / 50 * 1000)
             print(f"5. valid single-row POST /predict ms: {spread(per)}")
             print(f"   health status {sess.get(s.url + '/guard/health').json()}")
+    print(f"6. RequestLimits in process, one-row JSON body, us per request: {spread(middleware_cost(X, a.reps))}")
+
+
+def middleware_cost(X: np.ndarray, reps: int, n: int = 2000) -> list[float]:
+    """The middleware's own cost per request (an app that answers nothing), median over ``reps``."""
+    import asyncio
+
+    from guarded_serving.serving.limits import RequestLimits
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await receive()
+
+    mw = RequestLimits(app)
+    body = json.dumps({"inputs": X[:1].tolist()}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/predict",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        pass
+
+    async def run() -> list[float]:
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await mw(scope, receive, send)
+            out.append((time.perf_counter() - t0) / n * 1e6)
+        return out
+
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":
