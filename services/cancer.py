@@ -25,7 +25,9 @@ GUARDED_TRACE_SAMPLE_RATIO  fraction of normal calls given a guard span (default
 GUARDED_MANIFEST       deployment manifest to verify at startup and while serving
                        (default: manifest.json in the artifacts directory when it
                        exists, as written by services.train; "none" disables)
-GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid signature
+GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid signature (default: the demo
+                       key .state/keys/demo-signing.pub when `python -m services.train` signed the default
+                       artifacts with it; "" for none)
 GUARDED_REQUIRE_SIGNATURE     1: refuse an unsigned manifest (or one no key can check); default: degraded
 GUARDED_MODEL_SIGNATURE       an OpenSSF Model Signing bundle over the artifacts directory, checked with
 GUARDED_MODEL_SIGNATURE_KEY   this elliptic-curve public key (PEM) at startup and in the background
@@ -96,6 +98,25 @@ def _manifest() -> str | None:
     return None if value.strip().lower() in ("", "none") else value
 
 
+def _public_key() -> str | None:
+    """GUARDED_MANIFEST_PUBLIC_KEY, else the demo key's public half when the default artifacts were signed with it
+    by ``python -m services.train`` (a demo convenience: in production configure the key explicitly)."""
+    value = os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY")
+    if value is not None:
+        return value or None
+    from services.train import DEMO_KEY
+
+    pub = DEMO_KEY.with_name(DEMO_KEY.name + ".pub")
+    manifest = _manifest()
+    if "GUARDED_ARTIFACT_DIR" in os.environ or "GUARDED_MANIFEST" in os.environ or manifest is None or not pub.exists():
+        return None
+    try:
+        signed = "signature" in json.loads(Path(manifest).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(pub) if signed else None
+
+
 def _json_env(name: str, default: str) -> object:
     raw = os.environ.get(name, default)
     try:
@@ -128,7 +149,7 @@ guard = Guard(
     n_features=30,
     manifest=_manifest(),
     artifact_root=str(ARTIFACT_DIR),  # the manifest's files are the ones served, wherever it lives
-    manifest_public_key=os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY") or None,
+    manifest_public_key=_public_key(),
     require_signature=os.environ.get("GUARDED_REQUIRE_SIGNATURE", "0") == "1",
     model_signature=os.environ.get("GUARDED_MODEL_SIGNATURE") or None,
     model_signature_key=os.environ.get("GUARDED_MODEL_SIGNATURE_KEY") or None,
