@@ -15,7 +15,7 @@ import pytest
 
 from guarded_serving import ConfigError, Guard, GuardConfig
 from guarded_serving.call import new_request_id, request_id_time
-from guarded_serving.performance.confseq import EmpiricalBernsteinCS, bounds_path
+from guarded_serving.performance.confseq import EmpiricalBernsteinCS, RestartingCS, bounds_path
 from guarded_serving.performance.estimate import ATC, CBPE, isotonic_fit
 from guarded_serving.serving.bentoml import feedback_response
 from guarded_serving.store.outcomes import PredictionRecord, SQLiteOutcomeStore
@@ -62,6 +62,26 @@ class TestConfidenceSequence:
         x = (np.random.default_rng(4).random(5000) < 0.90).astype(float)
         _, up = bounds_path(x, 0.01, side="upper")
         assert 30 < int(np.argmax(up < 0.97)) < 1500
+
+    def test_restarts_see_a_late_drop_sooner_and_stay_valid(self):
+        """After 5,000 good labels a drop to 0.90 is caught sooner by the restarted sequences than by the one
+        since the first label; on clean streams at the expectation neither alarms more often than alpha allows."""
+        rng = np.random.default_rng(8)
+        x = np.concatenate([rng.random(5000) < 0.97, rng.random(5000) < 0.90]).astype(float)
+        up = RestartingCS(0.01, side="upper").update(x, path=True)
+        _, plain = bounds_path(x, 0.01, side="upper")
+        first, first_plain = int(np.argmax(up < 0.97)), int(np.argmax(plain < 0.97))
+        assert 5000 < first < first_plain
+        alarms = sum(bool(np.any(RestartingCS(0.05, side="upper").update(
+            (rng.random(20_000) < 0.97).astype(float), path=True) < 0.97)) for _ in range(40))
+        assert alarms <= 40 * 0.05
+
+    def test_restarting_path_matches_its_state(self):
+        """The path's last value is the reported bound, and it names how many labels it rests on."""
+        cs = RestartingCS(0.01, every=100, keep=3)
+        path = cs.update((np.random.default_rng(9).random(1050) < 0.8).astype(float), path=True)
+        assert path[-1] == pytest.approx(cs.bound_) and cs.labels_since() == 1050 - cs.since_
+        assert len(cs._restarts) == 3
 
     def test_rejects_values_outside_the_unit_interval(self):
         """Values must be rescaled to [0, 1]: the error says so."""

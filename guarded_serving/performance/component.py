@@ -522,16 +522,19 @@ class PerformanceComponent(Component):
                 if metric not in t.bounds:
                     continue
                 b, n = t.bound(metric)
-                realised = t.value(metric)
+                realised, since = t.value(metric), t.since(metric)
                 crossed = n >= self.min_labels and (b < target if at_least else b > target)
-                details["segments"][seg] = {"realised": realised, "bound": b, "labels": n, "alarm": crossed}
+                details["segments"][seg] = {"realised": realised, "bound": b, "labels": n, "since_label": since,
+                                            "realised_since": t.value_since(metric), "alarm": crossed}
                 if crossed:
+                    span = f"the latest {n} labels (since label {since + 1})" if since else f"all {n} labels"
                     failing.append(f"{'all segments' if seg == ALL else 'segment ' + repr(seg)}: "
                                    f"{'upper' if at_least else 'lower'} bound {b:.4f} "
-                                   f"{'<' if at_least else '>'} expectation {target:g} "
-                                   f"(realised {realised:.4f} on {n} labels)")
+                                   f"{'<' if at_least else '>'} expectation {target:g} on {span}, "
+                                   f"realised {t.value_since(metric):.4f} there "
+                                   f"({realised:.4f} on all {t.judged(metric)})")
             t_all = self._tally()
-            n_all = t_all.bounds[metric].n_ if t_all is not None and metric in t_all.bounds else 0
+            n_all = t_all.judged(metric) if t_all is not None and metric in t_all.bounds else 0
             cov_text = f"label coverage {coverage:.0%}" if coverage is not None else "no predictions stored yet"
             notes: list[str] = []
             if dependent and n_all:
@@ -554,8 +557,8 @@ class PerformanceComponent(Component):
                                          f"from {self.min_labels} labels on (expectation {target:g}); {cov_text}",
                                          details, affects_readiness=False))
             else:
-                b, n = t_all.bound(metric)  # type: ignore[union-attr]
-                out.append(H.CheckResult(name, H.OK, f"{metric} {t_all.value(metric):.4f} on {n} labels, "  # type: ignore[union-attr]
+                b, _ = t_all.bound(metric)  # type: ignore[union-attr]
+                out.append(H.CheckResult(name, H.OK, f"{metric} {t_all.value(metric):.4f} on {n_all} labels, "  # type: ignore[union-attr]
                                          f"{'upper' if at_least else 'lower'} bound {b:.4f} "
                                          f"{'>=' if at_least else '<='} expectation {target:g}; {cov_text}"
                                          + "".join("; " + n for n in notes), details, affects_readiness=False))
