@@ -422,7 +422,8 @@ class PerformanceComponent(Component):
             self.flush()  # this worker's buffer first: a label right after its prediction finds it
         except Exception:  # the store refused the flush: labels may still be kept pending
             _log.warning("performance: flush before feedback failed", exc_info=True)
-        now = self.clock()
+        now = self.clock()  # label times (for the lag), in the component's clock
+        wall = time.time()  # request ids carry the wall-clock time they were issued
         todo: list[tuple[int, str, int, float, bool]] = []
         results: list[FeedbackResult | None] = []
         for i, p in enumerate(parsed):
@@ -436,7 +437,7 @@ class PerformanceComponent(Component):
                                               "guard issued (expected the X-Request-Id of a prediction: "
                                               "32 hex digits, '-', 16 hex digits)"))
                 continue
-            age = now - issued
+            age = wall - issued
             if age > self.retention_s:
                 results.append(FeedbackResult(rid, row, "expired", f"request {rid} row {row}: expired: its "
                                               f"prediction is {age / 3600:.1f} h old and predictions are kept "
