@@ -68,7 +68,7 @@ def test_labels_join_their_predictions_and_survive_kill_9(tmp_path):
         assert items[1]["request_id"] in res["results"][-3]["message"]
 
         # every label joins its prediction, whichever worker served it
-        assert wait_until(lambda: _store_counts(server.url), 30, 0.1,
+        assert wait_until(lambda: _store_counts(server.url), 60, 0.1,
                           until=lambda c: c["labels"] == 64 and c["pending"] == 0)
         h = wait_until(lambda: requests.get(server.url + "/guard/health", headers=CLOSE, timeout=10).json(), 30, 0.1,
                        until=lambda h: "on 64 labels" in h["checks"]["performance.accuracy"]["reason"])

@@ -135,6 +135,9 @@ class PerformanceSettings(Section):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v):
                 fail(name, v, "None or a non-empty string")
+        if isinstance(self.performance_store, str) and self.performance_store.startswith(("redis://", "rediss://")):
+            fail("performance_store", self.performance_store, "the path of a SQLite file (outcomes are not kept in "
+                 "Redis yet; see docs/performance.md)")
         if self.performance_segment is not None and not (callable(self.performance_segment) or (
                 isinstance(self.performance_segment, str) and ":" in self.performance_segment)):
             fail("performance_segment", self.performance_segment,

@@ -61,6 +61,7 @@ __all__ = ["PerformanceComponent"]
 _log = logging.getLogger("guarded_serving.performance")
 ALL = "*"  # the segment that pools every segment
 _EXPIRE_EVERY_S = 60.0
+_FULL_EVERY_S = 5.0  # coverage and counts scan the stored predictions: not every cycle
 
 
 def _resolve(spec: Any) -> Any:
@@ -128,6 +129,7 @@ class PerformanceComponent(Component):
         self._seq = 0
         self._tallies: dict[tuple[str, str], Tally] = {}
         self._last_expire = 0.0
+        self._last_full = -1e18
         self._flushed = 0
         self._estimators: tuple[Any, Any] | None = None
         self._estimate: dict[str, Any] = {}
@@ -244,7 +246,11 @@ class PerformanceComponent(Component):
         if now - self._last_expire >= _EXPIRE_EVERY_S:
             self._open_store().expire(now)
             self._last_expire = now
-        self.evaluate()
+        wall = time.monotonic()
+        full = wall - self._last_full >= max(_FULL_EVERY_S, self.interval_s)
+        self.evaluate(full=full)
+        if full:
+            self._last_full = wall
 
     def flush(self) -> int:
         """Store the buffered prediction records now (any thread); return how many rows were stored."""
@@ -276,16 +282,18 @@ class PerformanceComponent(Component):
             self._unreadable += 1
             return []
         kind = self._out_kind
-        if kind is None:
+        if kind not in ("probabilities", "values"):  # a batch of 0/1 probabilities reads as classes: look again
             try:
                 guessed = guess_output_kind([np.nan if v is None else v for v in out]
                                             if isinstance(out, list) else out)
             except Exception:
                 guessed = None
             if guessed not in ("probabilities", "classes", "values"):
-                self._unreadable += 1
-                return []
-            kind = self._out_kind = guessed
+                if kind is None:
+                    self._unreadable += 1
+                    return []
+            else:
+                kind = self._out_kind = guessed
         try:
             if isinstance(out, list):
                 out = [np.nan if v is None else (
@@ -336,8 +344,9 @@ class PerformanceComponent(Component):
                              type(exc).__name__, exc)
             return ["unknown"] * n
 
-    def evaluate(self) -> None:
-        """Consume new outcomes, refresh coverage and the label-free estimate, rebuild the checks."""
+    def evaluate(self, *, full: bool = True) -> None:
+        """Consume new outcomes, refresh the label-free estimate and (``full``) coverage and counts
+        (they scan the stored predictions: the worker refreshes them every 5 s), rebuild the checks."""
         store = self._open_store()
         with self._eval_lock:
             new = 0
@@ -349,8 +358,9 @@ class PerformanceComponent(Component):
                 new += len(rows)
                 if len(rows) < 50_000:
                     break
-            self._coverage = self._read_coverage(store)
-            self._counts = store.counts()
+            if full:
+                self._coverage = self._read_coverage(store)
+                self._counts = store.counts()
             if self._estimators is not None:
                 self._estimate = self._label_free(store)
             self._checks = self._build_checks()

@@ -90,7 +90,8 @@ class OutcomeStore(ABC):
 
     @abstractmethod
     def coverage(self) -> list[tuple]:
-        """``(version, segment, predicted, n_predictions, n_labelled)`` over stored predictions."""
+        """``(version, segment, predicted class or None, n_predictions, n_labelled)`` over stored predictions
+        (regressors: one row per version and segment, predicted None)."""
 
     @abstractmethod
     def latest(self, version: str, n: int) -> list[tuple]:
@@ -300,9 +301,10 @@ class SQLiteOutcomeStore(OutcomeStore):
 
     def coverage(self) -> list[tuple]:
         return self._read(
-            "SELECT p.version, p.segment, p.predicted, COUNT(*), COUNT(l.seq) FROM predictions p "
+            "SELECT p.version, p.segment, CASE WHEN p.kind = 'classification' THEN p.predicted END, COUNT(*), "
+            "COUNT(l.seq) FROM predictions p "
             "LEFT JOIN labels l ON l.request_id = p.request_id AND l.row = p.row AND l.seq IS NOT NULL "
-            "GROUP BY p.version, p.segment, p.predicted")
+            "GROUP BY 1, 2, 3")
 
     def latest(self, version: str, n: int) -> list[tuple]:
         return self._read(
