@@ -318,3 +318,26 @@ class TestExpectations:
         assert "CBPE" in chk["reason"] and "ATC" in chk["reason"]
         assert chk["status"] == "degraded" and "concept shift" in chk["reason"]
         g.stop()
+
+
+class TestSpans:
+    def test_span_carries_the_request_id_and_the_verdict_gets_its_own_span(self, tmp_path):
+        """The guard span's guard.request_id (trace id first) is the id the caller got; an evaluation that consumed
+        labels emits a `guard <model> performance` span with the bound and the realised accuracy."""
+        from guarded_serving.testing import in_memory_tracer_provider
+
+        provider, exporter = in_memory_tracer_provider()
+        g = Guard(name="m", operational=False, tracer_provider=provider, expectations={"accuracy": 0.9},
+                  performance_store=str(tmp_path / "o.sqlite"), performance_interval_s=60)
+        rid = _serve(g)(np.zeros((1, 3)))["request_id"]
+        span = next(s for s in exporter.get_finished_spans() if s.name == "guard m")
+        assert span.attributes["guard.request_id"] == rid
+        assert rid.startswith(f"{span.context.trace_id:032x}-")
+        g.record_feedback(rid, 1)
+        g.component("performance").evaluate()
+        perf = next(s for s in exporter.get_finished_spans() if s.name == "guard m performance")
+        assert perf.attributes["guard.performance.accuracy"] == 1.0
+        assert "guard.performance.accuracy.bound" in perf.attributes
+        # the prediction's span was not touched after the fact
+        assert "guard.performance.accuracy" not in span.attributes
+        g.stop()
