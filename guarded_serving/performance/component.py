@@ -39,6 +39,7 @@ import numpy as np
 from .. import health as H
 from ..call import request_id_time
 from ..component import Component
+from ..errors import ConfigError
 from ..keys import FEATURES
 from ..outputs import extract_output, guess_output_kind
 from ..store.outcomes import (
@@ -187,19 +188,31 @@ class PerformanceComponent(Component):
                 self._store = target
             else:
                 if target is None:
-                    from ..context import default_state_dir
+                    from ..context import default_state_dir, default_store_url
 
-                    target = str(default_state_dir() / f"outcomes-{self._model}.sqlite")
+                    target = default_store_url() or str(default_state_dir() / f"outcomes-{self._model}.sqlite")
                 if str(target).startswith(("redis://", "rediss://")):
-                    raise ValueError(f"performance_store={target!r}: outcomes are kept in SQLite only for now "
-                                     "(give the path of a SQLite file)")
-                self._store = SQLiteOutcomeStore(target, retention_s=self.retention_s, pending_s=self.pending_s)
+                    import os
+
+                    from ..store import PASSWORD_ENV
+                    from ..store.outcomes_redis import RedisOutcomeStore
+
+                    self._store = RedisOutcomeStore(str(target), namespace=f"{self._model}:outcomes",
+                                                    retention_s=self.retention_s, pending_s=self.pending_s,
+                                                    password=os.environ.get(PASSWORD_ENV) or None)
+                else:
+                    self._store = SQLiteOutcomeStore(target, retention_s=self.retention_s, pending_s=self.pending_s)
         return self._store
 
     def start(self) -> None:
         if self._worker is not None and self._worker.running:
             return
-        self._open_store()
+        try:
+            self._open_store().verify()  # refused credentials: ConfigError now
+        except ConfigError:
+            raise
+        except Exception:  # a store that is down: the worker retries, health says so
+            _log.warning("performance: the outcome store did not answer at start", exc_info=True)
         self._worker = PeriodicWorker(f"performance-{self._model}", self._cycle, float(self.interval_s),
                                       on_stop=self._final_cycle, run_first=True,
                                       join_timeout_s=max(5.0, 2 * float(self.interval_s)), weak=True).start()

@@ -14,9 +14,8 @@ sequence number in join order, so a reader can consume the stream of outcomes in
 :class:`SQLiteOutcomeStore` keeps them in one SQLite file (WAL): a label is committed before
 its feedback call answers, so it survives a restart and a ``kill -9`` of the server. Retention
 is by time: predictions older than ``retention_s`` are deleted with their labels; pending
-labels older than ``pending_s`` are dropped (and counted). A Redis implementation is not
-provided yet: the performance capability keeps outcomes in SQLite even when the drift windows
-live in Redis (see ``docs/performance.md``).
+labels older than ``pending_s`` are dropped (and counted).
+:class:`~guarded_serving.store.outcomes_redis.RedisOutcomeStore` keeps them in Redis, for many hosts.
 """
 
 from __future__ import annotations
@@ -107,6 +106,9 @@ class OutcomeStore(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def verify(self) -> None:
+        """Raise ``ConfigError`` when the configuration can never work (refused credentials)."""
 
     def close(self) -> None:
         """Release connections (idempotent)."""
