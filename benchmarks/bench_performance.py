@@ -132,7 +132,7 @@ def detection(n_streams: int, windows: tuple[int, ...], max_labels: int = 100_00
                   + " | ".join(q(wd[w]) for w in windows) + " |")
 
 
-def ingestion(reps: int, batch: int) -> None:
+def ingestion(reps: int, batch: int, redis_url: str | None = None) -> None:
     from starlette.testclient import TestClient
 
     from guarded_serving.serving.bentoml import health_app
@@ -140,7 +140,8 @@ def ingestion(reps: int, batch: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-perf-"))
     api, http = [], []
     for rep in range(reps):
-        g = Guard(name="bench", operational=False, performance=True, performance_store=str(tmp / f"o{rep}.sqlite"),
+        store = redis_url if redis_url else str(tmp / f"o{rep}.sqlite")
+        g = Guard(name=f"bench{rep}", operational=False, performance=True, performance_store=store,
                   performance_interval_s=3600)
 
         @g
@@ -164,8 +165,8 @@ def ingestion(reps: int, batch: int) -> None:
         http.append(batch / (time.perf_counter() - t0))
         assert resp.status_code == 200 and resp.json()["kept"] == batch, resp.text[:300]
         g.stop()
-    print(f"\n## Feedback ingestion: bulk batches of {batch:,} labels, {reps} repetitions (SQLite, committed "
-          "before the answer)\n")
+    where = "Redis, two script calls per batch" if redis_url else "SQLite, committed before the answer"
+    print(f"\n## Feedback ingestion: bulk batches of {batch:,} labels, {reps} repetitions ({where})\n")
     print("| path | labels/s median | min | max |")
     print("|---|---:|---:|---:|")
     for name, v in (("guard.record_feedback_many", api), ("POST /guard/feedback (in-process HTTP)", http)):
@@ -203,17 +204,19 @@ def request_path(reps: int, calls: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes, for development")
+    ap.add_argument("--redis-url", help="also measure ingestion into this Redis (its keys are written)")
+    ap.add_argument("--only", choices=("alarms", "ingestion", "path"), help="run one part")
     args = ap.parse_args()
-    if args.quick:
-        false_alarms(4, 20_000, (500, 2000))
-        detection(5, (500, 2000), 20_000)
-        ingestion(3, 2000)
-        request_path(3, 5000)
-    else:
-        false_alarms(20, 100_000, (500, 2000))
-        detection(20, (500, 2000))
-        ingestion(20, 5000)
-        request_path(20, 20_000)
+    quick = args.quick
+    if args.only in (None, "alarms"):
+        false_alarms(4, 20_000, (500, 2000)) if quick else false_alarms(20, 100_000, (500, 2000))
+        detection(5, (500, 2000), 20_000) if quick else detection(20, (500, 2000))
+    if args.only in (None, "ingestion"):
+        ingestion(3 if quick else 20, 2000 if quick else 5000)
+        if args.redis_url:
+            ingestion(3 if quick else 20, 2000 if quick else 5000, args.redis_url)
+    if args.only in (None, "path"):
+        request_path(3 if quick else 20, 5000 if quick else 20_000)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ Layout, under ``gs:{<namespace>}:`` (one hash slot; the namespace is ``<model>:o
     seq, meta              the join sequence; pending_dropped
 
 Every write is one Lua script (atomic); a flush of predictions is one script call and a batch of
-labels one pipeline (one round trip): a pipelined read of the predictions' kinds and row counts,
-the labels validated in Python, then one script per label that re-checks the label slot
-atomically (a label that raced in first still wins). Retention runs in :meth:`expire` (5,000
+labels two: one reads the predictions' kinds and row counts, the labels are validated in Python,
+and one records them, checking each label slot again atomically (a label that raced in first
+still wins). Retention runs in :meth:`expire` (5,000
 predictions per script call). Labels are acknowledged once Redis applied them: their durability is
 Redis's (``appendonly yes`` with ``appendfsync always`` or ``everysec`` to survive its restart).
 """
@@ -81,26 +81,47 @@ end
 return joined
 """
 
-# ARGV: prefix, rid, row, label, ts, pending_ok. Returns {status, existing label or ''}.
-_ADD_LABEL = _JOIN + """
-local P, rid, row, label, ts, pending_ok = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local key = rid .. ':' .. row
-local lk, pk = P .. 'l:' .. key, P .. 'p:' .. key
-local prior = redis.call('HGET', lk, 'label')
-if prior then
-  if tonumber(prior) == tonumber(label) then return {'unchanged', prior} end
-  return {'conflict', prior}
+# ARGV: prefix, ts, then 4 per label: rid, row, label, pending_ok. Returns {status, existing label or ''} per label.
+_ADD_LABELS = _JOIN + """
+local P, ts = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV, 4 do
+  local rid, row, label, pending_ok = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+  local key = rid .. ':' .. row
+  local lk, pk = P .. 'l:' .. key, P .. 'p:' .. key
+  local prior = redis.call('HGET', lk, 'label')
+  if prior then
+    if tonumber(prior) == tonumber(label) then table.insert(out, 'unchanged') else table.insert(out, 'conflict') end
+    table.insert(out, prior)
+  elseif redis.call('EXISTS', pk) == 0 then
+    if pending_ok == '0' then
+      table.insert(out, 'unknown')
+    else
+      redis.call('HSET', lk, 'label', label, 'ts', ts)
+      redis.call('ZADD', P .. 'pend', ts, key)
+      table.insert(out, 'pending')
+    end
+    table.insert(out, '')
+  else
+    redis.call('HSET', lk, 'label', label, 'ts', ts)
+    local f = redis.call('HMGET', pk, 'ver', 'seg', 'kind', 'pred', 'ts')
+    join(P, rid, row, f[1], f[2], f[3], f[4], f[5])
+    table.insert(out, 'recorded')
+    table.insert(out, '')
+  end
 end
-if redis.call('EXISTS', pk) == 0 then
-  if pending_ok == '0' then return {'unknown', ''} end
-  redis.call('HSET', lk, 'label', label, 'ts', ts)
-  redis.call('ZADD', P .. 'pend', ts, key)
-  return {'pending', ''}
+return out
+"""
+
+# ARGV: prefix, then 2 per label: rid, row. Returns {kind or '', rows stored for the request} per label.
+_KINDS = """
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 2 do
+  table.insert(out, redis.call('HGET', P .. 'p:' .. ARGV[i] .. ':' .. ARGV[i+1], 'kind') or '')
+  table.insert(out, redis.call('GET', P .. 'n:' .. ARGV[i]) or '0')
 end
-redis.call('HSET', lk, 'label', label, 'ts', ts)
-local f = redis.call('HMGET', pk, 'ver', 'seg', 'kind', 'pred', 'ts')
-join(P, rid, row, f[1], f[2], f[3], f[4], f[5])
-return {'recorded', ''}
+return out
 """
 
 # ARGV: prefix, cutoff, pending cutoff, limit. Returns {predictions, labels, pending_dropped, more}.
@@ -165,6 +186,14 @@ class RedisOutcomeStore(OutcomeStore):
         self.retention_s = float(retention_s)
         self.pending_s = float(pending_s)
         self._p = self._conn._prefix
+        self._scripts: dict[str, Any] = {}
+
+    def _script(self, body: str) -> Any:
+        """A registered script (EVALSHA; loaded again when a restarted Redis forgot it)."""
+        got = self._scripts.get(body)
+        if got is None:
+            got = self._scripts[body] = self._conn._client().register_script(body)
+        return got
 
     def add_predictions(self, records: Sequence[PredictionRecord]) -> int:
         if not records:
@@ -173,25 +202,25 @@ class RedisOutcomeStore(OutcomeStore):
         for r in records:
             args += [r.request_id, r.row, repr(float(r.ts)), r.version, r.segment, r.kind,
                      "" if r.predicted is None else repr(float(r.predicted)), r.view or b"", r.inputs or b""]
-        return int(self._conn._client().eval(_ADD_PREDICTIONS, 0, *args))
+        return int(self._script(_ADD_PREDICTIONS)(args=args))
 
     def add_labels(self, items: Sequence[tuple[str, int, float, bool]],
                    validate: Callable[[str | None, float], str | None], now: float | None = None
                    ) -> list[LabelOutcome]:
         ts = time.time() if now is None else float(now)
-        c = self._conn._client()
-        pipe = c.pipeline(transaction=False)
+        if not items:
+            return []
+        args: list[Any] = [self._p]
         for rid, row, _, _ in items:
-            pipe.hget(f"{self._p}p:{rid}:{row}", "kind")
-            pipe.get(f"{self._p}n:{rid}")
-        got = pipe.execute()
+            args += [rid, row]
+        got = [g.decode() if isinstance(g, bytes) else str(g) for g in self._script(_KINDS)(args=args)]
         out: list[LabelOutcome | None] = []
-        pipe = c.pipeline(transaction=False)
+        send: list[Any] = [self._p, repr(ts)]
         sent: list[int] = []
         kinds: list[str | None] = []
         for i, (rid, row, label, pending_ok) in enumerate(items):
-            kind = got[2 * i].decode() if got[2 * i] is not None else None
-            rows = int(got[2 * i + 1]) if got[2 * i + 1] is not None else 0
+            kind = got[2 * i] or None
+            rows = int(got[2 * i + 1])
             kinds.append(kind)
             if kind is None and rows:
                 out.append(LabelOutcome("invalid", problem=f"row {row} does not exist: the request had {rows} row(s)"))
@@ -202,12 +231,11 @@ class RedisOutcomeStore(OutcomeStore):
                 continue
             out.append(None)
             sent.append(i)
-            pipe.eval(_ADD_LABEL, 0, self._p, rid, row, repr(float(label)), repr(ts), "1" if pending_ok else "0")
-        replies = pipe.execute() if sent else []
-        for i, reply in zip(sent, replies):
-            status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-            prior = reply[1].decode() if isinstance(reply[1], bytes) else reply[1]
-            out[i] = LabelOutcome(status, existing=float(prior) if prior not in ("", None) else None, kind=kinds[i])
+            send += [rid, row, repr(float(label)), "1" if pending_ok else "0"]
+        replies = self._script(_ADD_LABELS)(args=send) if sent else []
+        for j, i in enumerate(sent):
+            status, prior = (r.decode() if isinstance(r, bytes) else str(r) for r in replies[2 * j:2 * j + 2])
+            out[i] = LabelOutcome(status, existing=float(prior) if prior else None, kind=kinds[i])
         return [o for o in out if o is not None]
 
     def outcomes_after(self, seq: int, limit: int) -> list[tuple]:
@@ -250,8 +278,8 @@ class RedisOutcomeStore(OutcomeStore):
         t = time.time() if now is None else float(now)
         total = {"predictions": 0, "labels": 0, "pending_dropped": 0}
         while True:
-            n_pred, n_lab, n_pend, more = self._conn._client().eval(
-                _EXPIRE, 0, self._p, repr(t - self.retention_s), repr(t - self.pending_s), 5000)
+            n_pred, n_lab, n_pend, more = self._script(_EXPIRE)(
+                args=[self._p, repr(t - self.retention_s), repr(t - self.pending_s), 5000])
             total["predictions"] += int(n_pred)
             total["labels"] += int(n_lab)
             total["pending_dropped"] += int(n_pend)
