@@ -154,7 +154,7 @@ def main() -> None:
     final = guard.health()["checks"]
     table(f"Car loan, our model (gradient boosting on 25,000 reference loans; calibrated on the other 25,000, "
           f"accuracy {ref_acc:.4f} there), served through the guard, labels one chunk late", rows_out)
-    lag = comp.stats()["realised"][f"0/*"]["label_lag"]
+    lag = comp.stats()["realised"]["0/*"]["label_lag"]
     print(f"\nlabel lag (simulated time): median {lag['median_s'] / 3600:.1f} h, p90 {lag['p90_s'] / 3600:.1f} h")
     print("\nexpectation check after each chunk's labels arrived (chunk: status):")
     for i, v in enumerate(verdicts):

@@ -128,7 +128,8 @@ def detection(n_streams: int, windows: tuple[int, ...], max_labels: int = 100_00
                     after = a[a >= prefix]
                     if after.size:
                         wd[w].append(after[0] - prefix + 1)
-            print(f"| {acc:.2f} | {prefix:,} | {q(found[True])} | {missed[True]} | {q(found[False])} | {missed[False]} | "
+            print(f"| {acc:.2f} | {prefix:,} | {q(found[True])} | {missed[True]} | {q(found[False])} | "
+                  f"{missed[False]} | "
                   + " | ".join(q(wd[w]) for w in windows) + " |")
 
 

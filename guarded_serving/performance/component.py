@@ -581,8 +581,9 @@ class PerformanceComponent(Component):
                                          f"from {self.min_labels} labels on (expectation {target:g}); {cov_text}",
                                          details, affects_readiness=False))
             else:
-                b, _ = t_all.bound(metric)  # type: ignore[union-attr]
-                out.append(H.CheckResult(name, H.OK, f"{metric} {t_all.value(metric):.4f} on {n_all} labels, "  # type: ignore[union-attr]
+                assert t_all is not None
+                b, _ = t_all.bound(metric)
+                out.append(H.CheckResult(name, H.OK, f"{metric} {t_all.value(metric):.4f} on {n_all} labels, "
                                          f"{'upper' if at_least else 'lower'} bound {b:.4f} "
                                          f"{'>=' if at_least else '<='} expectation {target:g}; {cov_text}"
                                          + "".join("; " + n for n in notes), details, affects_readiness=False))

@@ -84,7 +84,8 @@ class EmpiricalBernsteinCS:
     def mean_(self) -> float:
         return self._sum_x / self.n_ if self.n_ else float("nan")
 
-    def update(self, x: "np.ndarray | list[float] | float", *, path: bool = False) -> "tuple[np.ndarray, np.ndarray] | None":
+    def update(self, x: "np.ndarray | list[float] | float", *,
+               path: bool = False) -> "tuple[np.ndarray, np.ndarray] | None":
         """Take values (in order) and tighten the bounds.
 
         With ``path=True`` returns ``(lower_t, upper_t)``, the running bounds after each value,

@@ -248,7 +248,8 @@ class SQLiteOutcomeStore(OutcomeStore):
                 pred = conn.execute("SELECT kind FROM predictions WHERE request_id=? AND row=?", key).fetchone()
                 kind = None if pred is None else str(pred[0])
                 if pred is None:
-                    rows = int(conn.execute("SELECT COUNT(*) FROM predictions WHERE request_id=?", (rid,)).fetchone()[0])
+                    rows = int(conn.execute("SELECT COUNT(*) FROM predictions WHERE request_id=?",
+                                            (rid,)).fetchone()[0])
                     if rows:
                         out.append(LabelOutcome("invalid", problem=f"row {row} does not exist: the request had "
                                                 f"{rows} row(s)"))

@@ -253,7 +253,8 @@ class RedisOutcomeStore(OutcomeStore):
             ver, seg, cls, what = field.decode().split("\x1f")
             c = counts.setdefault((ver, seg, cls), [0, 0])
             c[0 if what == "n" else 1] += int(value)
-        return [(ver, seg, float(cls) if cls else None, n, lab) for (ver, seg, cls), (n, lab) in counts.items() if n > 0]
+        return [(ver, seg, float(cls) if cls else None, n, lab)
+                for (ver, seg, cls), (n, lab) in counts.items() if n > 0]
 
     def latest(self, version: str, n: int) -> list[tuple]:
         c = self._conn._client()
