@@ -334,11 +334,12 @@ def accuracy_drop(r: Replay, n_good: int = 1500, n_bad: int = 3000, rows: int = 
         resp = r.session.post(f"{r.url}/guard/feedback", json={"items": rest[i:i + 500]}, headers=auth, timeout=30)
         sent += sum(len(x["label"]) for x in rest[i:i + 500])
         answered += resp.json().get("kept", 0) if resp.status_code in (200, 422) else 0
-    wait_until(lambda: r.stats().get("performance", {}).get("realised", {}).get("1/*", {}).get("labels"), 20, 0.2,
-               until=lambda n: n == sent)  # every label judged
-    chk = wait_until(lambda: r.health()["checks"].get("performance.accuracy", {}), 20, 0.5,
-                     until=lambda c: c.get("status") == "degraded")
-    est = r.health()["checks"].get("performance.estimate", {})
+    # every label judged and counted (coverage and counts are refreshed every few seconds)
+    checks = wait_until(lambda: r.health()["checks"], 30, 0.2,
+                        until=lambda c: f"on all {sent})" in c.get("performance.accuracy", {}).get("reason", "")
+                        and c.get("performance.feedback", {}).get("details", {}).get("labels", 0) >= sent)
+    chk = checks.get("performance.accuracy", {})
+    est = checks.get("performance.estimate", {})
     when = (f"caught {(caught_at - t_change) / 60:.0f} simulated minutes after the drop" if caught_at is not None
             else "caught once the late labels arrived")
     return Verdict(chk.get("status") == "degraded" and answered == sent,
