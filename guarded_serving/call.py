@@ -82,34 +82,19 @@ class Call:
         Data components hand to each other (see :mod:`guarded_serving.keys`).
     headers : dict of str to str
         Response headers components set with :meth:`set_header` (empty until one is set).
-    request_id : str or None
-        The call's request id (:func:`new_request_id`): sent back in the ``X-Request-Id``
-        header, put on the span, and the key under which feedback (the true outcome) joins it.
+    request_id : str
+        The call's request id (:func:`new_request_id`, made on first use from the trace of the
+        call's recorded span): sent back in the ``X-Request-Id`` header, put on the span, and the
+        key under which feedback (the true outcome) joins it.
     """
 
-    __slots__ = (
-        "_headers",
-        "_input_index",
-        "_response",
-        "answered",
-        "args",
-        "attributes",
-        "error",
-        "flagged",
-        "input_name",
-        "inputs",
-        "kwargs",
-        "latency_ms",
-        "outcome",
-        "request_id",
-        "request_ms",
-        "result",
-        "state",
-    )
+    __slots__ = ("args", "kwargs", "inputs", "input_name", "_input_index", "attributes",
+                 "flagged", "result", "error", "outcome", "latency_ms", "request_ms", "answered", "state",
+                 "_headers", "_response", "_request_id", "_trace_source")
 
     def __init__(self, args: tuple, kwargs: dict, inputs: np.ndarray | None,
                  input_name: str | None, input_index: int | None, response: Any = None,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, trace_source: Any = None) -> None:
         self.args = args
         self.kwargs = kwargs
         self.inputs = inputs
@@ -126,7 +111,21 @@ class Call:
         self.answered = False
         self.state: dict[StateKey[Any], Any] = {}
         self._headers: dict[str, str] | None = None
-        self.request_id = request_id
+        self._request_id = request_id
+        self._trace_source = trace_source  # the recorded span whose trace id starts the request id
+
+    @property
+    def request_id(self) -> str:
+        """The call's request id, made on first use (about 1 us; calls nobody asks about pay nothing)."""
+        rid = self._request_id
+        if rid is None:
+            src = self._trace_source
+            rid = self._request_id = new_request_id(src.get_span_context().trace_id if src is not None else 0)
+        return rid
+
+    @request_id.setter
+    def request_id(self, value: str) -> None:
+        self._request_id = value
 
     @property
     def headers(self) -> dict[str, str]:

@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import health as H
 from ._version import __version__
 from .arrival import arrival_ns as _arrival_ns
-from .call import REQUEST_ID_HEADER, Call, new_request_id
+from .call import REQUEST_ID_HEADER, Call
 from .component import Component
 from .config import GuardConfig
 from .context import GuardContext
@@ -247,9 +247,9 @@ class Guard:
                 span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
                             None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
-                            _request_id(span, host))
+                            trace_source=span if span is not None else host)
                 if call._response is not None:
-                    call.set_header(REQUEST_ID_HEADER, call.request_id)  # type: ignore[arg-type]
+                    call.set_header(REQUEST_ID_HEADER, call.request_id)
                 try:
                     prepare(call)
                     if not call.answered:
@@ -272,9 +272,9 @@ class Guard:
                 span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
                             None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
-                            _request_id(span, host))
+                            trace_source=span if span is not None else host)
                 if call._response is not None:
-                    call.set_header(REQUEST_ID_HEADER, call.request_id)  # type: ignore[arg-type]
+                    call.set_header(REQUEST_ID_HEADER, call.request_id)
                 try:
                     prepare(call)
                     if not call.answered:
@@ -428,8 +428,7 @@ class Guard:
         # one set_attributes call: the SDK takes its lock and validates once per call, not per attribute
         attrs: dict[str, Any] = {A.LATENCY_MS: latency_ms, A.SLO_VIOLATED: violated, A.OUTCOME: outcome,
                                  A.ANOMALOUS: anomalous}
-        if call.request_id is not None:
-            attrs[A.REQUEST_ID] = call.request_id
+        attrs[A.REQUEST_ID] = call.request_id
         full = anomalous or self._full_spans
         for c in self._span_sources if not full else self._components:
             try:
@@ -574,12 +573,6 @@ def _is_request_context(p: inspect.Parameter) -> bool:
     text = ann if isinstance(ann, str) else getattr(ann, "__qualname__", "")
     return (isinstance(text, str) and text.rsplit(".", 1)[-1] == "Context") or (
         ann is inspect.Parameter.empty and p.name in ("ctx", "context"))
-
-
-def _request_id(span: Any, host: Any) -> str:
-    """The call's request id, from the trace it belongs to (a fallback part when tracing is off)."""
-    s = span if span is not None else host if host is not None else trace.get_current_span()
-    return new_request_id(s.get_span_context().trace_id)
 
 
 def _response_of(args: tuple, kwargs: dict, name: str, index: int | None) -> Any:

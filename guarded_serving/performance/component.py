@@ -230,9 +230,9 @@ class PerformanceComponent(Component):
 
     # -- request path ----------------------------------------------------------------------
     def after_call(self, call: "Call") -> None:
-        rid = call.request_id
-        if rid is None or call.outcome != "ok":
+        if call.outcome != "ok":
             return
+        rid = call.request_id
         result = call.result
         field = self.request_id_field
         if field is not None and type(result) is dict and field not in result:
