@@ -166,7 +166,7 @@ guard = Guard(
     performance=True,
     expectations=_expectations(),
     performance_store=os.environ.get("GUARDED_STORE_URL") or str(STATE_DIR / "outcomes-breast_cancer.sqlite"),
-    performance_reference=calibration_reference,
+    performance_reference=calibration_reference if (ARTIFACT_DIR / "reference.npz").exists() else None,
     performance_interval_s=float(os.environ.get("GUARDED_PERFORMANCE_INTERVAL_S", "1")),
     # an extension written outside the package (services/rules.py): sizes cannot be negative
     components=[*([RangeRule({"mean_radius": (0, None), "mean_area": (0, None)})] if _USE_PROFILE else []),
