@@ -387,3 +387,47 @@ class TestManyHosts:
         assert b.record_feedback(rids[0], 0).status == "conflict"
         for g in (a, b):
             g.stop()
+
+
+class TestSegmentsAndRegression:
+    def test_a_failing_segment_is_named(self, tmp_path):
+        """performance_segment splits the labels: the segment that misses its promise is named, the pooled one shown."""
+        g = Guard(name="m", operational=False, expectations={"accuracy": 0.95}, expectation_min_labels=30,
+                  performance_store=str(tmp_path / "o.sqlite"), performance_interval_s=60,
+                  performance_segment=lambda x, result: "new" if x[0][0] > 0 else "returning")
+        predict = _serve(g)
+        rng = np.random.default_rng(10)
+        items = []
+        for i in range(600):
+            new = i % 2 == 0
+            rid = predict(np.full((1, 3), 1.0 if new else -1.0))["request_id"]
+            items.append({"request_id": rid, "label": int(rng.random() < (0.7 if new else 0.995))})
+        g.record_feedback_many(items)
+        g.component("performance").evaluate()
+        chk = g.health()["checks"]["performance.accuracy"]
+        assert chk["status"] == "degraded" and "segment 'new'" in chk["reason"]
+        assert "segment 'returning'" not in chk["reason"]
+        realised = g.stats()["performance"]["realised"]
+        assert set(realised) == {"0/*", "0/new", "0/returning"} and realised["0/new"]["labels"] == 300
+        g.stop()
+
+    def test_regression_mae_expectation(self, tmp_path):
+        """A regressor's MAE above its promise turns performance.mae degraded; RMSE and the label lag are reported."""
+        g = Guard(name="m", operational=False, expectations={"mae": 1.0}, expectation_error_scale=10.0,
+                  expectation_min_labels=30, performance_store=str(tmp_path / "o.sqlite"), performance_interval_s=60)
+
+        @g
+        def predict(x):
+            return {"prediction": [2.5] * len(x)}
+
+        rng = np.random.default_rng(11)
+        items = [{"request_id": predict(np.zeros((1, 3)))["request_id"], "label": float(2.5 + rng.normal(0, 4))}
+                 for _ in range(400)]
+        res = g.record_feedback_many(items + [{"request_id": items[0]["request_id"], "label": "x"}])
+        assert res[-1].http_status == 422
+        g.component("performance").evaluate()
+        chk = g.health()["checks"]["performance.mae"]
+        assert chk["status"] == "degraded" and "lower bound" in chk["reason"]
+        tally = g.stats()["performance"]["realised"]["0/*"]
+        assert tally["mae"] > 2.5 and tally["rmse"] > tally["mae"] and "median_s" in tally["label_lag"]
+        g.stop()
