@@ -5,7 +5,10 @@
 
 Endpoints
 ---------
-POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...]}
+POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...], "request_id": ...}
+                     (the request id also comes back as the X-Request-Id header)
+POST /guard/feedback the true outcome of a prediction, by request id (token required):
+                     {"request_id": ..., "label": 0 or 1 (or a list, one per row)} or {"items": [...]}
 POST /predict_chaos  the same guarded model with injected faults, for the demo and
                      tests only (registered only when GUARDED_CHAOS=1):
                      {"inputs": ..., "delay_ms": 300, "fail": false}
@@ -50,6 +53,7 @@ GUARDED_STATE_DIR      where shared state lives, e.g. the drift store (default .
 GUARDED_STORE_URL      a Redis store shared by every host's workers, e.g. redis://127.0.0.1:6379/0
                        (rediss:// for TLS, with ?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...);
                        default: a SQLite file in GUARDED_STATE_DIR, pooled by this host's workers only
+                       (drift windows, and the predictions and labels of /guard/feedback)
 GUARDED_STORE_PASSWORD the Redis password when the URL carries none
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
@@ -58,6 +62,11 @@ GUARDED_METRICS_INTERVAL_S  seconds between refreshes of the guard's gauges on /
 GUARDED_HEALTH_TOKEN   token for the details of /guard/health and /guard/stats (Authorization: Bearer)
 GUARDED_MAX_BODY_BYTES largest request body (default 8 MiB; larger: HTTP 413 naming the limit)
 GUARDED_STORE_DIGITS   store input rows rounded to this many significant digits (default: raw)
+GUARDED_FEEDBACK_TOKEN the token POST /guard/feedback requires (Authorization: Bearer ...);
+                       unset: feedback is refused (401)
+GUARDED_EXPECT_ACCURACY the accuracy the model promises, judged on labels sent to /guard/feedback
+                       (default 0.95; "none" turns the expectation off, feedback stays on)
+GUARDED_PERFORMANCE_INTERVAL_S  period of the prediction-record flush and evaluation (default 1)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -133,6 +142,18 @@ _PROFILE = os.environ.get("GUARDED_PROFILE") or str(ARTIFACT_DIR / "profile.npz"
 _USE_PROFILE = _PROFILE.lower() != "none" and ("GUARDED_PROFILE" in os.environ or Path(_PROFILE).exists())
 
 
+def _expectations() -> dict | None:
+    raw = os.environ.get("GUARDED_EXPECT_ACCURACY", "0.95").strip().lower()
+    return None if raw in ("", "none") else {"accuracy": float(raw)}
+
+
+def calibration_reference() -> tuple[np.ndarray, np.ndarray]:
+    """Held-out predictions with labels (the test split): what the label-free estimate calibrates on."""
+    ref = np.load(ARTIFACT_DIR / "reference.npz")
+    proba = load_model(ARTIFACT_DIR).predict_proba(prepare(ref["X_test"]))[:, 1]
+    return proba, ref["y_test"]
+
+
 def abstain(rows: np.ndarray) -> dict:
     """The fallback for edge-case rows: no label (-1), no probability."""
     return {"label": [-1] * len(rows), "probability": [None] * len(rows)}
@@ -177,6 +198,13 @@ guard = Guard(
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
     drift_store_digits=int(os.environ["GUARDED_STORE_DIGITS"]) if os.environ.get("GUARDED_STORE_DIGITS") else None,
+    # ML performance: request ids, feedback (POST /guard/feedback), realised accuracy against its
+    # expectation with an anytime-valid bound, and a label-free estimate while labels are missing
+    performance=True,
+    expectations=_expectations(),
+    performance_store=os.environ.get("GUARDED_STORE_URL") or str(STATE_DIR / "outcomes-breast_cancer.sqlite"),
+    performance_reference=calibration_reference if (ARTIFACT_DIR / "reference.npz").exists() else None,
+    performance_interval_s=float(os.environ.get("GUARDED_PERFORMANCE_INTERVAL_S", "1")),
     # an extension written outside the package (services/rules.py): sizes cannot be negative
     components=[*([RangeRule({"mean_radius": (0, None), "mean_area": (0, None)})] if _USE_PROFILE else []),
                 metrics],
