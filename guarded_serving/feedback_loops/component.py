@@ -65,6 +65,7 @@ __all__ = ["OUTPUT_MODES", "LoopComponent", "item_code", "load_popularity"]
 _log = logging.getLogger("guarded_serving.feedback_loops")
 OUTPUT_MODES = ("auto", "ranking", "items", "classes")
 _HEAD = 6  # ts, user, explore, request, row, n
+_LIST_KEYS = ("items", "ranking", "recommendations")
 _MAX_INT = 2 ** 53
 
 
@@ -140,7 +141,9 @@ class LoopComponent(Component):
         Result key holding the request id when the call carries none.
     output : {"auto", "ranking", "items", "classes"}, default="auto"
         What the answers are: ranked lists per row, one item per row, or predicted classes (for
-        label coverage by class); ``auto``: lists of lists are rankings, others classes.
+        label coverage by class); ``auto``: lists of lists, and a dict result with ``item_field`` or
+        an ``items``, ``ranking`` or ``recommendations`` key (a flat list: one list for the call),
+        are rankings; other answers are classes.
     window : int, default=500
         Pooled lists per window.
     alpha : float, default=0.01
@@ -401,6 +404,9 @@ class LoopComponent(Component):
     # -- background: flush --------------------------------------------------------------
     def flush(self) -> int:
         """Write buffered answers and outcomes to the store in one ``append_batches``; return lists written."""
+        if not self._ready:
+            self._setup()
+            self._ready = True
         with self._lock:
             calls, self._buf = list(self._buf), deque()
             outcomes, self._outcomes = list(self._outcomes), deque()
@@ -450,7 +456,10 @@ class LoopComponent(Component):
             out = [out]
         mode = self.output
         if mode == "auto":
-            mode = "ranking" if out and isinstance(out[0], (list, tuple, np.ndarray)) else "classes"
+            nested = bool(out) and isinstance(out[0], (list, tuple, np.ndarray))
+            listed = isinstance(result, Mapping) and (self.item_field is not None or any(
+                k in result for k in _LIST_KEYS))
+            mode = "ranking" if nested or listed else "classes"
         if mode == "ranking" and out and not isinstance(out[0], (list, tuple, np.ndarray)):
             out = [out]  # one list for the call
         n = len(out)
@@ -699,7 +708,7 @@ class LoopComponent(Component):
         ref = self._reference.get(m)
         ref_text = f"reference {ref:.3g}, " if ref is not None else ""
         lag1 = _lag1(vals)
-        d = {**d, "measure": m, "slope_per_window": slope, "first_windows_median": base, "reference": ref,
+        d = {**d, "measure": m, "windows": al.n_seen_, "alarm_at": a.alarm_at_, "slope_per_window": slope, "first_windows_median": base, "reference": ref,
              "latest": vals[-1], "lag1_autocorrelation": lag1}
         if al.alarm:
             return H.CheckResult(
