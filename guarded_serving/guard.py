@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import health as H
 from ._version import __version__
 from .arrival import arrival_ns as _arrival_ns
-from .call import Call
+from .call import REQUEST_ID_HEADER, Call, new_request_id
 from .component import Component
 from .config import GuardConfig
 from .context import GuardContext
@@ -246,7 +246,10 @@ class Guard:
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
+                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
+                            _request_id(span, host))
+                if call._response is not None:
+                    call.set_header(REQUEST_ID_HEADER, call.request_id)  # type: ignore[arg-type]
                 try:
                     prepare(call)
                     if not call.answered:
@@ -268,7 +271,10 @@ class Guard:
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
+                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
+                            _request_id(span, host))
+                if call._response is not None:
+                    call.set_header(REQUEST_ID_HEADER, call.request_id)  # type: ignore[arg-type]
                 try:
                     prepare(call)
                     if not call.answered:
@@ -422,6 +428,8 @@ class Guard:
         # one set_attributes call: the SDK takes its lock and validates once per call, not per attribute
         attrs: dict[str, Any] = {A.LATENCY_MS: latency_ms, A.SLO_VIOLATED: violated, A.OUTCOME: outcome,
                                  A.ANOMALOUS: anomalous}
+        if call.request_id is not None:
+            attrs[A.REQUEST_ID] = call.request_id
         full = anomalous or self._full_spans
         for c in self._span_sources if not full else self._components:
             try:
@@ -502,6 +510,31 @@ class Guard:
         report["model"] = {"name": self.config.name, "version": self.config.version}
         return report
 
+    # -- feedback ---------------------------------------------------------------------
+    def record_feedback(self, request_id: str, label: Any, *, row: int | None = None) -> Any:
+        """Record the true outcome of a prediction, by its request id (``X-Request-Id``).
+
+        ``label`` is the true class (classifiers) or value (regressors) of row ``row`` (default
+        0), or a list with one per row of the request. Returns a
+        :class:`~guarded_serving.performance.feedback.FeedbackResult` (``ok``, ``status``,
+        ``http_status``, ``message``); idempotent. Needs the performance capability
+        (``performance=True`` or ``expectations=...``).
+        """
+        return self._performance().record_feedback(request_id, label, row=row)
+
+    def record_feedback_many(self, items: Iterable[Any]) -> list[Any]:
+        """Record many outcomes at once (items ``{"request_id", "label"[, "row"]}`` or tuples):
+        one :class:`~guarded_serving.performance.feedback.FeedbackResult` per row, in order; a bad
+        item never costs the others."""
+        return self._performance().record_feedback_many(items)
+
+    def _performance(self) -> Any:
+        for c in self._components:
+            if c.name == "performance" and hasattr(c, "record_feedback_many"):
+                return c
+        raise ConfigError("feedback needs the performance capability: build the guard with performance=True "
+                          "or expectations={...}")
+
     def is_ready(self) -> bool:
         """False when a readiness-gating check is ``failing`` (wire to ``__is_ready__``)."""
         return bool(self.health()["ready"])
@@ -541,6 +574,12 @@ def _is_request_context(p: inspect.Parameter) -> bool:
     text = ann if isinstance(ann, str) else getattr(ann, "__qualname__", "")
     return (isinstance(text, str) and text.rsplit(".", 1)[-1] == "Context") or (
         ann is inspect.Parameter.empty and p.name in ("ctx", "context"))
+
+
+def _request_id(span: Any, host: Any) -> str:
+    """The call's request id, from the trace it belongs to (a fallback part when tracing is off)."""
+    s = span if span is not None else host if host is not None else trace.get_current_span()
+    return new_request_id(s.get_span_context().trace_id)
 
 
 def _response_of(args: tuple, kwargs: dict, name: str, index: int | None) -> Any:

@@ -21,13 +21,15 @@ from .errors import ConfigError
 from .feedback_loops.capability import LOOP
 from .integrity.capability import INTEGRITY
 from .operational.capability import OPERATIONAL, SLO
+from .performance.capability import PERFORMANCE
 from .settings import GuardSettings
 
 __all__ = ["capabilities", "register_capability"]
 
 _lock = threading.Lock()
 # Default order; the guard then moves providers of a key before the components that need it.
-_CAPABILITIES: list[Capability] = [SLO, INTEGRITY, OPERATIONAL, EDGE_CASES, OUTPUT_CHECK, DRIFT, LOOP]
+_CAPABILITIES: list[Capability] = [SLO, INTEGRITY, OPERATIONAL, EDGE_CASES, OUTPUT_CHECK, DRIFT, PERFORMANCE,
+                                   LOOP]
 
 
 def capabilities() -> tuple[Capability, ...]:

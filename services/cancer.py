@@ -5,7 +5,10 @@
 
 Endpoints
 ---------
-POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...]}
+POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...], "request_id": ...}
+                     (the request id also comes back as the X-Request-Id header)
+POST /guard/feedback the true outcome of a prediction, by request id (token required):
+                     {"request_id": ..., "label": 0 or 1 (or a list, one per row)} or {"items": [...]}
 POST /predict_chaos  the same guarded model with injected faults, for the demo and
                      tests only (enabled by GUARDED_CHAOS=1, else HTTP 404):
                      {"inputs": ..., "delay_ms": 300, "fail": false}
@@ -49,6 +52,11 @@ GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
 GUARDED_WORKERS        BentoML worker processes (default 1); they pool drift windows
 GUARDED_METRICS_INTERVAL_S  seconds between refreshes of the guard's gauges on /metrics (default 5)
+GUARDED_FEEDBACK_TOKEN the token POST /guard/feedback requires (Authorization: Bearer ...);
+                       unset: feedback is refused (401)
+GUARDED_EXPECT_ACCURACY the accuracy the model promises, judged on labels sent to /guard/feedback
+                       (default 0.95; "none" turns the expectation off, feedback stays on)
+GUARDED_PERFORMANCE_INTERVAL_S  period of the prediction-record flush and evaluation (default 1)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -102,6 +110,18 @@ _PROFILE = os.environ.get("GUARDED_PROFILE") or str(ARTIFACT_DIR / "profile.npz"
 _USE_PROFILE = _PROFILE.lower() != "none" and ("GUARDED_PROFILE" in os.environ or Path(_PROFILE).exists())
 
 
+def _expectations() -> dict | None:
+    raw = os.environ.get("GUARDED_EXPECT_ACCURACY", "0.95").strip().lower()
+    return None if raw in ("", "none") else {"accuracy": float(raw)}
+
+
+def calibration_reference() -> tuple[np.ndarray, np.ndarray]:
+    """Held-out predictions with labels (the test split): what the label-free estimate calibrates on."""
+    ref = np.load(ARTIFACT_DIR / "reference.npz")
+    proba = load_model(ARTIFACT_DIR).predict_proba(prepare(ref["X_test"]))[:, 1]
+    return proba, ref["y_test"]
+
+
 def abstain(rows: np.ndarray) -> dict:
     """The fallback for edge-case rows: no label (-1), no probability."""
     return {"label": [-1] * len(rows), "probability": [None] * len(rows)}
@@ -140,6 +160,13 @@ guard = Guard(
     drift_min_samples=100,
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
+    # ML performance: request ids, feedback (POST /guard/feedback), realised accuracy against its
+    # expectation with an anytime-valid bound, and a label-free estimate while labels are missing
+    performance=True,
+    expectations=_expectations(),
+    performance_store=str(STATE_DIR / "outcomes-breast_cancer.sqlite"),
+    performance_reference=calibration_reference,
+    performance_interval_s=float(os.environ.get("GUARDED_PERFORMANCE_INTERVAL_S", "1")),
     # an extension written outside the package (services/rules.py): sizes cannot be negative
     components=[*([RangeRule({"mean_radius": (0, None), "mean_area": (0, None)})] if _USE_PROFILE else []),
                 metrics],
