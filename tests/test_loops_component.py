@@ -175,6 +175,34 @@ class TestCoupling:
         finally:
             g.stop()
 
+    def test_labels_sent_through_record_feedback_are_counted(self, tmp_path):
+        """With the performance capability on, labels sent with guard.record_feedback (the request id the guard
+        put in the answer) reach the label coverage by predicted class."""
+        g = Guard(name="loans", loop_check=True, loop_store=str(tmp_path / "loops.sqlite"), loop_interval_s=3600.0,
+                  loop_output="classes", performance=True, performance_store=str(tmp_path / "outcomes.sqlite"),
+                  performance_interval_s=3600.0)
+
+        @g
+        def approve(x: list) -> dict:
+            return {"label": [int(v > 0) for v in x]}
+
+        rng = np.random.default_rng(6)
+        try:
+            answers = [approve(list(rng.normal(size=4))) for _ in range(100)]
+            g.component("performance").flush()
+            for out in answers:
+                assert "request_id" in out  # the guard's id, in the answer
+                for row, cls in enumerate(out["label"]):
+                    if cls == 1:
+                        assert g.record_feedback(out["request_id"], 1, row=row).ok
+            _loop(g).run_once()
+            check = g.health()["checks"]["loop.outcomes"]
+            assert check["status"] == "degraded"
+            assert check["details"]["label_coverage_by_class"] == {0: 0.0, 1: 1.0}
+            assert _loop(g).stats()["performance_labels"] > 100
+        finally:
+            g.stop()
+
     def test_bad_outcomes_are_refused_naming_the_field(self):
         comp = LoopComponent()
         with pytest.raises(ValueError, match="request_id"):

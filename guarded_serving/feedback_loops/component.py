@@ -275,7 +275,14 @@ class LoopComponent(Component):
     def after_call(self, call: Call) -> None:
         if call.error is not None or call.result is None:
             return
-        item = (time.time(), call.result, call.kwargs, getattr(call, "request_id", None))
+        result, rid = call.result, getattr(call, "request_id", None)
+        if type(result) is dict:  # the id callers send feedback with: the answer's own, else the call's
+            field = self.request_field
+            if field in result:
+                rid = result[field]
+            elif rid is not None:
+                result[field] = rid  # JSON callers get it in the answer (X-Request-Id carries it too)
+        item = (time.time(), result, call.kwargs, rid)
         with self._lock:
             self._buf.append(item)
             if len(self._buf) > self.buffer_calls:
@@ -357,6 +364,29 @@ class LoopComponent(Component):
         self._lists_read = self._outcomes_joined = self._outcomes_unmatched = 0
         self._reference = self._reference_figures()
         self._flushed = 0
+        self._perf_store = self._performance_outcomes()
+        self._perf_seq = 0
+        self._perf_labels = 0
+
+    def _performance_outcomes(self) -> Any:
+        """The performance capability's outcome store (labels sent with ``guard.record_feedback`` or
+        ``POST /guard/feedback``, joined to their predictions), when this guard has it; read only."""
+        ctx = self._context
+        if ctx is None:
+            return None
+        try:
+            sec = ctx.config.section("performance")
+        except KeyError:
+            return None
+        if not getattr(sec, "enabled", False):
+            return None
+        from ..context import default_state_dir
+        from ..store.outcomes import SQLiteOutcomeStore
+
+        target = getattr(sec, "performance_store", None) or default_state_dir() / f"outcomes-{self._model}.sqlite"
+        if str(target).startswith(("redis://", "rediss://")):
+            return None
+        return SQLiteOutcomeStore(target)
 
     def _reference_figures(self) -> dict[str, float]:
         if self._pop_vec is None:
@@ -390,6 +420,8 @@ class LoopComponent(Component):
         finally:
             self._store.close()
             self._store_obj = None
+            if self._perf_store is not None:
+                self._perf_store.close()
 
     def run_once(self) -> None:
         """One background cycle: flush, measure, judge, publish (callable directly in tests)."""
@@ -463,8 +495,6 @@ class LoopComponent(Component):
         if mode == "ranking" and out and not isinstance(out[0], (list, tuple, np.ndarray)):
             out = [out]  # one list for the call
         n = len(out)
-        if rid is None and isinstance(result, Mapping):
-            rid = result.get(self.request_field)
         rcode = item_code(str(rid)) if rid is not None else float("nan")
         users = _per_row(self._field(self.user_field, kwargs, result), n)
         explore = _per_row(self._field(self.exploration_field, kwargs, result), n)
@@ -511,6 +541,14 @@ class LoopComponent(Component):
         if orow.size:
             self._pending_outcomes.append((orow, 0))
         self._join_outcomes()
+        if self._perf_store is not None:  # labels recorded through the performance capability's feedback
+            got = self._perf_store.outcomes_after(self._perf_seq, 100_000)
+            if got:
+                self._perf_seq = int(got[-1][0])
+                cls = np.array([r[4] for r in got if r[3] == "classification" and r[4] is not None], dtype=float)
+                if len(cls):
+                    self._coupling.add_labels(cls, np.zeros(len(cls), dtype=int))
+                    self._perf_labels += len(cls)
         if self._closed:
             self._compare_holdout()
 
@@ -663,7 +701,8 @@ class LoopComponent(Component):
                                        for x in self._coupling.ctr_by_rank(last=3)][:10],
                        "label_coverage_by_class": self._coupling.coverage_by_class(),
                        "label_sources": self._coupling.source_shares(),
-                       "outcomes_joined": self._outcomes_joined, "outcomes_unmatched": self._outcomes_unmatched}
+                       "outcomes_joined": self._outcomes_joined, "outcomes_unmatched": self._outcomes_unmatched,
+                       "performance_labels": self._perf_labels}
 
     def _store_check(self) -> H.CheckResult:
         where = self._store_obj.describe() if self._store_obj is not None else "the loop store"
@@ -775,7 +814,8 @@ class LoopComponent(Component):
             out.append(H.CheckResult("loop.outcomes", H.DEGRADED, "; ".join(problems), details,
                                      affects_readiness=False))
         elif cov or src or self._outcomes_joined:
-            out.append(H.CheckResult("loop.outcomes", H.OK, f"{self._outcomes_joined} outcomes joined by request id; "
+            out.append(H.CheckResult("loop.outcomes", H.OK, f"{self._outcomes_joined + self._perf_labels} outcomes "
+                                     "joined by request id; "
                                      f"label coverage by class {cov or 'n/a'}; label sources {src or 'untagged'}",
                                      details, affects_readiness=False))
         else:
