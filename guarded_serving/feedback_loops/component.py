@@ -755,7 +755,7 @@ class LoopComponent(Component):
                 f"feedback loop: {m} keeps {'rising' if a.direction == 'up' else 'falling'} -- {recent[0]:.3g} -> "
                 f"{recent[-1]:.3g} over the last {len(recent)} judged windows ({slope:+.3g} per window; "
                 f"{ref_text}first windows {base:.3g}); sequential rank test reached 10^{a.log10_max_:.1f} >= "
-                f"1/{a.alpha:.2g} at window {a.alarm_at_} (false-alarm probability <= {al.alpha:g} over all "
+                f"1/{a.alpha:.2g} after {a.alarm_at_} judged windows (false-alarm probability <= {al.alpha:g} over all "
                 f"{len(al.alarms_)} measures while windows stay exchangeable)", d, affects_readiness=False)
         warn = ""
         if not math.isnan(lag1) and lag1 > 0.5 and al.n_seen_ >= 10 and self.block == 1:
@@ -781,7 +781,8 @@ class LoopComponent(Component):
                    f"{c.holdout_ctr_favourites:.2%} vs {c.holdout_ctr_rest:.2%} for the rest (ratio {c.ratio:.2f}, "
                    f"95% CI {c.ratio_low:.2f}-{c.ratio_high:.2f}, {c.holdout_clicks} holdout clicks)")
         if c.verdict == "exposure only":
-            return H.CheckResult("loop.holdout", H.DEGRADED, f"users only see these items: {figures}", d,
+            return H.CheckResult("loop.holdout", H.DEGRADED, f"users may only see these items (the holdout shows no "
+                                 f"preference for them): {figures}", d,
                                  affects_readiness=False)
         what = "users like these items" if c.verdict == "earned" else "not decided"
         return H.CheckResult("loop.holdout", H.OK, f"{what}: {figures}", d, affects_readiness=False)
