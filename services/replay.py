@@ -19,7 +19,8 @@ import requests
 
 from guarded_serving.testing import wait_until
 
-__all__ = ["EXAMPLES", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario", "Verdict"]
+__all__ = ["EXAMPLES", "RECOMMENDER_SCENARIO", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario",
+           "Verdict", "recommender_loop"]
 
 
 @dataclass
@@ -523,3 +524,8 @@ def recommender_loop(url: str, token: str, *, window: int = 100, quiet_windows: 
                    f"loop.exposure: {checks.get('loop.exposure', {}).get('reason', '')}\n      "
                    f"loop.holdout {checks.get('loop.holdout', {}).get('status')}: "
                    f"{checks.get('loop.holdout', {}).get('reason', '')}")
+
+
+#: The recommender's scenario (``services.recommender:SongService``, run by :func:`services.demo.run_recommender`).
+RECOMMENDER_SCENARIO = Scenario("recommender: feedback loop", "ML: degenerate feedback loop (retrained on its own "
+                                "plays)", lambda r: recommender_loop(r.url, r.token))  # type: ignore[attr-defined]
