@@ -14,7 +14,8 @@ measures: Gini, top share, entropy, coverage) is fed from epoch 5. Prints, per s
 from onset to alarm over the seeds (median, min, max), loops missed, and false alarms (any alarm
 on a control, or on a loop before its onset; target 0). Also the recommender's holdout lift
 (exploration click-through of the model's favourites / of the rest, last 20 epochs), and the
-alarm's false-alarm rate on synthetic exchangeable and autocorrelated window series. Writes PNG
+alarm's false-alarm rate on synthetic exchangeable and autocorrelated window series, and the
+request-path cost of the loop component (after_call). Writes PNG
 plots of the measures over time (one line per seed) to ``--out``.
 """
 
@@ -92,6 +93,29 @@ def _null_rates(reps: int = 200, n: int = 500) -> list[str]:
     return lines
 
 
+def _request_path_cost(reps: int = 20, calls: int = 20_000) -> str:
+    """Microseconds per ``after_call`` of the loop component (the only request-path work)."""
+    from guarded_serving.call import Call
+    from guarded_serving.feedback_loops.component import LoopComponent
+
+    comp = LoopComponent(buffer_calls=10 ** 7)
+    comp.bind(None)
+    per_call = []
+    for _ in range(reps):
+        batch = []
+        for _ in range(calls):
+            call = Call((), {"user_ids": [1]}, None, None, None)
+            call.result = {"items": [[1, 2, 3]]}
+            batch.append(call)
+        t = time.perf_counter_ns()
+        for call in batch:
+            comp.after_call(call)
+        per_call.append((time.perf_counter_ns() - t) / calls / 1000)
+    q = np.percentile(per_call, [25, 75])
+    return (f"loop after_call: median {statistics.median(per_call):.2f} us per call (IQR {q[0]:.2f}-{q[1]:.2f}, "
+            f"{reps} reps x {calls} calls)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=20)
@@ -124,6 +148,7 @@ def main() -> None:
     print("|---|---:|---:|")
     for line in _null_rates():
         print(line)
+    print("\n" + _request_path_cost())
     print(f"\nplots: {', '.join(str(p) for p in plots)}  ({time.perf_counter() - t0:.0f} s)")
 
 

@@ -36,7 +36,11 @@ import numpy as np
 from bentoml.exceptions import InvalidArgument
 
 from guarded_serving import Guard
-from guarded_serving.serving.bentoml import FEEDBACK_TOKEN_ENV, health_app, tracing_config_from_env
+from guarded_serving.serving.bentoml import (
+    FEEDBACK_TOKEN_ENV,
+    health_app,
+    tracing_config_from_env,
+)
 from services.songs import N_SONGS, N_USERS, SongRecommender, catalogue, song_id
 
 STATE_DIR = Path(os.environ.get("GUARDED_STATE_DIR") or Path(__file__).resolve().parent.parent / ".state")

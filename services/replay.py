@@ -483,7 +483,6 @@ def recommender_loop(url: str, token: str, *, window: int = 100, quiet_windows: 
         checks = s.get(f"{url}/guard/health", timeout=10).json()["checks"]
         return {k: v for k, v in checks.items() if k.startswith("loop.")}
 
-    caught_at = None
     while sent < max_windows * lists_per_window:
         users = rng.integers(0, N_USERS, batch)
         flags = (rng.random(batch) < explore).tolist()
@@ -508,7 +507,6 @@ def recommender_loop(url: str, token: str, *, window: int = 100, quiet_windows: 
         if sent > onset and sent % (4 * lists_per_window) == 0:
             got = loop_checks().get("loop.alarm", {})
             if got.get("status") == "degraded":
-                caught_at = sent
                 break
     checks = wait_until(loop_checks, 15, 0.25, until=lambda c: c.get("loop.alarm", {}).get("status") == "degraded")
     alarm = checks.get("loop.alarm", {})

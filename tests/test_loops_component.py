@@ -13,8 +13,9 @@ from guarded_serving.feedback_loops.component import LoopComponent, item_code
 
 
 def _guard(store, **kw):
-    settings = dict(name="songs", loop_check=True, loop_store=str(store), loop_window=50, loop_interval_s=3600.0,
-                    loop_user_field="user", loop_exploration_field="explore", loop_min_holdout_clicks=20)
+    settings = {"name": "songs", "loop_check": True, "loop_store": str(store), "loop_window": 50,
+                "loop_interval_s": 3600.0, "loop_user_field": "user", "loop_exploration_field": "explore",
+                "loop_min_holdout_clicks": 20}
     settings.update(kw)
     g = Guard(**settings)
 

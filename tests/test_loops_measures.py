@@ -8,12 +8,25 @@ import math
 import numpy as np
 import pytest
 
-from guarded_serving.feedback_loops.alarm import ConcentrationAlarm, TrendAlarm, trend_slope
+from guarded_serving.feedback_loops.alarm import (
+    ConcentrationAlarm,
+    TrendAlarm,
+    trend_slope,
+)
 from guarded_serving.feedback_loops.coupling import OutcomeCoupling, source_code
 from guarded_serving.feedback_loops.holdout import holdout_comparison
-from guarded_serving.feedback_loops.measures import (average_popularity, coverage, exposure_counts, gini, jaccard,
-                                                     normalised_entropy, popularity_lift, position_weights,
-                                                     summarise, top_share)
+from guarded_serving.feedback_loops.measures import (
+    average_popularity,
+    coverage,
+    exposure_counts,
+    gini,
+    jaccard,
+    normalised_entropy,
+    popularity_lift,
+    position_weights,
+    summarise,
+    top_share,
+)
 
 
 class TestMeasures:

@@ -282,12 +282,11 @@ class LoopComponent(Component):
                 rid = result[field]
             elif rid is not None:
                 result[field] = rid  # JSON callers get it in the answer (X-Request-Id carries it too)
-        item = (time.time(), result, call.kwargs, rid)
-        with self._lock:
-            self._buf.append(item)
-            if len(self._buf) > self.buffer_calls:
-                self._buf.popleft()
-                self._dropped += 1
+        buf = self._buf  # deque appends and poplefts are atomic: no lock on the request path
+        buf.append((time.time(), result, call.kwargs, rid))
+        if len(buf) > self.buffer_calls:
+            buf.popleft()
+            self._dropped += 1
 
     def observe_outcome(self, request_id: str, *, row: int = 0, clicked: Iterable[Any] = (),
                         label: float | None = None, source: str | None = None) -> None:
@@ -439,8 +438,9 @@ class LoopComponent(Component):
         if not self._ready:
             self._setup()
             self._ready = True
+        buf = self._buf
+        calls = [buf.popleft() for _ in range(len(buf))]  # what request threads append meanwhile stays
         with self._lock:
-            calls, self._buf = list(self._buf), deque()
             outcomes, self._outcomes = list(self._outcomes), deque()
         lists, classes = [], []
         for ts, result, kwargs, rid in calls:
