@@ -203,6 +203,7 @@ class LoopComponent(Component):
         self._buf: deque[tuple[float, Any, Mapping[str, Any], Any]] = deque()
         self._outcomes: deque[tuple[float, float, int, int, float, int]] = deque()
         self._dropped = 0
+        self._pending: deque[tuple[str, dict[str, np.ndarray], int]] = deque()  # batches the store refused
         self._context: GuardContext | None = None
         self._model = "model"
         self._store_obj: WindowStore | None = None
@@ -330,7 +331,8 @@ class LoopComponent(Component):
     def stats(self) -> Mapping[str, Any]:
         with self._lock:
             buffered, dropped = len(self._buf), self._dropped
-        out = {**self._stats, "buffered_calls": buffered, "dropped": dropped, "worker_pid": os.getpid()}
+        out = {**self._stats, "buffered_calls": buffered, "pending_lists": sum(n for _, _, n in self._pending),
+               "dropped": dropped, "worker_pid": os.getpid()}
         if self._store_obj is not None:
             out["store"] = self._store_obj.describe()
         if self._worker is not None:
@@ -455,18 +457,21 @@ class LoopComponent(Component):
             streams[self._streams["classes"]] = np.array(classes, dtype=float)
         if outcomes:
             streams[self._streams["outcomes"]] = np.array(outcomes, dtype=float)
-        if not streams:
+        if streams:
+            self._batch_seq += 1
+            self._pending.append((f"{self._batch_prefix}-{self._batch_seq}", streams, len(lists)))
+        while sum(n for _, _, n in self._pending) > self.buffer_calls and len(self._pending) > 1:
+            self._dropped += self._pending.popleft()[2]  # the store has been failing long: oldest first
+        if not self._pending:
             return 0
-        self._batch_seq += 1
-        try:
-            self._store.append_batches([(f"{self._batch_prefix}-{self._batch_seq}", streams)])
-        except Exception:
-            with self._lock:  # put them back (bounded): the next cycle retries
-                self._buf.extendleft(reversed(calls[-self.buffer_calls:]))
-                self._outcomes.extendleft(reversed(outcomes[-self.buffer_calls:]))
-            raise
-        self._flushed += len(lists)
-        return len(lists)
+        sending = list(self._pending)
+        # a batch the store refused keeps its id: a retry of one applied but not acknowledged is not doubled
+        self._store.append_batches([(bid, st) for bid, st, _ in sending])
+        for _ in sending:
+            self._pending.popleft()
+        n = sum(k for _, _, k in sending)
+        self._flushed += n
+        return n
 
     def _field(self, name: str | None, kwargs: Mapping[str, Any], result: Any) -> Any:
         if name is None:
@@ -707,8 +712,10 @@ class LoopComponent(Component):
     def _store_check(self) -> H.CheckResult:
         where = self._store_obj.describe() if self._store_obj is not None else "the loop store"
         if self._store_error:
-            return H.CheckResult("loop.store", H.DEGRADED, f"{where} failed: {self._store_error}; retrying "
-                                 f"({self._dropped} answers dropped so far)", affects_readiness=False)
+            pending = sum(n for _, _, n in self._pending)
+            return H.CheckResult("loop.store", H.DEGRADED, f"{where} failed: {self._store_error}; {pending} lists "
+                                 f"pending (bounded at {self.buffer_calls}), retrying ({self._dropped} dropped so far)",
+                                 affects_readiness=False)
         return H.CheckResult("loop.store", H.OK, f"{where}: flushes succeed ({self._dropped} answers dropped so far)",
                              affects_readiness=False)
 
@@ -730,6 +737,9 @@ class LoopComponent(Component):
         parts = [fig("gini", ".3f"), fig("entropy", ".3f"), fig("coverage", ".1%"), fig("top_share", ".1%"),
                  fig("popularity_lift", ".2f"), fig("jaccard", ".2f")]
         text = ", ".join(p for p in parts if p)
+        if self.catalogue_size is None and self._pop_vec is None:
+            text += (f"; catalogue unknown: measured over the {len(self._catalogue)} items seen so far, which grows "
+                     "while new items appear (set loop_catalogue_size or loop_reference)")
         return H.CheckResult("loop.exposure", H.OK, f"window {h['window']} ({h['n_lists']} model lists, "
                              f"{h['holdout_lists']} holdout): {text}", h, affects_readiness=False)
 
