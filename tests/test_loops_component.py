@@ -236,3 +236,28 @@ class TestConfig:
     def test_item_codes_are_exact_for_integers_and_hashed_otherwise(self):
         assert item_code(42) == 42.0 and item_code(np.int64(7)) == 7.0
         assert item_code("song-1") < 0 and item_code("song-1") == item_code("song-1") != item_code("song-2")
+
+
+class TestTelemetry:
+    def test_each_closed_window_gets_a_span_with_its_measures(self, tmp_path):
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter, provider = InMemorySpanExporter(), TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        g, rec = _guard(tmp_path / "loops.sqlite", loop_window=10)
+        g2 = Guard(g.config, tracer_provider=provider)
+        rec2 = g2(lambda user, items: {"items": items})
+        try:
+            for i in range(35):
+                rec2(i, [i % 5, (i + 1) % 5])
+            _loop(g2).run_once()
+            spans = [s for s in exporter.get_finished_spans() if s.name == "guard songs loop"]
+            assert len(spans) == 3
+            ev = spans[0].events[0]
+            assert ev.name == "guard.loop.window" and 0 <= ev.attributes["guard.loop.gini"] <= 1
+            assert ev.attributes["guard.loop.n_lists"] == 10 and ev.attributes["guard.loop.alarm"] is False
+        finally:
+            g.stop()
+            g2.stop()

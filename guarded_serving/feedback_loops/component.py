@@ -365,9 +365,57 @@ class LoopComponent(Component):
         self._lists_read = self._outcomes_joined = self._outcomes_unmatched = 0
         self._reference = self._reference_figures()
         self._flushed = 0
+        self._setup_telemetry()
         self._perf_store = self._performance_outcomes()
         self._perf_seq = 0
         self._perf_labels = 0
+
+    def _setup_telemetry(self) -> None:
+        from opentelemetry import metrics, trace
+
+        from .._version import __version__
+
+        ctx = self._context
+        if self.tracer_provider is not None or ctx is None:
+            self._tracer = (self.tracer_provider or trace.get_tracer_provider()).get_tracer("guarded_serving",
+                                                                                           __version__)
+            meter = metrics.get_meter("guarded_serving", __version__)
+        else:
+            self._tracer, meter = ctx.tracer(), ctx.meter()
+        attrs = {"guard.model.name": self._model}
+
+        def latest(measure: str) -> Any:
+            def observe(options: Any) -> Any:
+                from opentelemetry.metrics import Observation
+
+                h = self._history[-1] if self._history else None
+                if h is not None and h.get(measure) is not None:
+                    yield Observation(float(h[measure]), attrs)
+            return observe
+
+        def capital(options: Any) -> Any:
+            from opentelemetry.metrics import Observation
+
+            _, a = self._alarm.leading()
+            yield Observation(a.log10_capital_ - a.threshold_, attrs)
+
+        meter.create_observable_gauge("guard.loop.exposure_gini", [latest("gini")], unit="1",
+                                      description="Gini of position-weighted exposure in the latest closed window.")
+        meter.create_observable_gauge("guard.loop.coverage", [latest("coverage")], unit="1",
+                                      description="Share of the catalogue shown in the latest closed window.")
+        meter.create_observable_gauge("guard.loop.alarm_log10_margin", [capital], unit="1",
+                                      description="log10 capital of the loop alarm minus its threshold (>= 0: alarm).")
+
+    def _emit_window(self, summary: dict[str, Any]) -> None:
+        """One span per closed window, with the window's measures as an event (only when recording)."""
+        span = self._tracer.start_span(f"guard {self._model} loop", attributes={"guard.model.name": self._model})
+        try:
+            if span.is_recording():
+                ev = {f"guard.loop.{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+                ev["guard.loop.alarm"] = self._alarm.alarm
+                span.add_event("guard.loop.window", ev)
+        finally:
+            span.end()
 
     def _performance_outcomes(self) -> Any:
         """The performance capability's outcome store (labels sent with ``guard.record_feedback`` or
@@ -613,6 +661,7 @@ class LoopComponent(Component):
                       jaccard_mean=w.jaccard_sum / w.jaccard_n if w.jaccard_n else None)
         self._alarm.update({m: getattr(s, m) for m in self._alarm.measures})
         self._history.append({"window": w.index, **s.to_dict(), "holdout_lists": w.holdout_lists})
+        self._emit_window(self._history[-1])
         self._last_summary: ExposureSummary = s
 
     def _join_outcomes(self) -> None:

@@ -86,7 +86,7 @@ def gini(exposure: Any, n_items: int | None = None) -> float:
     if n < 2 or total <= 0:
         return float("nan")
     i = np.arange(1, n + 1)
-    return float((2.0 * np.sum(i * e)) / (n * total) - (n + 1.0) / n)
+    return max(0.0, float((2.0 * np.sum(i * e)) / (n * total) - (n + 1.0) / n))  # no -1e-16 for even exposure
 
 
 def normalised_entropy(exposure: Any, n_items: int | None = None) -> float:
@@ -96,7 +96,7 @@ def normalised_entropy(exposure: Any, n_items: int | None = None) -> float:
     if n < 2 or total <= 0:
         return float("nan")
     p = e[e > 0] / total
-    return float(-(p * np.log(p)).sum() / math.log(n))
+    return min(1.0, max(0.0, float(-(p * np.log(p)).sum() / math.log(n))))
 
 
 def coverage(exposure: Any, n_items: int | None = None) -> float:
