@@ -242,11 +242,13 @@ class TestTelemetry:
     def test_each_closed_window_gets_a_span_with_its_measures(self, tmp_path):
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
 
         exporter, provider = InMemorySpanExporter(), TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        g, rec = _guard(tmp_path / "loops.sqlite", loop_window=10)
+        g, _ = _guard(tmp_path / "loops.sqlite", loop_window=10)
         g2 = Guard(g.config, tracer_provider=provider)
         rec2 = g2(lambda user, items: {"items": items})
         try:
