@@ -47,6 +47,7 @@ GUARDED_STATE_DIR      where shared state lives, e.g. the drift store (default .
 GUARDED_STORE_URL      a Redis store shared by every host's workers, e.g. redis://127.0.0.1:6379/0
                        (rediss:// for TLS, with ?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...);
                        default: a SQLite file in GUARDED_STATE_DIR, pooled by this host's workers only
+                       (drift windows, and the predictions and labels of /guard/feedback)
 GUARDED_STORE_PASSWORD the Redis password when the URL carries none
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
@@ -164,7 +165,7 @@ guard = Guard(
     # expectation with an anytime-valid bound, and a label-free estimate while labels are missing
     performance=True,
     expectations=_expectations(),
-    performance_store=str(STATE_DIR / "outcomes-breast_cancer.sqlite"),
+    performance_store=os.environ.get("GUARDED_STORE_URL") or str(STATE_DIR / "outcomes-breast_cancer.sqlite"),
     performance_reference=calibration_reference,
     performance_interval_s=float(os.environ.get("GUARDED_PERFORMANCE_INTERVAL_S", "1")),
     # an extension written outside the package (services/rules.py): sizes cannot be negative

@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     state_dir = tempfile.TemporaryDirectory(prefix="gs-demo-state-")  # a fresh drift store each run
+    import secrets
+
+    token = secrets.token_hex(16)  # for POST /guard/feedback (the accuracy-drop scenario sends labels)
     env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_BSP_SCHEDULE_DELAY": "200",
-           "GUARDED_STATE_DIR": state_dir.name, "GUARDED_DRIFT_INTERVAL_S": "1"}
+           "GUARDED_STATE_DIR": state_dir.name, "GUARDED_DRIFT_INTERVAL_S": "1", "GUARDED_FEEDBACK_TOKEN": token}
     # operational health: a stand-in feature store the model depends on, probed by the guard
     from services.feature_store import FeatureStore
 
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with BentoServer("services.cancer:CancerClassifier", port, env=env, cwd=ROOT) as server:
         print(f"ready in {time.monotonic() - t0:.1f} s\n", flush=True)
-        r = replay.Replay(server.url, artifacts, spans=lambda: list(receiver.spans))
+        r = replay.Replay(server.url, artifacts, spans=lambda: list(receiver.spans), feedback_token=token)
         r.feature_store = feature_store  # type: ignore[attr-defined]  # for the downstream scenario
         sampler = _Sampler(server.url) if args.report else None
         rows = []

@@ -37,6 +37,7 @@ class Replay:
     artifacts: Path
     spans: Callable[[], list[dict[str, Any]]] = lambda: []
     session: requests.Session = field(default_factory=requests.Session)
+    feedback_token: str = ""  # the server's GUARDED_FEEDBACK_TOKEN
 
     def __post_init__(self) -> None:
         ref = np.load(self.artifacts / "reference.npz")
@@ -291,6 +292,62 @@ def shifted_stream(r: Replay) -> Verdict:
                    f"drift.skew {skew.get('status')}: {skew.get('reason', '')}")
 
 
+def accuracy_drop(r: Replay, n_good: int = 1500, n_bad: int = 3000, rows: int = 5, seed: int = 0) -> Verdict:
+    """Accuracy drops from 0.97 to 0.90 while 30% of labels arrive an hour (simulated) late: the
+    expectation check (accuracy >= 0.95, anytime-valid) turns degraded, naming the figures.
+
+    Simulated time: one request of ``rows`` loans every 3 s; the world's outcome agrees with the
+    model with probability 0.97, then 0.90 (the relation between inputs and labels changed, which the
+    label-free estimate cannot see); 70% of outcomes are known a minute later, 30% an hour later.
+    Events are replayed in simulated-time order; labels go to POST /guard/feedback in bulk.
+    """
+    rng = np.random.default_rng(seed)
+    auth = {"Authorization": f"Bearer {r.feedback_token}"}
+    n_req = (n_good + n_bad) // rows
+    labels_due: list[tuple[float, int, dict[str, Any]]] = []  # (simulated time due, 1, feedback item)
+    t_change = 3.0 * (n_good // rows)
+    sent = answered = 0
+    caught_at: float | None = None
+    pending: list[dict[str, Any]] = []
+    for k in range(n_req):
+        now = 3.0 * k
+        # labels whose (simulated) time has come, in bulk
+        due = [x for x in labels_due if x[0] <= now]
+        labels_due = [x for x in labels_due if x[0] > now]
+        pending += [x[2] for x in due]
+        if len(pending) >= 50:
+            resp = r.session.post(f"{r.url}/guard/feedback", json={"items": pending}, headers=auth, timeout=30)
+            sent += sum(len(x["label"]) for x in pending)
+            answered += resp.json().get("kept", 0) if resp.status_code in (200, 422) else 0
+            pending = []
+            if caught_at is None and now > t_change:
+                chk = r.health()["checks"].get("performance.accuracy", {})
+                if chk.get("status") == "degraded":
+                    caught_at = now
+        i = int(rng.integers(len(r.X_test) - rows))
+        out = r.predict(r.X_test[i:i + rows]).json()
+        acc = 0.97 if now < t_change else 0.90
+        truth = [int(p) if rng.random() < acc else 1 - int(p) for p in out["label"]]
+        delay = 3600.0 if rng.random() < 0.3 else 60.0
+        labels_due.append((now + delay, 1, {"request_id": out["request_id"], "label": truth}))
+    rest = pending + [x[2] for x in sorted(labels_due, key=lambda x: x[0])]
+    for i in range(0, len(rest), 500):
+        resp = r.session.post(f"{r.url}/guard/feedback", json={"items": rest[i:i + 500]}, headers=auth, timeout=30)
+        sent += sum(len(x["label"]) for x in rest[i:i + 500])
+        answered += resp.json().get("kept", 0) if resp.status_code in (200, 422) else 0
+    wait_until(lambda: r.stats().get("performance", {}).get("realised", {}).get("1/*", {}).get("labels"), 20, 0.2,
+               until=lambda n: n == sent)  # every label judged
+    chk = wait_until(lambda: r.health()["checks"].get("performance.accuracy", {}), 20, 0.5,
+                     until=lambda c: c.get("status") == "degraded")
+    est = r.health()["checks"].get("performance.estimate", {})
+    when = (f"caught {(caught_at - t_change) / 60:.0f} simulated minutes after the drop" if caught_at is not None
+            else "caught once the late labels arrived")
+    return Verdict(chk.get("status") == "degraded" and answered == sent,
+                   f"{answered}/{sent} labels kept; {when}\n      "
+                   f"performance.accuracy {chk.get('status')}: {chk.get('reason', 'no check')}\n      "
+                   f"performance.estimate {est.get('status')}: {est.get('reason', '')}")
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("normal traffic", "baseline", normal_traffic),
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
@@ -302,6 +359,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("feature store down", "software: downstream component outage", downstream_outage),
     Scenario("edge case", "ML: input unlike the training data (unit error x1000)", edge_case),
     Scenario("shifted stream", "data: distribution shift / train-serving skew", shifted_stream),
+    Scenario("accuracy drop", "ML: accuracy 0.97 -> 0.90, 30% of labels an hour late", accuracy_drop),
 ]
 
 

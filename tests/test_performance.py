@@ -15,7 +15,7 @@ import pytest
 
 from guarded_serving import ConfigError, Guard, GuardConfig
 from guarded_serving.call import new_request_id, request_id_time
-from guarded_serving.performance.confseq import EmpiricalBernsteinCS, bounds_path
+from guarded_serving.performance.confseq import EmpiricalBernsteinCS, RestartingCS, bounds_path
 from guarded_serving.performance.estimate import ATC, CBPE, isotonic_fit
 from guarded_serving.serving.bentoml import feedback_response
 from guarded_serving.store.outcomes import PredictionRecord, SQLiteOutcomeStore
@@ -62,6 +62,26 @@ class TestConfidenceSequence:
         x = (np.random.default_rng(4).random(5000) < 0.90).astype(float)
         _, up = bounds_path(x, 0.01, side="upper")
         assert 30 < int(np.argmax(up < 0.97)) < 1500
+
+    def test_restarts_see_a_late_drop_sooner_and_stay_valid(self):
+        """After 5,000 good labels a drop to 0.90 is caught sooner by the restarted sequences than by the one
+        since the first label; on clean streams at the expectation neither alarms more often than alpha allows."""
+        rng = np.random.default_rng(8)
+        x = np.concatenate([rng.random(5000) < 0.97, rng.random(5000) < 0.90]).astype(float)
+        up = RestartingCS(0.01, side="upper").update(x, path=True)
+        _, plain = bounds_path(x, 0.01, side="upper")
+        first, first_plain = int(np.argmax(up < 0.97)), int(np.argmax(plain < 0.97))
+        assert 5000 < first < first_plain
+        alarms = sum(bool(np.any(RestartingCS(0.05, side="upper").update(
+            (rng.random(20_000) < 0.97).astype(float), path=True) < 0.97)) for _ in range(40))
+        assert alarms <= 40 * 0.05
+
+    def test_restarting_path_matches_its_state(self):
+        """The path's last value is the reported bound, and it names how many labels it rests on."""
+        cs = RestartingCS(0.01, every=100, keep=3)
+        path = cs.update((np.random.default_rng(9).random(1050) < 0.8).astype(float), path=True)
+        assert path[-1] == pytest.approx(cs.bound_) and cs.labels_since() == 1050 - cs.since_
+        assert len(cs._restarts) == 3
 
     def test_rejects_values_outside_the_unit_interval(self):
         """Values must be rescaled to [0, 1]: the error says so."""
@@ -119,10 +139,21 @@ def _ok(kind, label):
     return None
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store_factory(request, tmp_path):
+    """Builds an outcome store of either kind (Redis: a private redis-server, skipped when not installed)."""
+    if request.param == "sqlite":
+        return lambda **kw: SQLiteOutcomeStore(tmp_path / "o.sqlite", **kw)
+    from guarded_serving.store.outcomes_redis import RedisOutcomeStore
+
+    url = request.getfixturevalue("redis_url")
+    return lambda **kw: RedisOutcomeStore(url, namespace="m:outcomes", **kw)
+
+
 class TestOutcomeStore:
-    def test_label_before_its_prediction_is_kept_and_joined_later(self, tmp_path):
+    def test_label_before_its_prediction_is_kept_and_joined_later(self, store_factory):
         """A label whose prediction is not stored yet is pending, then joined (with a sequence number) on flush."""
-        st = SQLiteOutcomeStore(tmp_path / "o.sqlite")
+        st = store_factory()
         rid = new_request_id()
         assert st.add_labels([(rid, 0, 1.0, True)], _ok)[0].status == "pending"
         assert st.outcomes_after(0, 10) == [] and st.counts()["pending"] == 1
@@ -130,18 +161,18 @@ class TestOutcomeStore:
         got = st.outcomes_after(0, 10)
         assert len(got) == 1 and got[0][4] == 1.0 and got[0][5] == 1.0 and st.counts()["pending"] == 0
 
-    def test_idempotent_and_conflicting_labels(self, tmp_path):
+    def test_idempotent_and_conflicting_labels(self, store_factory):
         """The same label twice is unchanged; a different one is a conflict and the first stands."""
-        st = SQLiteOutcomeStore(tmp_path / "o.sqlite")
+        st = store_factory()
         rid = new_request_id()
         st.add_predictions([_record(rid)])
         got = st.add_labels([(rid, 0, 1.0, True), (rid, 0, 1.0, True), (rid, 0, 0.0, True)], _ok)
         assert [o.status for o in got] == ["recorded", "unchanged", "conflict"] and got[2].existing == 1.0
         assert len(st.outcomes_after(0, 10)) == 1
 
-    def test_retention_drops_old_predictions_and_stale_pending_labels(self, tmp_path):
+    def test_retention_drops_old_predictions_and_stale_pending_labels(self, store_factory):
         """expire() removes predictions (with their labels) past retention and pending labels past their wait."""
-        st = SQLiteOutcomeStore(tmp_path / "o.sqlite", retention_s=100, pending_s=10)
+        st = store_factory(retention_s=100, pending_s=10)
         now = time.time()
         old, new = new_request_id(), new_request_id()
         st.add_predictions([_record(old, ts=now - 200), _record(new, ts=now)])
@@ -149,6 +180,23 @@ class TestOutcomeStore:
         st.add_labels([(new_request_id(), 0, 1.0, True)], _ok, now=now - 20)
         assert st.expire(now) == {"predictions": 1, "labels": 1, "pending_dropped": 1}
         assert st.counts() == {"predictions": 1, "labels": 0, "pending": 0, "pending_dropped": 1}
+        assert [c[3:] for c in st.coverage()] == [(1, 0)]
+
+    def test_rows_coverage_and_latest(self, store_factory):
+        """A row the request never had is invalid; coverage counts predictions and labelled ones per class; latest
+        returns the newest predictions of a version with their labels."""
+        st = store_factory()
+        now = time.time()
+        rid = new_request_id()
+        st.add_predictions([_record(rid, 0, ts=now), _record(rid, 1, ts=now + 1, predicted=0.0),
+                            _record(new_request_id(), 0, ts=now + 2, version="2")])
+        got = st.add_labels([(rid, 5, 1.0, True), (rid, 1, 0.0, True)], _ok)
+        assert got[0].status == "invalid" and "2 row(s)" in got[0].problem and got[1].status == "recorded"
+        cov = sorted(st.coverage())
+        assert cov == [("1", "*", 0.0, 1, 1), ("1", "*", 1.0, 1, 0), ("2", "*", 1.0, 1, 0)]
+        latest = st.latest("1", 10)
+        assert [r[2] for r in latest] == [1.0, 0.0] and [r[4] for r in latest] == [None, 0.0]
+        assert np.frombuffer(latest[0][3]).tolist() == [0.2, 0.8]
 
     def test_labels_survive_kill_9(self, tmp_path):
         """A process that recorded labels and is killed with SIGKILL loses none of them."""
@@ -298,3 +346,44 @@ class TestExpectations:
         assert "CBPE" in chk["reason"] and "ATC" in chk["reason"]
         assert chk["status"] == "degraded" and "concept shift" in chk["reason"]
         g.stop()
+
+
+class TestSpans:
+    def test_span_carries_the_request_id_and_the_verdict_gets_its_own_span(self, tmp_path):
+        """The guard span's guard.request_id (trace id first) is the id the caller got; an evaluation that consumed
+        labels emits a `guard <model> performance` span with the bound and the realised accuracy."""
+        from guarded_serving.testing import in_memory_tracer_provider
+
+        provider, exporter = in_memory_tracer_provider()
+        g = Guard(name="m", operational=False, tracer_provider=provider, expectations={"accuracy": 0.9},
+                  performance_store=str(tmp_path / "o.sqlite"), performance_interval_s=60)
+        rid = _serve(g)(np.zeros((1, 3)))["request_id"]
+        span = next(s for s in exporter.get_finished_spans() if s.name == "guard m")
+        assert span.attributes["guard.request_id"] == rid
+        assert rid.startswith(f"{span.context.trace_id:032x}-")
+        g.record_feedback(rid, 1)
+        g.component("performance").evaluate()
+        perf = next(s for s in exporter.get_finished_spans() if s.name == "guard m performance")
+        assert perf.attributes["guard.performance.accuracy"] == 1.0
+        assert "guard.performance.accuracy.bound" in perf.attributes
+        # the prediction's span was not touched after the fact
+        assert "guard.performance.accuracy" not in span.attributes
+        g.stop()
+
+
+class TestManyHosts:
+    def test_two_guards_share_outcomes_in_redis(self, redis_url, tmp_path):
+        """A label sent to host B for a prediction still in host A's buffer is pending, joined when A flushes,
+        and both hosts judge the same labels."""
+        a, b = (Guard(name="m", operational=False, expectations={"accuracy": 0.9}, expectation_min_labels=5,
+                      performance_store=redis_url, performance_interval_s=60) for _ in range(2))
+        rids = [_serve(a)(np.zeros((1, 3)))["request_id"] for _ in range(10)]
+        res = b.record_feedback_many([{"request_id": r, "label": 1} for r in rids])
+        assert {r.status for r in res} == {"pending"} and all(r.http_status == 202 for r in res)
+        a.component("performance").flush()
+        for g in (a, b):
+            g.component("performance").evaluate()
+            assert g.stats()["performance"]["realised"]["0/*"]["labels"] == 10
+        assert b.record_feedback(rids[0], 0).status == "conflict"
+        for g in (a, b):
+            g.stop()

@@ -54,7 +54,10 @@ class PerformanceSettings(Section):
         ``segment(input, result) -> str`` or a list of str (one per row): the segment key
         realised performance is broken down by. Called in the background, never on the request.
     performance_store : str, optional
-        SQLite file holding predictions and labels; default ``$GUARDED_STATE_DIR/outcomes-<name>.sqlite``.
+        Where predictions and labels live: a ``redis://`` / ``rediss://`` URL (every host's workers;
+        keys under ``<name>:outcomes``; password from the URL or ``$GUARDED_STORE_PASSWORD``) or a
+        SQLite file (the host's workers); default ``$GUARDED_STORE_URL`` when set, else
+        ``$GUARDED_STATE_DIR/outcomes-<name>.sqlite``.
     feedback_retention_s : float, default=604800 (7 days)
         How long predictions (and their labels) are kept; feedback for an older id is ``expired``.
     feedback_pending_s : float, default=3600

@@ -39,6 +39,7 @@ import numpy as np
 from .. import health as H
 from ..call import request_id_time
 from ..component import Component
+from ..errors import ConfigError
 from ..keys import FEATURES
 from ..outputs import extract_output, guess_output_kind
 from ..store.outcomes import (
@@ -61,6 +62,7 @@ __all__ = ["PerformanceComponent"]
 _log = logging.getLogger("guarded_serving.performance")
 ALL = "*"  # the segment that pools every segment
 _EXPIRE_EVERY_S = 60.0
+_FULL_EVERY_S = 5.0  # coverage and counts scan the stored predictions: not every cycle
 
 
 def _resolve(spec: Any) -> Any:
@@ -128,6 +130,7 @@ class PerformanceComponent(Component):
         self._seq = 0
         self._tallies: dict[tuple[str, str], Tally] = {}
         self._last_expire = 0.0
+        self._last_full = -1e18
         self._flushed = 0
         self._estimators: tuple[Any, Any] | None = None
         self._estimate: dict[str, Any] = {}
@@ -185,19 +188,31 @@ class PerformanceComponent(Component):
                 self._store = target
             else:
                 if target is None:
-                    from ..context import default_state_dir
+                    from ..context import default_state_dir, default_store_url
 
-                    target = str(default_state_dir() / f"outcomes-{self._model}.sqlite")
+                    target = default_store_url() or str(default_state_dir() / f"outcomes-{self._model}.sqlite")
                 if str(target).startswith(("redis://", "rediss://")):
-                    raise ValueError(f"performance_store={target!r}: outcomes are kept in SQLite only for now "
-                                     "(give the path of a SQLite file)")
-                self._store = SQLiteOutcomeStore(target, retention_s=self.retention_s, pending_s=self.pending_s)
+                    import os
+
+                    from ..store import PASSWORD_ENV
+                    from ..store.outcomes_redis import RedisOutcomeStore
+
+                    self._store = RedisOutcomeStore(str(target), namespace=f"{self._model}:outcomes",
+                                                    retention_s=self.retention_s, pending_s=self.pending_s,
+                                                    password=os.environ.get(PASSWORD_ENV) or None)
+                else:
+                    self._store = SQLiteOutcomeStore(target, retention_s=self.retention_s, pending_s=self.pending_s)
         return self._store
 
     def start(self) -> None:
         if self._worker is not None and self._worker.running:
             return
-        self._open_store()
+        try:
+            self._open_store().verify()  # refused credentials: ConfigError now
+        except ConfigError:
+            raise
+        except Exception:  # a store that is down: the worker retries, health says so
+            _log.warning("performance: the outcome store did not answer at start", exc_info=True)
         self._worker = PeriodicWorker(f"performance-{self._model}", self._cycle, float(self.interval_s),
                                       on_stop=self._final_cycle, run_first=True,
                                       join_timeout_s=max(5.0, 2 * float(self.interval_s)), weak=True).start()
@@ -244,7 +259,11 @@ class PerformanceComponent(Component):
         if now - self._last_expire >= _EXPIRE_EVERY_S:
             self._open_store().expire(now)
             self._last_expire = now
-        self.evaluate()
+        wall = time.monotonic()
+        full = wall - self._last_full >= max(_FULL_EVERY_S, self.interval_s)
+        self.evaluate(full=full)
+        if full:
+            self._last_full = wall
 
     def flush(self) -> int:
         """Store the buffered prediction records now (any thread); return how many rows were stored."""
@@ -276,16 +295,18 @@ class PerformanceComponent(Component):
             self._unreadable += 1
             return []
         kind = self._out_kind
-        if kind is None:
+        if kind not in ("probabilities", "values"):  # a batch of 0/1 probabilities reads as classes: look again
             try:
                 guessed = guess_output_kind([np.nan if v is None else v for v in out]
                                             if isinstance(out, list) else out)
             except Exception:
                 guessed = None
             if guessed not in ("probabilities", "classes", "values"):
-                self._unreadable += 1
-                return []
-            kind = self._out_kind = guessed
+                if kind is None:
+                    self._unreadable += 1
+                    return []
+            else:
+                kind = self._out_kind = guessed
         try:
             if isinstance(out, list):
                 out = [np.nan if v is None else (
@@ -336,8 +357,9 @@ class PerformanceComponent(Component):
                              type(exc).__name__, exc)
             return ["unknown"] * n
 
-    def evaluate(self) -> None:
-        """Consume new outcomes, refresh coverage and the label-free estimate, rebuild the checks."""
+    def evaluate(self, *, full: bool = True) -> None:
+        """Consume new outcomes, refresh the label-free estimate and (``full``) coverage and counts
+        (they scan the stored predictions: the worker refreshes them every 5 s), rebuild the checks."""
         store = self._open_store()
         with self._eval_lock:
             new = 0
@@ -349,8 +371,9 @@ class PerformanceComponent(Component):
                 new += len(rows)
                 if len(rows) < 50_000:
                     break
-            self._coverage = self._read_coverage(store)
-            self._counts = store.counts()
+            if full:
+                self._coverage = self._read_coverage(store)
+                self._counts = store.counts()
             if self._estimators is not None:
                 self._estimate = self._label_free(store)
             self._checks = self._build_checks()
@@ -422,7 +445,8 @@ class PerformanceComponent(Component):
             self.flush()  # this worker's buffer first: a label right after its prediction finds it
         except Exception:  # the store refused the flush: labels may still be kept pending
             _log.warning("performance: flush before feedback failed", exc_info=True)
-        now = self.clock()
+        now = self.clock()  # label times (for the lag), in the component's clock
+        wall = time.time()  # request ids carry the wall-clock time they were issued
         todo: list[tuple[int, str, int, float, bool]] = []
         results: list[FeedbackResult | None] = []
         for i, p in enumerate(parsed):
@@ -436,7 +460,7 @@ class PerformanceComponent(Component):
                                               "guard issued (expected the X-Request-Id of a prediction: "
                                               "32 hex digits, '-', 16 hex digits)"))
                 continue
-            age = now - issued
+            age = wall - issued
             if age > self.retention_s:
                 results.append(FeedbackResult(rid, row, "expired", f"request {rid} row {row}: expired: its "
                                               f"prediction is {age / 3600:.1f} h old and predictions are kept "
@@ -522,16 +546,19 @@ class PerformanceComponent(Component):
                 if metric not in t.bounds:
                     continue
                 b, n = t.bound(metric)
-                realised = t.value(metric)
+                realised, since = t.value(metric), t.since(metric)
                 crossed = n >= self.min_labels and (b < target if at_least else b > target)
-                details["segments"][seg] = {"realised": realised, "bound": b, "labels": n, "alarm": crossed}
+                details["segments"][seg] = {"realised": realised, "bound": b, "labels": n, "since_label": since,
+                                            "realised_since": t.value_since(metric), "alarm": crossed}
                 if crossed:
+                    span = f"the latest {n} labels (since label {since + 1})" if since else f"all {n} labels"
                     failing.append(f"{'all segments' if seg == ALL else 'segment ' + repr(seg)}: "
                                    f"{'upper' if at_least else 'lower'} bound {b:.4f} "
-                                   f"{'<' if at_least else '>'} expectation {target:g} "
-                                   f"(realised {realised:.4f} on {n} labels)")
+                                   f"{'<' if at_least else '>'} expectation {target:g} on {span}, "
+                                   f"realised {t.value_since(metric):.4f} there "
+                                   f"({realised:.4f} on all {t.judged(metric)})")
             t_all = self._tally()
-            n_all = t_all.bounds[metric].n_ if t_all is not None and metric in t_all.bounds else 0
+            n_all = t_all.judged(metric) if t_all is not None and metric in t_all.bounds else 0
             cov_text = f"label coverage {coverage:.0%}" if coverage is not None else "no predictions stored yet"
             notes: list[str] = []
             if dependent and n_all:
@@ -554,8 +581,8 @@ class PerformanceComponent(Component):
                                          f"from {self.min_labels} labels on (expectation {target:g}); {cov_text}",
                                          details, affects_readiness=False))
             else:
-                b, n = t_all.bound(metric)  # type: ignore[union-attr]
-                out.append(H.CheckResult(name, H.OK, f"{metric} {t_all.value(metric):.4f} on {n} labels, "  # type: ignore[union-attr]
+                b, _ = t_all.bound(metric)  # type: ignore[union-attr]
+                out.append(H.CheckResult(name, H.OK, f"{metric} {t_all.value(metric):.4f} on {n_all} labels, "  # type: ignore[union-attr]
                                          f"{'upper' if at_least else 'lower'} bound {b:.4f} "
                                          f"{'>=' if at_least else '<='} expectation {target:g}; {cov_text}"
                                          + "".join("; " + n for n in notes), details, affects_readiness=False))

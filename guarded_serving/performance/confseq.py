@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-__all__ = ["EmpiricalBernsteinCS", "bounds_path"]
+__all__ = ["EmpiricalBernsteinCS", "RestartingCS", "bounds_path"]
 
 _SIDES = ("upper", "lower", "both")
 
@@ -125,6 +125,98 @@ class EmpiricalBernsteinCS:
 
     def to_dict(self) -> dict[str, float]:
         return {"n": self.n_, "mean": self.mean_, "lower": self.lower_, "upper": self.upper_, "alpha": self.alpha}
+
+
+class RestartingCS:
+    """One-sided bounds on the mean since the start *and* since each of the latest restarts.
+
+    A mean judged since the first value reacts slowly to a change after a long good history
+    (thousands of good labels hold the running mean up). This keeps, besides the sequence
+    started at the first value (level ``alpha / 2``), one started every ``every`` values:
+    the one started at value ``j * every`` has level ``alpha / (2 j (j + 1))``. The levels sum
+    to ``alpha``, so by the union bound the probability that *any* of them is ever wrong,
+    over an unbounded stream, is at most ``alpha``: the check stays anytime-valid while it
+    sees a drop within a few hundred values of the first restart after it. Only the latest
+    ``keep`` restarts are kept (dropping a sequence only removes chances to alarm).
+
+    Parameters
+    ----------
+    alpha : float, default=0.01
+    side : {"upper", "lower"}, default="upper"
+        ``upper`` judges "the mean is at least a target" (alarm when the upper bound is below
+        it), ``lower`` "at most".
+    every : int, default=500
+    keep : int, default=8
+
+    Attributes
+    ----------
+    n_ : int
+    bound_ : float
+        The most telling bound: the smallest upper (or largest lower) bound among the sequences.
+    since_ : int
+        Values seen before the sequence that gives ``bound_`` started (0: since the first).
+    overall : EmpiricalBernsteinCS
+        The sequence since the first value.
+    """
+
+    def __init__(self, alpha: float = 0.01, *, side: str = "upper", every: int = 500, keep: int = 8) -> None:
+        if side not in ("upper", "lower"):
+            raise ValueError(f"side={side!r} is invalid: expected 'upper' or 'lower'")
+        if not isinstance(every, int) or every < 1 or not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"every={every!r}, keep={keep!r} are invalid: expected integers >= 1 and >= 0")
+        self.alpha, self.side, self.every, self.keep = alpha, side, every, keep
+        self.overall = EmpiricalBernsteinCS(alpha / 2, side=side)
+        self._restarts: list[tuple[int, EmpiricalBernsteinCS]] = []
+        self.n_ = 0
+        self.bound_ = 1.0 if side == "upper" else 0.0
+        self.since_ = 0
+
+    @property
+    def mean_(self) -> float:
+        return self.overall.mean_
+
+    def _best(self, a: float, b: float) -> bool:
+        return a < b if self.side == "upper" else a > b
+
+    def update(self, x: "np.ndarray | list[float] | float", *, path: bool = False) -> "np.ndarray | None":
+        """Take values in order; with ``path=True`` return the most telling bound after each."""
+        a = np.asarray(x, dtype=np.float64).reshape(-1)
+        out: list[np.ndarray] = []
+        i = 0
+        while i < a.size:
+            pos = self.n_
+            if pos > 0 and pos % self.every == 0 and (not self._restarts or self._restarts[-1][0] != pos):
+                j = pos // self.every
+                self._restarts.append((pos, EmpiricalBernsteinCS(self.alpha / (2 * j * (j + 1)), side=self.side)))
+                if len(self._restarts) > self.keep:
+                    self._restarts.pop(0)
+            stop = min(a.size, i + self.every - pos % self.every)
+            seg = a[i:stop]
+            paths = [(0, self.overall.update(seg, path=True))]
+            paths += [(start, cs.update(seg, path=True)) for start, cs in self._restarts]
+            side = 1 if self.side == "upper" else 0
+            stack = np.vstack([p[side] for _, p in paths])  # type: ignore[index]
+            out.append(stack.min(0) if self.side == "upper" else stack.max(0))
+            self.n_ += seg.size
+            i = stop
+        best, since, which = (self.overall.upper_ if self.side == "upper" else self.overall.lower_), 0, self.overall
+        for start, cs in self._restarts:
+            b = cs.upper_ if self.side == "upper" else cs.lower_
+            if self._best(b, best):
+                best, since, which = b, start, cs
+        self.bound_, self.since_, self._which = best, since, which
+        if path:
+            return np.concatenate(out) if out else np.empty(0)
+        return None
+
+    @property
+    def mean_since_(self) -> float:
+        """The plain mean of the values ``bound_`` rests on."""
+        return getattr(self, "_which", self.overall).mean_
+
+    def labels_since(self) -> int:
+        """Values the sequence behind ``bound_`` rests on."""
+        return self.n_ - self.since_
 
 
 def bounds_path(x: "np.ndarray | list[float]", alpha: float = 0.01, *, side: str = "both",

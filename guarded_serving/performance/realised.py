@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .confseq import EmpiricalBernsteinCS
+from .confseq import RestartingCS
 from .metrics import metric_direction
 
 __all__ = ["Tally"]
@@ -34,7 +34,7 @@ class Tally:
     """
 
     def __init__(self, kind: str, expectations: Mapping[str, float], alpha: float,
-                 error_scale: float | None = None, lag_sample: int = 10_000) -> None:
+                 error_scale: float | None = None, lag_sample: int = 10_000, restart_every: int = 500) -> None:
         self.kind = kind
         self.expectations = dict(expectations)
         self.error_scale = error_scale
@@ -45,11 +45,11 @@ class Tally:
         self.abs_err = 0.0
         self.sq_err = 0.0
         self.lags: deque[float] = deque(maxlen=lag_sample)
-        self.bounds: dict[str, EmpiricalBernsteinCS] = {}
+        self.bounds: dict[str, RestartingCS] = {}
         for m in self.expectations:
             if (m in ("mae", "rmse")) == (kind == "regression"):
                 side = "upper" if metric_direction(m) == "at_least" else "lower"
-                self.bounds[m] = EmpiricalBernsteinCS(alpha, side=side)
+                self.bounds[m] = RestartingCS(alpha, side=side, every=restart_every)
 
     def update(self, predicted: np.ndarray, label: np.ndarray, pred_ts: np.ndarray, label_ts: np.ndarray) -> None:
         """Take outcomes in join order (predicted NaN: the row got no answer, counted as abstained)."""
@@ -100,12 +100,28 @@ class Tally:
 
     def bound(self, metric: str) -> tuple[float, int]:
         """The bound that judges ``metric`` (upper for accuracy and recall, lower for errors, in the
-        metric's units) and the labels it rests on."""
+        metric's units) and the labels it rests on (the latest ones: see :meth:`since`)."""
         cs = self.bounds[metric]
         if metric_direction(metric) == "at_least":
-            return cs.upper_, cs.n_
+            return cs.bound_, cs.labels_since()
         s = self.error_scale or 1.0
-        return (cs.lower_ * s if metric == "mae" else math.sqrt(cs.lower_) * s), cs.n_
+        return (cs.bound_ * s if metric == "mae" else math.sqrt(cs.bound_) * s), cs.labels_since()
+
+    def value_since(self, metric: str) -> float:
+        """The realised ``metric`` over the labels its bound rests on (errors: clipped)."""
+        m = self.bounds[metric].mean_since_
+        if metric_direction(metric) == "at_least":
+            return m
+        s = self.error_scale or 1.0
+        return m * s if metric == "mae" else math.sqrt(m) * s
+
+    def since(self, metric: str) -> int:
+        """Labels of ``metric`` before those its bound rests on (0: every label)."""
+        return self.bounds[metric].since_
+
+    def judged(self, metric: str) -> int:
+        """Labels of ``metric`` seen in all."""
+        return self.bounds[metric].n_
 
     def lag(self) -> dict[str, float]:
         if not self.lags:
@@ -124,5 +140,5 @@ class Tally:
         for m in self.bounds:
             b, n = self.bound(m)
             out.setdefault("bounds", {})[m] = {"bound": b, "side": "upper" if metric_direction(m) == "at_least"
-                                               else "lower", "labels": n}
+                                               else "lower", "labels": n, "since_label": self.since(m)}
         return out

@@ -14,9 +14,8 @@ sequence number in join order, so a reader can consume the stream of outcomes in
 :class:`SQLiteOutcomeStore` keeps them in one SQLite file (WAL): a label is committed before
 its feedback call answers, so it survives a restart and a ``kill -9`` of the server. Retention
 is by time: predictions older than ``retention_s`` are deleted with their labels; pending
-labels older than ``pending_s`` are dropped (and counted). A Redis implementation is not
-provided yet: the performance capability keeps outcomes in SQLite even when the drift windows
-live in Redis (see ``docs/performance.md``).
+labels older than ``pending_s`` are dropped (and counted).
+:class:`~guarded_serving.store.outcomes_redis.RedisOutcomeStore` keeps them in Redis, for many hosts.
 """
 
 from __future__ import annotations
@@ -90,7 +89,8 @@ class OutcomeStore(ABC):
 
     @abstractmethod
     def coverage(self) -> list[tuple]:
-        """``(version, segment, predicted, n_predictions, n_labelled)`` over stored predictions."""
+        """``(version, segment, predicted class or None, n_predictions, n_labelled)`` over stored predictions
+        (regressors: one row per version and segment, predicted None)."""
 
     @abstractmethod
     def latest(self, version: str, n: int) -> list[tuple]:
@@ -106,6 +106,9 @@ class OutcomeStore(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def verify(self) -> None:
+        """Raise ``ConfigError`` when the configuration can never work (refused credentials)."""
 
     def close(self) -> None:
         """Release connections (idempotent)."""
@@ -300,9 +303,10 @@ class SQLiteOutcomeStore(OutcomeStore):
 
     def coverage(self) -> list[tuple]:
         return self._read(
-            "SELECT p.version, p.segment, p.predicted, COUNT(*), COUNT(l.seq) FROM predictions p "
+            "SELECT p.version, p.segment, CASE WHEN p.kind = 'classification' THEN p.predicted END, COUNT(*), "
+            "COUNT(l.seq) FROM predictions p "
             "LEFT JOIN labels l ON l.request_id = p.request_id AND l.row = p.row AND l.seq IS NOT NULL "
-            "GROUP BY p.version, p.segment, p.predicted")
+            "GROUP BY 1, 2, 3")
 
     def latest(self, version: str, n: int) -> list[tuple]:
         return self._read(
