@@ -429,12 +429,18 @@ class LoopComponent(Component):
             return None
         if not getattr(sec, "enabled", False):
             return None
-        from ..context import default_state_dir
+        from ..context import default_state_dir, default_store_url
         from ..store.outcomes import SQLiteOutcomeStore
 
-        target = getattr(sec, "performance_store", None) or default_state_dir() / f"outcomes-{self._model}.sqlite"
+        # the same store the performance capability opens (its setting, else $GUARDED_STORE_URL, else SQLite)
+        target = getattr(sec, "performance_store", None) or default_store_url() or \
+            default_state_dir() / f"outcomes-{self._model}.sqlite"
         if str(target).startswith(("redis://", "rediss://")):
-            return None
+            from ..store import PASSWORD_ENV
+            from ..store.outcomes_redis import RedisOutcomeStore
+
+            return RedisOutcomeStore(str(target), namespace=f"{self._model}:outcomes",
+                                     password=os.environ.get(PASSWORD_ENV) or None)
         return SQLiteOutcomeStore(target)
 
     def _reference_figures(self) -> dict[str, float]:
