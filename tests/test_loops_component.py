@@ -103,6 +103,9 @@ class TestHoldout:
             stats = comp.stats()
             assert stats["outcomes_joined"] > 0
             assert stats["ctr_by_rank"][0] > stats["ctr_by_rank"][9]  # position bias shows in click-through by rank
+            outcomes = g.health()["checks"]["loop.outcomes"]
+            assert outcomes["status"] == "ok" and "rank 1 took" in outcomes["reason"]  # its change over windows
+            assert len(outcomes["details"]["top_rank_click_share"]) >= 10
         finally:
             g.stop()
 

@@ -866,7 +866,9 @@ class LoopComponent(Component):
         details = {"label_coverage_by_class": cov, "label_sources": src, "top_rank_click_share": shares[-10:],
                    "ctr_by_rank": [None if math.isnan(x) else float(x) for x in ctr[:10]]}
         problems = []
-        if len(cov) >= 2:
+        cov_judged = {c: v for c, v in cov.items() if cp.predicted_[c] >= 30}  # classes predicted often enough
+        if len(cov_judged) >= 2 and cp.labelled_.sum() >= 20:
+            cov = cov_judged
             hi, lo = max(cov.values()), min(cov.values())
             if hi >= 0.2 and lo <= 0.1 * hi:
                 low = [c for c, v in cov.items() if v <= 0.1 * hi]
@@ -880,10 +882,13 @@ class LoopComponent(Component):
             out.append(H.CheckResult("loop.outcomes", H.DEGRADED, "; ".join(problems), details,
                                      affects_readiness=False))
         elif cov or src or self._outcomes_joined:
+            clicks = [x for x in shares if not math.isnan(x)]
+            trend = (f"; rank 1 took {clicks[0]:.0%} -> {clicks[-1]:.0%} of the clicks over {len(clicks)} windows"
+                     if len(clicks) >= 2 else "")
             out.append(H.CheckResult("loop.outcomes", H.OK, f"{self._outcomes_joined + self._perf_labels} outcomes "
-                                     "joined by request id; "
-                                     f"label coverage by class {cov or 'n/a'}; label sources {src or 'untagged'}",
-                                     details, affects_readiness=False))
+                                     f"joined by request id{trend}; label coverage by class "
+                                     f"{ {c: round(v, 3) for c, v in cov.items()} or 'n/a'}; label sources "
+                                     f"{src or 'untagged'}", details, affects_readiness=False))
         else:
             out.append(H.CheckResult("loop.outcomes", H.UNAVAILABLE, "no outcomes yet (observe_outcome or the "
                                      "feedback endpoint)", details, affects_readiness=False))
