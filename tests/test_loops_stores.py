@@ -19,6 +19,7 @@ def _recommend(g):
     return recommend
 
 
+@pytest.mark.integration  # starts a private redis-server
 def test_two_guards_pool_through_redis(redis_url):
     """Lists answered by guards on two 'hosts' pool in one Redis: both read all of them, in the same windows."""
     pytest.importorskip("redis")
