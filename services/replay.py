@@ -19,7 +19,8 @@ import requests
 
 from guarded_serving.testing import wait_until
 
-__all__ = ["EXAMPLES", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario", "Verdict"]
+__all__ = ["EXAMPLES", "RECOMMENDER_SCENARIO", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario",
+           "Verdict", "recommender_loop"]
 
 
 @dataclass
@@ -515,3 +516,73 @@ EXAMPLES: list[Example] = [
     Example("sentiment", "services.sentiment:SentimentAnalyzer", "analyze", "texts", subdir="sentiment",
             dir_env="GUARDED_SENTIMENT_DIR", data=_sentiment_data, scenarios=SENTIMENT_SCENARIOS),
 ]
+
+
+# -- the recommender example: a feedback loop forming ------------------------------------------
+
+def recommender_loop(url: str, token: str, *, window: int = 100, quiet_windows: int = 12, max_windows: int = 60,
+                     batch: int = 50, explore: float = 0.1, seed: int = 0,
+                     session: requests.Session | None = None) -> Verdict:
+    """Listeners of :mod:`services.songs` ask for songs; for ``quiet_windows`` windows their plays are not
+    reported (the model stays as trained), then every play is sent to ``POST /plays`` and the model retrains on
+    them (``GUARDED_RETRAIN_ON_PLAYS=1``): it shows what was played, which is played because it was shown.
+    Caught when ``loop.alarm`` turns degraded after the plays started, and not before."""
+    from services.songs import N_USERS, catalogue
+
+    cat = catalogue()
+    rng = np.random.default_rng(seed)
+    s = session or requests.Session()
+    auth = {"authorization": f"Bearer {token}"}
+    lists_per_window = window
+    sent = 0
+    onset = quiet_windows * lists_per_window
+    early: dict[str, Any] = {}
+
+    def loop_checks() -> dict[str, Any]:
+        checks = s.get(f"{url}/guard/health", timeout=10).json()["checks"]
+        return {k: v for k, v in checks.items() if k.startswith("loop.")}
+
+    while sent < max_windows * lists_per_window:
+        users = rng.integers(0, N_USERS, batch)
+        flags = (rng.random(batch) < explore).tolist()
+        resp = s.post(f"{url}/recommend", json={"user_ids": users.tolist(), "explore": flags, "k": 10}, timeout=30)
+        resp.raise_for_status()
+        body = resp.json()
+        sent += batch
+        if sent > onset:  # the play pipeline is live: report every play
+            plays = []
+            for row, (u, items) in enumerate(zip(users, body["items"])):
+                idx = np.array([int(x[5:]) for x in items])
+                hit = rng.random(len(idx)) < cat.play_probability(int(u), idx, np.arange(1, len(idx) + 1))
+                if hit.any():
+                    plays.append({"request_id": body["request_id"], "row": row, "explore": flags[row],
+                                  "songs": [items[j] for j in np.flatnonzero(hit)]})
+            if plays:
+                s.post(f"{url}/plays", json={"plays": plays}, headers=auth, timeout=30).raise_for_status()
+        if sent == onset:
+            early = wait_until(loop_checks, 15, 0.25,
+                               until=lambda c: c.get("loop.alarm", {}).get("details", {}).get("windows", 0)
+                               >= quiet_windows - 1)
+        if sent > onset and sent % (4 * lists_per_window) == 0:
+            got = loop_checks().get("loop.alarm", {})
+            if got.get("status") == "degraded":
+                break
+    checks = wait_until(loop_checks, 15, 0.25, until=lambda c: c.get("loop.alarm", {}).get("status") == "degraded")
+    alarm = checks.get("loop.alarm", {})
+    before = early.get("loop.alarm", {})
+    fired_at = alarm.get("details", {}).get("alarm_at")
+    quiet_ok = before.get("status") == "ok"
+    caught = quiet_ok and alarm.get("status") == "degraded" and (fired_at or 0) > quiet_windows
+    delay = (f"after {fired_at} judged windows, {fired_at - quiet_windows} of them with plays fed back"
+             if caught and fired_at else "not caught")
+    return Verdict(caught, f"{quiet_windows} quiet windows: loop.alarm {before.get('status')} "
+                   f"({before.get('reason', '')[:120]})\n      plays fed back from list {onset}: loop.alarm "
+                   f"{alarm.get('status')} {delay}:\n      {alarm.get('reason', '')}\n      "
+                   f"loop.exposure: {checks.get('loop.exposure', {}).get('reason', '')}\n      "
+                   f"loop.holdout {checks.get('loop.holdout', {}).get('status')}: "
+                   f"{checks.get('loop.holdout', {}).get('reason', '')}")
+
+
+#: The recommender's scenario (``services.recommender:SongService``, run by :func:`services.demo.run_recommender`).
+RECOMMENDER_SCENARIO = Scenario("recommender: feedback loop", "ML: degenerate feedback loop (retrained on its own "
+                                "plays)", lambda r: recommender_loop(r.url, r.token))  # type: ignore[attr-defined]
