@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import time
 from typing import Any, TypeVar
 
 import numpy as np
 
 from .keys import StateKey
 
-__all__ = ["Call"]
+__all__ = ["REQUEST_ID_HEADER", "Call", "new_request_id", "request_id_time"]
 
 T = TypeVar("T")
+
+#: The response header that carries a call's request id.
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{16}$")
+_counter = itertools.count()
+_process_part = os.urandom(16).hex()
+
+
+def _new_process_part() -> None:  # a forked worker must not mint its parent's fallback ids
+    global _process_part
+    _process_part = os.urandom(16).hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process_part)
+
+
+def new_request_id(trace_id: int = 0) -> str:
+    """A request id: ``<trace id, 32 hex>-<issue time in ms, 11 hex><counter, 5 hex>``.
+
+    The first part is the call's trace id (search for it in the tracing backend), or a random
+    per-process part when tracing is off (``trace_id`` 0). The second part makes ids of one trace
+    distinct and tells when the id was issued (:func:`request_id_time`), so feedback can tell an
+    expired id from one whose prediction is not stored yet. About 1 us.
+    """
+    head = f"{trace_id:032x}" if trace_id else _process_part
+    return f"{head}-{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFF:011x}{next(_counter) & 0xFFFFF:05x}"
+
+
+def request_id_time(request_id: str) -> float | None:
+    """When ``request_id`` was issued (unix seconds), or None if it is not an id of this form."""
+    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        return None
+    return int(request_id[33:44], 16) / 1000.0
 
 
 class Call:
@@ -44,14 +82,19 @@ class Call:
         Data components hand to each other (see :mod:`guarded_serving.keys`).
     headers : dict of str to str
         Response headers components set with :meth:`set_header` (empty until one is set).
+    request_id : str
+        The call's request id (:func:`new_request_id`, made on first use from the trace of the
+        call's recorded span): sent back in the ``X-Request-Id`` header, put on the span, and the
+        key under which feedback (the true outcome) joins it.
     """
 
     __slots__ = ("args", "kwargs", "inputs", "input_name", "_input_index", "attributes",
                  "flagged", "result", "error", "outcome", "latency_ms", "request_ms", "answered", "state",
-                 "_headers", "_response")
+                 "_headers", "_response", "_request_id", "_trace_source")
 
     def __init__(self, args: tuple, kwargs: dict, inputs: np.ndarray | None,
-                 input_name: str | None, input_index: int | None, response: Any = None) -> None:
+                 input_name: str | None, input_index: int | None, response: Any = None,
+                 request_id: str | None = None, trace_source: Any = None) -> None:
         self.args = args
         self.kwargs = kwargs
         self.inputs = inputs
@@ -68,6 +111,21 @@ class Call:
         self.answered = False
         self.state: dict[StateKey[Any], Any] = {}
         self._headers: dict[str, str] | None = None
+        self._request_id = request_id
+        self._trace_source = trace_source  # the recorded span whose trace id starts the request id
+
+    @property
+    def request_id(self) -> str:
+        """The call's request id, made on first use (about 1 us; calls nobody asks about pay nothing)."""
+        rid = self._request_id
+        if rid is None:
+            src = self._trace_source
+            rid = self._request_id = new_request_id(src.get_span_context().trace_id if src is not None else 0)
+        return rid
+
+    @request_id.setter
+    def request_id(self, value: str) -> None:
+        self._request_id = value
 
     @property
     def headers(self) -> dict[str, str]:

@@ -28,7 +28,10 @@ Sections, their settings and defaults:
 - ``edge_cases`` (:class:`~guarded_serving.edge_cases.capability.EdgeCaseSettings`):
   profile, edge_policy, edge_fpr, edge_fallback, edge_detector;
 - ``drift`` (:class:`~guarded_serving.drift.capability.DriftSettings`):
-  drift, drift_store, drift_reference, drift_window, ...
+  drift, drift_store, drift_reference, drift_window, ...;
+- ``performance`` (:class:`~guarded_serving.performance.capability.PerformanceSettings`):
+  performance, expectations, expectation_level, performance_segment, performance_store,
+  feedback_retention_s, performance_reference, ...
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import health as H
 from ._version import __version__
 from .arrival import arrival_ns as _arrival_ns
-from .call import Call
+from .call import REQUEST_ID_HEADER, Call
 from .component import Component
 from .config import GuardConfig
 from .context import GuardContext
@@ -48,6 +48,7 @@ from .registry import capabilities
 from .telemetry import attributes as A
 from .telemetry.metrics import GuardMetrics
 from .telemetry.tracing import resolve_tracer_provider, sampled_parent_context
+from .validation import check_plausible, plausible_limits
 from .views import FeatureView, InputView, NumberView, guess_kind
 
 __all__ = ["Guard"]
@@ -162,6 +163,12 @@ class Guard:
         self._view: InputView | None = None
         if not (needed or explicit):
             return None  # no component reads features: the input is not inspected at all
+        self._limits: tuple[Any, Any] | None = None
+        ranges = config.implausible_ranges
+        if (ranges is not None and schema is not None and schema.minimum is not None
+                and schema.maximum is not None and schema.view is None):
+            self._limits = plausible_limits(schema.minimum, schema.maximum, ranges)
+            self._limit_names = tuple(schema.feature_names)
         nan_mask = schema.nan_allowed if schema is not None else None
         allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
         names = tuple(schema.feature_names) if schema is not None else ()
@@ -246,7 +253,10 @@ class Guard:
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
+                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
+                            trace_source=span if span is not None else host)
+                if call._response is not None:
+                    call.set_header(REQUEST_ID_HEADER, call.request_id)
                 try:
                     prepare(call)
                     if not call.answered:
@@ -268,7 +278,10 @@ class Guard:
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
                 call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index))
+                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
+                            trace_source=span if span is not None else host)
+                if call._response is not None:
+                    call.set_header(REQUEST_ID_HEADER, call.request_id)
                 try:
                     prepare(call)
                     if not call.answered:
@@ -340,6 +353,10 @@ class Guard:
                     raise
                 except Exception as exc:  # a view failing on an odd input: serving goes on, unmonitored
                     self._component_failed("view", "transform", exc)
+                limits = self._limits
+                if limits is not None and call.inputs is not None:
+                    check_plausible(call.inputs, limits[0], limits[1], name or "input",
+                                    self.config.implausible_ranges, self._limit_names)
         for hook in self._before:
             try:
                 hook(call)
@@ -367,10 +384,10 @@ class Guard:
                 call.request_ms = (t1 - arrived) / 1e6
             if exc is None:
                 outcome = A.OUTCOME_OK
-            elif isinstance(exc, InvalidInputError):
-                outcome = A.OUTCOME_INVALID
             elif isinstance(exc, RejectedInputError):
                 outcome = A.OUTCOME_REJECTED
+            elif isinstance(exc, InvalidInputError) or _client_error(exc):
+                outcome = A.OUTCOME_INVALID  # the caller's doing (a 4xx), never a model error
             else:
                 outcome = A.OUTCOME_ERROR
             call.outcome, call.error = outcome, exc
@@ -422,6 +439,7 @@ class Guard:
         # one set_attributes call: the SDK takes its lock and validates once per call, not per attribute
         attrs: dict[str, Any] = {A.LATENCY_MS: latency_ms, A.SLO_VIOLATED: violated, A.OUTCOME: outcome,
                                  A.ANOMALOUS: anomalous}
+        attrs[A.REQUEST_ID] = call.request_id
         full = anomalous or self._full_spans
         for c in self._span_sources if not full else self._components:
             try:
@@ -462,6 +480,19 @@ class Guard:
                 self._annotate(span, call, exc, outcome, latency_ms, violated, True)
         finally:
             span.end(end_time=end_ns)
+
+    # -- artifacts ----------------------------------------------------------------------
+    def open_artifact(self, path: Any) -> bytes:
+        """The bytes of an artifact (the model's pickle), verified by the integrity component:
+        load the model from them (``pickle.loads(guard.open_artifact(path))``) so that what is
+        deserialised is what was verified. Raises ``IntegrityError`` for a file that does not
+        match the manifest, whatever ``integrity_policy`` says; without a manifest it only reads."""
+        for c in self._components:
+            opener = getattr(c, "open_artifact", None)
+            if opener is not None:
+                return opener(path)  # type: ignore[no-any-return]
+        with open(path, "rb") as fh:
+            return fh.read()
 
     # -- read side --------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -519,7 +550,35 @@ class Guard:
         x = self._read_input(inputs, "inputs") if self._read_input is not None else None
         if x is None:
             raise InvalidInputError("inputs", "not readable as the profile's features")
+        if self._limits is not None:  # validated exactly like a request: implausible values refused
+            check_plausible(x, self._limits[0], self._limits[1], "inputs", self.config.implausible_ranges,
+                            self._limit_names)
         return edge.check(x, explain=explain)  # type: ignore[attr-defined, no-any-return]
+
+    # -- feedback ---------------------------------------------------------------------
+    def record_feedback(self, request_id: str, label: Any, *, row: int | None = None) -> Any:
+        """Record the true outcome of a prediction, by its request id (``X-Request-Id``).
+
+        ``label`` is the true class (classifiers) or value (regressors) of row ``row`` (default
+        0), or a list with one per row of the request. Returns a
+        :class:`~guarded_serving.performance.feedback.FeedbackResult` (``ok``, ``status``,
+        ``http_status``, ``message``); idempotent. Needs the performance capability
+        (``performance=True`` or ``expectations=...``).
+        """
+        return self._performance().record_feedback(request_id, label, row=row)
+
+    def record_feedback_many(self, items: Iterable[Any]) -> list[Any]:
+        """Record many outcomes at once (items ``{"request_id", "label"[, "row"]}`` or tuples):
+        one :class:`~guarded_serving.performance.feedback.FeedbackResult` per row, in order; a bad
+        item never costs the others."""
+        return self._performance().record_feedback_many(items)
+
+    def _performance(self) -> Any:
+        for c in self._components:
+            if c.name == "performance" and hasattr(c, "record_feedback_many"):
+                return c
+        raise ConfigError("feedback needs the performance capability: build the guard with performance=True "
+                          "or expectations={...}")
 
     def is_ready(self) -> bool:
         """False when a readiness-gating check is ``failing`` (wire to ``__is_ready__``)."""
@@ -565,6 +624,18 @@ def _is_request_context(p: inspect.Parameter) -> bool:
 def _response_of(args: tuple, kwargs: dict, name: str, index: int | None) -> Any:
     ctx = kwargs.get(name) if index is None or len(args) <= index else args[index]
     return getattr(ctx, "response", None)
+
+
+def _client_error(exc: BaseException) -> bool:
+    """Whether ``exc`` answers the caller with a 4xx (BentoML's ``error_code``, Starlette's
+    ``status_code``): the request was wrong, the model did not fail."""
+    code = getattr(exc, "error_code", None)
+    if code is None:
+        code = getattr(exc, "status_code", None)
+    try:
+        return 400 <= int(code) < 500  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def _overrides(component: Component, method: str) -> bool:

@@ -69,7 +69,9 @@ class InputSchema:
     """What the monitored input matrix must look like, as learned from training data.
 
     ``nan_allowed`` is a boolean per feature (NaN accepted there) or None (no NaN anywhere,
-    unless the guard's ``allow_nan`` says otherwise).
+    unless the guard's ``allow_nan`` says otherwise). ``minimum``/``maximum`` bound what is
+    plausible (values millions of training ranges away are refused before the model sees them);
+    ``boolean`` marks 0/1 flags, the only features where a JSON boolean is accepted.
     """
 
     n_features: int
@@ -77,6 +79,9 @@ class InputSchema:
     nan_allowed: np.ndarray | None = None
     source: str | None = None
     view: Any = None  # the fitted InputView that reads raw inputs into these features (None: numbers)
+    minimum: np.ndarray | None = None  # per-feature training minimum (NaN: unknown), for plausibility limits
+    maximum: np.ndarray | None = None  # per-feature training maximum
+    boolean: np.ndarray | None = None  # per feature: a 0/1 flag in training, so JSON booleans are accepted
 
 
 FEATURES: StateKey[np.ndarray] = StateKey(

@@ -18,15 +18,18 @@ from .component import Capability
 from .drift.capability import DRIFT
 from .edge_cases.capability import EDGE_CASES, OUTPUT_CHECK
 from .errors import ConfigError
+from .feedback_loops.capability import LOOP
 from .integrity.capability import INTEGRITY
 from .operational.capability import OPERATIONAL, SLO
+from .performance.capability import PERFORMANCE
 from .settings import GuardSettings
 
 __all__ = ["capabilities", "register_capability"]
 
 _lock = threading.Lock()
 # Default order; the guard then moves providers of a key before the components that need it.
-_CAPABILITIES: list[Capability] = [SLO, INTEGRITY, OPERATIONAL, EDGE_CASES, OUTPUT_CHECK, DRIFT]
+_CAPABILITIES: list[Capability] = [SLO, INTEGRITY, OPERATIONAL, EDGE_CASES, OUTPUT_CHECK, DRIFT, PERFORMANCE,
+                                   LOOP]
 
 
 def capabilities() -> tuple[Capability, ...]:

@@ -127,6 +127,11 @@ class GuardSettings(Section):
     allow_nan : bool, default=False
         Whether NaN is accepted as a missing value everywhere. ``inf`` is always
         rejected. A reference profile accepts NaN where training data had missing values.
+    implausible_ranges : float or None, default=1e6
+        With a reference profile (its per-feature minimum and maximum), values more than this many
+        training ranges outside them are refused (HTTP 400 naming the row and feature) before the
+        model sees them: such a value (``1e308`` in a low-variance feature) makes a model overflow,
+        which is the client's doing, not the model's. ``None`` disables the check.
     readiness_checks : tuple of str or None, default=None
         Names of the checks whose ``failing`` makes the service not ready;
         ``None`` means every check.
@@ -154,6 +159,7 @@ class GuardSettings(Section):
     n_features: int | None = None
     max_batch_rows: int = 10_000
     allow_nan: bool = False
+    implausible_ranges: float | None = 1e6
     readiness_checks: tuple[str, ...] | None = None
     span_mode: str = "auto"
     span_detail: str = "compact"
@@ -175,6 +181,9 @@ class GuardSettings(Section):
             check_integer("n_features", self.n_features, lo=1)
         check_integer("max_batch_rows", self.max_batch_rows, lo=1)
         check_bool("allow_nan", self.allow_nan)
+        if self.implausible_ranges is not None:
+            check_number("implausible_ranges", self.implausible_ranges, lo=0, lo_open=True,
+                         valid="None or a number of training ranges > 0, e.g. 1e6")
         if self.readiness_checks is not None and (
                 not isinstance(self.readiness_checks, tuple)
                 or not all(isinstance(c, str) for c in self.readiness_checks)):

@@ -13,13 +13,14 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["as_feature_matrix"]
+__all__ = ["as_feature_matrix", "check_plausible", "plausible_limits"]
 
 _NUMERIC = frozenset("fiub")
 
 
 def as_feature_matrix(value: Any, field: str, *, n_features: int | None, max_rows: int,
-                      allow_nan: bool | np.ndarray, feature_names: Sequence[str] = ()) -> np.ndarray:
+                      allow_nan: bool | np.ndarray, feature_names: Sequence[str] = (),
+                      boolean: np.ndarray | None = None) -> np.ndarray:
     """Return ``value`` as a 2-D float array of shape (n_rows, n_features), or raise.
 
     Parameters
@@ -33,6 +34,8 @@ def as_feature_matrix(value: Any, field: str, *, n_features: int | None, max_row
         (a reference profile's missing-value policy).
     feature_names : sequence of str
         Named in messages about a feature.
+    boolean : ndarray of bool of shape (n_features,), optional
+        Features the profile knows as flags (0/1): only there are booleans accepted.
     """
     if isinstance(value, np.ndarray):
         x = value
@@ -44,9 +47,12 @@ def as_feature_matrix(value: Any, field: str, *, n_features: int | None, max_row
         except (ValueError, TypeError) as exc:  # ragged nested lists
             raise InvalidInputError(field, f"expected a 2-D array of numbers, got a ragged or mixed sequence ({exc})") from None
     if x.dtype.kind not in _NUMERIC:
-        if x.dtype.kind == "O" and x.ndim >= 1:
-            raise InvalidInputError(field, "expected numbers, got a ragged sequence or mixed types")
-        raise InvalidInputError(field, f"expected numbers, got dtype {x.dtype}")
+        raise InvalidInputError(field, _not_numbers(x, feature_names))
+    if x.dtype.kind == "b" and x.ndim == 2 and x.size and not (
+            boolean is not None and len(boolean) == x.shape[1] and bool(np.all(boolean))):
+        name = f" ({feature_names[0]})" if feature_names else ""
+        raise InvalidInputError(field, f"row 0, column 0{name} is a boolean; expected numbers (send 1 or 0 "
+                                       f"if the feature is a count or a flag)")
     if x.size == 0 and x.ndim <= 2:
         raise InvalidInputError(field, f"empty batch (shape {x.shape}): expected at least one row")
     if x.ndim != 2:
@@ -77,3 +83,62 @@ def as_feature_matrix(value: Any, field: str, *, n_features: int | None, max_row
                                                f"values there, so values must be finite{more}")
             raise InvalidInputError(field, f"row {r}, feature {c}{name} is {kind}; values must be finite{more}")
     return x
+
+
+def _not_numbers(x: np.ndarray, feature_names: Sequence[str]) -> str:
+    """Why a non-numeric array is refused, naming the first offending row and column."""
+    def where(idx: tuple[int, ...]) -> str:
+        if len(idx) == 2:
+            r, c = idx
+            name = f" ({feature_names[c]})" if c < len(feature_names) else ""
+            return f"row {r}, column {c}{name}"
+        return "position " + ", ".join(map(str, idx))
+
+    if x.dtype.kind in "USa" and x.ndim >= 1:
+        for idx, v in np.ndenumerate(x):
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                return f"{where(idx)} is a string ({str(v)[:40]!r}); expected numbers"
+        return f"{where((0,) * x.ndim)} is a string; expected numbers, not numbers in quotes"
+    if x.dtype.kind == "O" and x.ndim >= 1:
+        for idx, v in np.ndenumerate(x):
+            if v is None:
+                return f"{where(idx)} is null; expected a number (missing values are not accepted there)"
+            if isinstance(v, (bool, np.bool_)):
+                return f"{where(idx)} is a boolean; expected numbers"
+            if isinstance(v, (str, bytes)):
+                return f"{where(idx)} is a string ({str(v)[:40]!r}); expected numbers"
+            if isinstance(v, (list, tuple, dict)):
+                return f"{where(idx)} is a {type(v).__name__}; expected rows of equal length holding numbers"
+        return "expected numbers, got a ragged sequence or mixed types"
+    return f"expected numbers, got dtype {x.dtype}"
+
+
+def plausible_limits(minimum: np.ndarray, maximum: np.ndarray, ranges: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature ``(lo, hi)`` beyond which a value is absurd: ``ranges`` training ranges (at least
+    ``ranges`` units, and ``ranges`` times the largest magnitude seen, so a constant or low-variance
+    feature is not held to a hair's breadth) outside the training minimum and maximum.
+    Features without a finite training range are not limited (infinite bounds)."""
+    lo, hi = np.asarray(minimum, dtype=float), np.asarray(maximum, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = np.maximum.reduce([hi - lo, np.abs(lo), np.abs(hi), np.ones_like(lo)])
+        low, high = lo - ranges * scale, hi + ranges * scale
+    known = np.isfinite(low) & np.isfinite(high)
+    return np.where(known, low, -np.inf), np.where(known, high, np.inf)
+
+
+def check_plausible(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, field: str, ranges: float,
+                    feature_names: Sequence[str] = ()) -> None:
+    """Refuse values absurdly far outside the training data (:func:`plausible_limits`) before the
+    model sees them: a client's value, not a model failure. O(rows x features), vectorised."""
+    if x.ndim != 2 or x.shape[1] != lo.shape[0]:
+        return
+    bad = (x < lo) | (x > hi)
+    if not bad.any():
+        return
+    r, c = (int(v) for v in np.argwhere(bad)[0])
+    name = f" ({feature_names[c]})" if c < len(feature_names) else ""
+    raise InvalidInputError(field, f"row {r}, feature {c}{name} is {x[r, c]:g}, more than {ranges:g} training "
+                                   f"ranges outside what the model was trained on ([{lo[c]:g}, {hi[c]:g}] "
+                                   f"accepted); refused before the model sees it")

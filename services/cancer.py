@@ -5,12 +5,16 @@
 
 Endpoints
 ---------
-POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...]}
+POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...], "request_id": ...}
+                     (the request id also comes back as the X-Request-Id header)
+POST /guard/feedback the true outcome of a prediction, by request id (token required):
+                     {"request_id": ..., "label": 0 or 1 (or a list, one per row)} or {"items": [...]}
 POST /predict_chaos  the same guarded model with injected faults, for the demo and
-                     tests only (enabled by GUARDED_CHAOS=1, else HTTP 404):
+                     tests only (registered only when GUARDED_CHAOS=1):
                      {"inputs": ..., "delay_ms": 300, "fail": false}
-GET  /guard/health   the guard's health report (503 when a gating check fails)
-GET  /guard/stats    the guard's counters and latency quantiles
+GET  /guard/health   the guard's health report (503 when a gating check fails); status only
+                     to callers without GUARDED_HEALTH_TOKEN when that is set
+GET  /guard/stats    the guard's counters and latency quantiles (details need the token too)
 GET  /readyz         503 while the guard is failing (``__is_ready__``)
 GET  /metrics        BentoML's Prometheus metrics, with the guard's ``guard_*`` series
                      (guarded_serving.serving.prometheus; merged over workers)
@@ -24,7 +28,12 @@ GUARDED_TRACE_SAMPLE_RATIO  fraction of normal calls given a guard span (default
 GUARDED_MANIFEST       deployment manifest to verify at startup and while serving
                        (default: manifest.json in the artifacts directory when it
                        exists, as written by services.train; "none" disables)
-GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid signature
+GUARDED_MANIFEST_PUBLIC_KEY   Ed25519 public key (PEM file); requires a valid signature (default: the demo
+                       key .state/keys/demo-signing.pub when `python -m services.train` signed the default
+                       artifacts with it; "" for none)
+GUARDED_REQUIRE_SIGNATURE     1: refuse an unsigned manifest (or one no key can check); default: degraded
+GUARDED_MODEL_SIGNATURE       an OpenSSF Model Signing bundle over the artifacts directory, checked with
+GUARDED_MODEL_SIGNATURE_KEY   this elliptic-curve public key (PEM) at startup and in the background
 GUARDED_INTEGRITY_POLICY      refuse (default: a mismatch stops the service from starting)
                               or not_ready (start, but /readyz answers 503)
 GUARDED_INTEGRITY_INTERVAL_S  seconds between background re-checks (default 30)
@@ -44,11 +53,20 @@ GUARDED_STATE_DIR      where shared state lives, e.g. the drift store (default .
 GUARDED_STORE_URL      a Redis store shared by every host's workers, e.g. redis://127.0.0.1:6379/0
                        (rediss:// for TLS, with ?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...);
                        default: a SQLite file in GUARDED_STATE_DIR, pooled by this host's workers only
+                       (drift windows, and the predictions and labels of /guard/feedback)
 GUARDED_STORE_PASSWORD the Redis password when the URL carries none
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
 GUARDED_WORKERS        BentoML worker processes (default 1); they pool drift windows
 GUARDED_METRICS_INTERVAL_S  seconds between refreshes of the guard's gauges on /metrics (default 5)
+GUARDED_HEALTH_TOKEN   token for the details of /guard/health and /guard/stats (Authorization: Bearer)
+GUARDED_MAX_BODY_BYTES largest request body (default 8 MiB; larger: HTTP 413 naming the limit)
+GUARDED_STORE_DIGITS   store input rows rounded to this many significant digits (default: raw)
+GUARDED_FEEDBACK_TOKEN the token POST /guard/feedback requires (Authorization: Bearer ...);
+                       unset: feedback is refused (401)
+GUARDED_EXPECT_ACCURACY the accuracy the model promises, judged on labels sent to /guard/feedback
+                       (default 0.95; "none" turns the expectation off, feedback stays on)
+GUARDED_PERFORMANCE_INTERVAL_S  period of the prediction-record flush and evaluation (default 1)
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  turn BentoML tracing on
 OTEL_TRACES_SAMPLER_ARG  BentoML's trace sample rate (default 1.0 when an endpoint is set)
 """
@@ -57,16 +75,19 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import NotFound
+from bentoml.exceptions import ServiceUnavailable
 
 from guarded_serving import ConfigError, Guard
+from guarded_serving.integrity import IntegrityError
 from guarded_serving.serving.bentoml import RequestTiming, health_app, tracing_config_from_env
+from guarded_serving.serving.limits import RequestLimits, bound_metric_labels
 from guarded_serving.serving.prometheus import PrometheusMetrics
 from services.features import prepare
 from services.rules import RangeRule
@@ -86,6 +107,25 @@ def _manifest() -> str | None:
     return None if value.strip().lower() in ("", "none") else value
 
 
+def _public_key() -> str | None:
+    """GUARDED_MANIFEST_PUBLIC_KEY, else the demo key's public half when the default artifacts were signed with it
+    by ``python -m services.train`` (a demo convenience: in production configure the key explicitly)."""
+    value = os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY")
+    if value is not None:
+        return value or None
+    from services.train import DEMO_KEY
+
+    pub = DEMO_KEY.with_name(DEMO_KEY.name + ".pub")
+    manifest = _manifest()
+    if "GUARDED_ARTIFACT_DIR" in os.environ or "GUARDED_MANIFEST" in os.environ or manifest is None or not pub.exists():
+        return None
+    try:
+        signed = "signature" in json.loads(Path(manifest).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(pub) if signed else None
+
+
 def _json_env(name: str, default: str) -> object:
     raw = os.environ.get(name, default)
     try:
@@ -100,6 +140,18 @@ _deps = _json_env("GUARDED_DEPENDENCIES", "null" if _manifest() else '["numpy", 
 
 _PROFILE = os.environ.get("GUARDED_PROFILE") or str(ARTIFACT_DIR / "profile.npz")
 _USE_PROFILE = _PROFILE.lower() != "none" and ("GUARDED_PROFILE" in os.environ or Path(_PROFILE).exists())
+
+
+def _expectations() -> dict | None:
+    raw = os.environ.get("GUARDED_EXPECT_ACCURACY", "0.95").strip().lower()
+    return None if raw in ("", "none") else {"accuracy": float(raw)}
+
+
+def calibration_reference() -> tuple[np.ndarray, np.ndarray]:
+    """Held-out predictions with labels (the test split): what the label-free estimate calibrates on."""
+    ref = np.load(ARTIFACT_DIR / "reference.npz")
+    proba = load_model(ARTIFACT_DIR).predict_proba(prepare(ref["X_test"]))[:, 1]
+    return proba, ref["y_test"]
 
 
 def abstain(rows: np.ndarray) -> dict:
@@ -117,7 +169,11 @@ guard = Guard(
     trace_sample_ratio=float(os.environ.get("GUARDED_TRACE_SAMPLE_RATIO", "1.0")),
     n_features=30,
     manifest=_manifest(),
-    manifest_public_key=os.environ.get("GUARDED_MANIFEST_PUBLIC_KEY") or None,
+    artifact_root=str(ARTIFACT_DIR),  # the manifest's files are the ones served, wherever it lives
+    manifest_public_key=_public_key(),
+    require_signature=os.environ.get("GUARDED_REQUIRE_SIGNATURE", "0") == "1",
+    model_signature=os.environ.get("GUARDED_MODEL_SIGNATURE") or None,
+    model_signature_key=os.environ.get("GUARDED_MODEL_SIGNATURE_KEY") or None,
     integrity_policy=os.environ.get("GUARDED_INTEGRITY_POLICY", "refuse"),
     integrity_check_interval_s=float(os.environ.get("GUARDED_INTEGRITY_INTERVAL_S", "30")),
     # operational health: hardware sampler, dependencies, downstream probes
@@ -127,6 +183,7 @@ guard = Guard(
     probes=tuple(_json_env("GUARDED_PROBES", "[]")),
     probe_interval_s=float(os.environ.get("GUARDED_PROBE_INTERVAL_S", "10")),
     probe_backoff_max_s=float(os.environ.get("GUARDED_PROBE_BACKOFF_MAX_S", "60")),
+    exit_with_parent=True,  # a worker orphaned by kill -9 of `bentoml serve` exits and frees the port
     profile=_PROFILE if _USE_PROFILE else None,
     edge_policy=os.environ.get("GUARDED_EDGE_POLICY", "flag"),
     edge_fpr=float(os.environ.get("GUARDED_EDGE_FPR", "0.01")),
@@ -140,6 +197,14 @@ guard = Guard(
     drift_min_samples=100,
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
+    drift_store_digits=int(os.environ["GUARDED_STORE_DIGITS"]) if os.environ.get("GUARDED_STORE_DIGITS") else None,
+    # ML performance: request ids, feedback (POST /guard/feedback), realised accuracy against its
+    # expectation with an anytime-valid bound, and a label-free estimate while labels are missing
+    performance=True,
+    expectations=_expectations(),
+    performance_store=os.environ.get("GUARDED_STORE_URL") or str(STATE_DIR / "outcomes-breast_cancer.sqlite"),
+    performance_reference=calibration_reference if (ARTIFACT_DIR / "reference.npz").exists() else None,
+    performance_interval_s=float(os.environ.get("GUARDED_PERFORMANCE_INTERVAL_S", "1")),
     # an extension written outside the package (services/rules.py): sizes cannot be negative
     components=[*([RangeRule({"mean_radius": (0, None), "mean_area": (0, None)})] if _USE_PROFILE else []),
                 metrics],
@@ -151,7 +216,12 @@ metrics.watch(guard)
 @bentoml.asgi_app(health_app(guard), path="/guard")
 class CancerClassifier:
     def __init__(self) -> None:
-        self.model = load_model(ARTIFACT_DIR)
+        # the model is unpickled from the bytes the guard verified (never from a tampered file)
+        try:
+            self.model = load_model(ARTIFACT_DIR, read=guard.open_artifact)
+        except IntegrityError as exc:  # integrity_policy=not_ready: serve 503s, never the tampered model
+            logging.getLogger("services.cancer").error("model not loaded: %s", exc)
+            self.model = None
         guard.start()
         gc.collect()
         gc.freeze()  # keep the loaded model out of gen-2 collections (p99 pauses)
@@ -160,6 +230,8 @@ class CancerClassifier:
         return guard.is_ready()
 
     def _predict(self, inputs: np.ndarray) -> dict:
+        if self.model is None:
+            raise ServiceUnavailable("the model failed integrity verification and was not loaded")
         proba = self.model.predict_proba(prepare(inputs))[:, 1]
         return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
 
@@ -173,18 +245,21 @@ class CancerClassifier:
         """
         return self._predict(inputs)
 
-    @bentoml.api
-    @guard
-    def predict_chaos(self, inputs: np.ndarray, delay_ms: float = 0.0, fail: bool = False) -> dict:
-        """``predict`` with injected latency or failure (demo and tests; GUARDED_CHAOS=1)."""
-        if not CHAOS:
-            raise NotFound("predict_chaos is disabled; set GUARDED_CHAOS=1 to enable fault injection")
-        if delay_ms > 0:
-            time.sleep(min(delay_ms, 10_000) / 1000.0)
-        if fail:
-            raise RuntimeError("injected model failure")
-        return self._predict(inputs)
+    if CHAOS:  # fault injection exists only when asked for: not registered, not in /docs.json
+        @bentoml.api
+        @guard
+        def predict_chaos(self, inputs: np.ndarray, delay_ms: float = 0.0, fail: bool = False) -> dict:
+            """``predict`` with injected latency or failure (demo and tests; GUARDED_CHAOS=1)."""
+            if delay_ms > 0:
+                time.sleep(min(delay_ms, 10_000) / 1000.0)
+            if fail:
+                raise RuntimeError("injected model failure")
+            return self._predict(inputs)
 
 
 # the guard times each request from its arrival (queueing included), not only the model call
 CancerClassifier.add_asgi_middleware(RequestTiming)
+# bounded bodies (413 naming the limit), one-line client-error logs, JSON booleans refused
+CancerClassifier.add_asgi_middleware(RequestLimits, guard=guard,
+                                     max_body_bytes=int(os.environ.get("GUARDED_MAX_BODY_BYTES", str(8 << 20))))
+bound_metric_labels(CancerClassifier)  # unknown paths share one /metrics label

@@ -13,7 +13,10 @@ sampled every second during the replay and ``guarded-serving report`` writes an 
 (plots embedded) from them, the drift store and the reference. Then it serves the image and
 text examples (``services.digits:DigitClassifier``, ``services.sentiment:SentimentAnalyzer``,
 both started at once) and replays their failures (:data:`services.replay.EXAMPLES`): edge
-cases of each kind beside held-out inputs, and the text model's content check.
+cases of each kind beside held-out inputs, and the text model's content check. Last, it serves
+the song recommender (``services.recommender:SongService``, two workers pooling through one store)
+and replays a feedback loop forming: the loop check's alarm must fire once the model is retrained on
+its own plays, and not before.
 """
 
 from __future__ import annotations
@@ -56,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     state_dir = tempfile.TemporaryDirectory(prefix="gs-demo-state-")  # a fresh drift store each run
+    import secrets
+
+    token = secrets.token_hex(16)  # for POST /guard/feedback (the accuracy-drop scenario sends labels)
     env = {"GUARDED_CHAOS": "1", "GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_BSP_SCHEDULE_DELAY": "200",
-           "GUARDED_STATE_DIR": state_dir.name, "GUARDED_DRIFT_INTERVAL_S": "1"}
+           "GUARDED_STATE_DIR": state_dir.name, "GUARDED_DRIFT_INTERVAL_S": "1", "GUARDED_FEEDBACK_TOKEN": token}
     # operational health: a stand-in feature store the model depends on, probed by the guard
     from services.feature_store import FeatureStore
 
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = receiver.endpoint
     if args.examples_only:
         rows = run_examples(artifacts, env, receiver)
+        rows += run_recommender(env)
         missed = [sc.name for sc, v in rows if not v.caught]
         print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
         receiver.__exit__(None, None, None)
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with BentoServer("services.cancer:CancerClassifier", port, env=env, cwd=ROOT) as server:
         print(f"ready in {time.monotonic() - t0:.1f} s\n", flush=True)
-        r = replay.Replay(server.url, artifacts, spans=lambda: list(receiver.spans))
+        r = replay.Replay(server.url, artifacts, spans=lambda: list(receiver.spans), feedback_token=token)
         r.feature_store = feature_store  # type: ignore[attr-defined]  # for the downstream scenario
         sampler = _Sampler(server.url) if args.report else None
         rows = []
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(spans) - own} ordinary calls on BentoML's server spans)")
         if not args.no_examples:
             rows += run_examples(artifacts, env, receiver)
+            rows += run_recommender(env)
         missed = [sc.name for sc, v in rows if not v.caught]
         print(f"\n{len(rows) - len(missed)}/{len(rows)} scenarios caught" + (f"; missed: {missed}" if missed else ""))
         if args.keep_serving:
@@ -192,6 +200,38 @@ def run_examples(artifacts: Path, env: dict[str, str], receiver: Any) -> list[tu
             if fut.exception() is None:
                 fut.result().stop()
     return rows
+
+
+def run_recommender(env: dict[str, str]) -> list[tuple[Any, Any]]:
+    """Serve the song recommender (two workers) and replay a feedback loop forming."""
+    import secrets
+    import tempfile
+    from types import SimpleNamespace
+
+    from services import replay
+
+    sc = replay.RECOMMENDER_SCENARIO
+    token = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="gs-demo-loops-") as state:
+        renv = {**env, "GUARDED_STATE_DIR": state, "GUARDED_WORKERS": "2", "GUARDED_FEEDBACK_TOKEN": token,
+                "GUARDED_RETRAIN_ON_PLAYS": "1", "GUARDED_LOOP_WINDOW": "100", "GUARDED_LOOP_INTERVAL_S": "0.3"}
+        print("\nserving services.recommender:SongService (2 workers)", flush=True)
+        try:
+            server = _serve("services.recommender:SongService", renv)
+        except Exception as exc:  # reported as missed, the demo goes on
+            print(f"-- recommender: bentoml serve failed: {str(exc)[-1500:]}", flush=True)
+            return [(sc, replay.Verdict(False, "the server did not start"))]
+        try:
+            print(f"-- recommender ({server.url}, POST /recommend, POST /plays)", flush=True)
+            try:
+                v = sc.run(SimpleNamespace(url=server.url, token=token))  # type: ignore[arg-type]
+            except Exception as exc:  # a broken scenario is reported, not fatal
+                v = replay.Verdict(False, f"scenario raised {type(exc).__name__}: {exc}")
+            print(f"[{'CAUGHT' if v.caught else 'MISSED'}] {sc.name:<28} ({sc.failure})\n      {v.evidence}",
+                  flush=True)
+        finally:
+            server.stop()
+    return [(sc, v)]
 
 
 class _Sampler:

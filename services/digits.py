@@ -6,7 +6,9 @@
 Endpoints
 ---------
 POST /classify       {"images": [[[8 floats] x 8], ...]}  (n, 8, 8), intensities 0-16
-                     -> {"label": [...], "confidence": [...]}
+                     -> {"label": [...], "confidence": [...], "request_id": ...} (also X-Request-Id)
+POST /guard/feedback the true digit of a request id, {"request_id": ..., "label": [digits]} (needs
+                     GUARDED_FEEDBACK_TOKEN; realised accuracy in /guard/stats and health)
 GET  /guard/health   the guard's health report
 GET  /guard/stats    the guard's counters (``edge_cases.rows_flagged``, drift)
 
@@ -65,6 +67,10 @@ guard = Guard(
     drift_window=500,
     drift_min_samples=100,
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
+    # request ids and feedback: realised accuracy per version (no probabilities: no label-free estimate)
+    performance=True,
+    performance_output_field="label",
+    performance_store=str(STATE_DIR / "outcomes-digits.sqlite"),
 )
 
 

@@ -19,7 +19,8 @@ import requests
 
 from guarded_serving.testing import wait_until
 
-__all__ = ["EXAMPLES", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario", "Verdict"]
+__all__ = ["EXAMPLES", "RECOMMENDER_SCENARIO", "SCENARIOS", "Example", "ExampleReplay", "Replay", "Scenario",
+           "Verdict", "recommender_loop"]
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Replay:
     artifacts: Path
     spans: Callable[[], list[dict[str, Any]]] = lambda: []
     session: requests.Session = field(default_factory=requests.Session)
+    feedback_token: str = ""  # the server's GUARDED_FEEDBACK_TOKEN
 
     def __post_init__(self) -> None:
         ref = np.load(self.artifacts / "reference.npz")
@@ -290,6 +292,63 @@ def shifted_stream(r: Replay) -> Verdict:
                    f"drift.skew {skew.get('status')}: {skew.get('reason', '')}")
 
 
+def accuracy_drop(r: Replay, n_good: int = 1500, n_bad: int = 3000, rows: int = 5, seed: int = 0) -> Verdict:
+    """Accuracy drops from 0.97 to 0.90 while 30% of labels arrive an hour (simulated) late: the
+    expectation check (accuracy >= 0.95, anytime-valid) turns degraded, naming the figures.
+
+    Simulated time: one request of ``rows`` loans every 3 s; the world's outcome agrees with the
+    model with probability 0.97, then 0.90 (the relation between inputs and labels changed, which the
+    label-free estimate cannot see); 70% of outcomes are known a minute later, 30% an hour later.
+    Events are replayed in simulated-time order; labels go to POST /guard/feedback in bulk.
+    """
+    rng = np.random.default_rng(seed)
+    auth = {"Authorization": f"Bearer {r.feedback_token}"}
+    n_req = (n_good + n_bad) // rows
+    labels_due: list[tuple[float, int, dict[str, Any]]] = []  # (simulated time due, 1, feedback item)
+    t_change = 3.0 * (n_good // rows)
+    sent = answered = 0
+    caught_at: float | None = None
+    pending: list[dict[str, Any]] = []
+    for k in range(n_req):
+        now = 3.0 * k
+        # labels whose (simulated) time has come, in bulk
+        due = [x for x in labels_due if x[0] <= now]
+        labels_due = [x for x in labels_due if x[0] > now]
+        pending += [x[2] for x in due]
+        if len(pending) >= 50:
+            resp = r.session.post(f"{r.url}/guard/feedback", json={"items": pending}, headers=auth, timeout=30)
+            sent += sum(len(x["label"]) for x in pending)
+            answered += resp.json().get("kept", 0) if resp.status_code in (200, 422) else 0
+            pending = []
+            if caught_at is None and now > t_change:
+                chk = r.health()["checks"].get("performance.accuracy", {})
+                if chk.get("status") == "degraded":
+                    caught_at = now
+        i = int(rng.integers(len(r.X_test) - rows))
+        out = r.predict(r.X_test[i:i + rows]).json()
+        acc = 0.97 if now < t_change else 0.90
+        truth = [int(p) if rng.random() < acc else 1 - int(p) for p in out["label"]]
+        delay = 3600.0 if rng.random() < 0.3 else 60.0
+        labels_due.append((now + delay, 1, {"request_id": out["request_id"], "label": truth}))
+    rest = pending + [x[2] for x in sorted(labels_due, key=lambda x: x[0])]
+    for i in range(0, len(rest), 500):
+        resp = r.session.post(f"{r.url}/guard/feedback", json={"items": rest[i:i + 500]}, headers=auth, timeout=30)
+        sent += sum(len(x["label"]) for x in rest[i:i + 500])
+        answered += resp.json().get("kept", 0) if resp.status_code in (200, 422) else 0
+    # every label judged and counted (coverage and counts are refreshed every few seconds)
+    checks = wait_until(lambda: r.health()["checks"], 30, 0.2,
+                        until=lambda c: f"on all {sent})" in c.get("performance.accuracy", {}).get("reason", "")
+                        and c.get("performance.feedback", {}).get("details", {}).get("labels", 0) >= sent)
+    chk = checks.get("performance.accuracy", {})
+    est = checks.get("performance.estimate", {})
+    when = (f"caught {(caught_at - t_change) / 60:.0f} simulated minutes after the drop" if caught_at is not None
+            else "caught once the late labels arrived")
+    return Verdict(chk.get("status") == "degraded" and answered == sent,
+                   f"{answered}/{sent} labels kept; {when}\n      "
+                   f"performance.accuracy {chk.get('status')}: {chk.get('reason', 'no check')}\n      "
+                   f"performance.estimate {est.get('status')}: {est.get('reason', '')}")
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("normal traffic", "baseline", normal_traffic),
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
@@ -301,6 +360,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("feature store down", "software: downstream component outage", downstream_outage),
     Scenario("edge case", "ML: input unlike the training data (unit error x1000)", edge_case),
     Scenario("shifted stream", "data: distribution shift / train-serving skew", shifted_stream),
+    Scenario("accuracy drop", "ML: accuracy 0.97 -> 0.90, 30% of labels an hour late", accuracy_drop),
 ]
 
 
@@ -456,3 +516,73 @@ EXAMPLES: list[Example] = [
     Example("sentiment", "services.sentiment:SentimentAnalyzer", "analyze", "texts", subdir="sentiment",
             dir_env="GUARDED_SENTIMENT_DIR", data=_sentiment_data, scenarios=SENTIMENT_SCENARIOS),
 ]
+
+
+# -- the recommender example: a feedback loop forming ------------------------------------------
+
+def recommender_loop(url: str, token: str, *, window: int = 100, quiet_windows: int = 12, max_windows: int = 60,
+                     batch: int = 50, explore: float = 0.1, seed: int = 0,
+                     session: requests.Session | None = None) -> Verdict:
+    """Listeners of :mod:`services.songs` ask for songs; for ``quiet_windows`` windows their plays are not
+    reported (the model stays as trained), then every play is sent to ``POST /plays`` and the model retrains on
+    them (``GUARDED_RETRAIN_ON_PLAYS=1``): it shows what was played, which is played because it was shown.
+    Caught when ``loop.alarm`` turns degraded after the plays started, and not before."""
+    from services.songs import N_USERS, catalogue
+
+    cat = catalogue()
+    rng = np.random.default_rng(seed)
+    s = session or requests.Session()
+    auth = {"authorization": f"Bearer {token}"}
+    lists_per_window = window
+    sent = 0
+    onset = quiet_windows * lists_per_window
+    early: dict[str, Any] = {}
+
+    def loop_checks() -> dict[str, Any]:
+        checks = s.get(f"{url}/guard/health", timeout=10).json()["checks"]
+        return {k: v for k, v in checks.items() if k.startswith("loop.")}
+
+    while sent < max_windows * lists_per_window:
+        users = rng.integers(0, N_USERS, batch)
+        flags = (rng.random(batch) < explore).tolist()
+        resp = s.post(f"{url}/recommend", json={"user_ids": users.tolist(), "explore": flags, "k": 10}, timeout=30)
+        resp.raise_for_status()
+        body = resp.json()
+        sent += batch
+        if sent > onset:  # the play pipeline is live: report every play
+            plays = []
+            for row, (u, items) in enumerate(zip(users, body["items"])):
+                idx = np.array([int(x[5:]) for x in items])
+                hit = rng.random(len(idx)) < cat.play_probability(int(u), idx, np.arange(1, len(idx) + 1))
+                if hit.any():
+                    plays.append({"request_id": body["request_id"], "row": row, "explore": flags[row],
+                                  "songs": [items[j] for j in np.flatnonzero(hit)]})
+            if plays:
+                s.post(f"{url}/plays", json={"plays": plays}, headers=auth, timeout=30).raise_for_status()
+        if sent == onset:
+            early = wait_until(loop_checks, 15, 0.25,
+                               until=lambda c: c.get("loop.alarm", {}).get("details", {}).get("windows", 0)
+                               >= quiet_windows - 1)
+        if sent > onset and sent % (4 * lists_per_window) == 0:
+            got = loop_checks().get("loop.alarm", {})
+            if got.get("status") == "degraded":
+                break
+    checks = wait_until(loop_checks, 15, 0.25, until=lambda c: c.get("loop.alarm", {}).get("status") == "degraded")
+    alarm = checks.get("loop.alarm", {})
+    before = early.get("loop.alarm", {})
+    fired_at = alarm.get("details", {}).get("alarm_at")
+    quiet_ok = before.get("status") == "ok"
+    caught = quiet_ok and alarm.get("status") == "degraded" and (fired_at or 0) > quiet_windows
+    delay = (f"after {fired_at} judged windows, {fired_at - quiet_windows} of them with plays fed back"
+             if caught and fired_at else "not caught")
+    return Verdict(caught, f"{quiet_windows} quiet windows: loop.alarm {before.get('status')} "
+                   f"({before.get('reason', '')[:120]})\n      plays fed back from list {onset}: loop.alarm "
+                   f"{alarm.get('status')} {delay}:\n      {alarm.get('reason', '')}\n      "
+                   f"loop.exposure: {checks.get('loop.exposure', {}).get('reason', '')}\n      "
+                   f"loop.holdout {checks.get('loop.holdout', {}).get('status')}: "
+                   f"{checks.get('loop.holdout', {}).get('reason', '')}")
+
+
+#: The recommender's scenario (``services.recommender:SongService``, run by :func:`services.demo.run_recommender`).
+RECOMMENDER_SCENARIO = Scenario("recommender: feedback loop", "ML: degenerate feedback loop (retrained on its own "
+                                "plays)", lambda r: recommender_loop(r.url, r.token))  # type: ignore[attr-defined]

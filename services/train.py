@@ -34,6 +34,10 @@ import numpy as np
 from services.features import prepare
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "artifacts"
+# The example's demo signing key (``.key`` private 0600, ``.pub`` public), outside the artifact directory and
+# never committed. For a demo only: in production the private key stays with whoever releases models and the
+# public key is configured from somewhere the deployment cannot write.
+DEMO_KEY = Path(__file__).resolve().parent.parent / ".state" / "keys" / "demo-signing"
 MODEL_NAME, MODEL_VERSION = "breast_cancer", "1"
 #: Packages the pickled model needs at serving time, pinned in the manifest.
 MODEL_PACKAGES = ("scikit-learn", "numpy", "scipy")
@@ -69,11 +73,16 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0, key: Path | None = None) -> Pa
     return out
 
 
-def load_model(artifact_dir: Path = DEFAULT_DIR):
-    """The pickled model of ``artifact_dir``; a clear error when it was never trained."""
+def load_model(artifact_dir: Path = DEFAULT_DIR, *, read=None):
+    """The pickled model of ``artifact_dir``; a clear error when it was never trained.
+
+    ``read(path) -> bytes`` reads the file (``guard.open_artifact``: verified bytes, so a tampered
+    pickle is refused before it is unpickled); default: read it as is."""
     model_path = Path(artifact_dir) / "model.pkl"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path} not found: run `python -m services.train` first")
+    if read is not None:
+        return pickle.loads(read(model_path))
     with open(model_path, "rb") as fh:
         return pickle.load(fh)
 
@@ -92,15 +101,31 @@ def write_manifest(out: Path = DEFAULT_DIR, *, key: Path | None = None) -> Path:
     return man.save(out / "manifest.json")
 
 
+def demo_key() -> Path:
+    """The demo private key, generated once (0700 directory, 0600 key)."""
+    from guarded_serving.integrity.signing import generate_keypair
+
+    priv = DEMO_KEY.with_name(DEMO_KEY.name + ".key")
+    if not priv.exists():
+        DEMO_KEY.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        generate_keypair(DEMO_KEY)
+    return priv
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--key", type=Path, help="sign the manifest with this Ed25519 private key (PEM)")
+    ap.add_argument("--key", type=Path, help="sign the manifest with this Ed25519 private key (PEM); default: the "
+                    "demo key .state/keys/demo-signing.key, created if missing")
+    ap.add_argument("--unsigned", action="store_true", help="write an unsigned manifest (health then says degraded)")
     ap.add_argument("--no-examples", action="store_true",
                     help="only the tabular model (skip the digits and sentiment examples)")
     args = ap.parse_args(argv)
-    train(args.out, args.seed, args.key)
+    key = args.key
+    if key is None and not args.unsigned:
+        key = demo_key()
+    train(args.out, args.seed, key)
     if not args.no_examples:  # the image and text examples, in subdirectories (a few seconds)
         from services import train_digits, train_sentiment
 

@@ -7,7 +7,8 @@ Floors, bottom up (docs/architecture.md):
 1. ``call``, ``store``, ``settings``, ``worker``, ``_polling``
 2. ``component``, ``context``
 3. ``telemetry``, ``validation``, ``views``, ``outputs``
-4. the capability packages (``operational``, ``integrity``, ``edge_cases``, ``drift``)
+4. the capability packages (``operational``, ``integrity``, ``edge_cases``, ``drift``, ``performance``,
+   ``feedback_loops``)
 5. ``registry``, ``config``
 6. ``guard``
 7. ``serving``, ``cli``, ``testing``, ``__init__``, ``__main__``
@@ -28,12 +29,13 @@ FLOORS = {
     "call": 1, "store": 1, "settings": 1, "worker": 1, "_polling": 1, "_progress": 1, "arrival": 1,
     "component": 2, "context": 2,
     "telemetry": 3, "validation": 3, "views": 3, "outputs": 3,
-    "operational": 4, "integrity": 4, "edge_cases": 4, "drift": 4,
+    "operational": 4, "integrity": 4, "edge_cases": 4, "drift": 4, "performance": 4,
+    "feedback_loops": 4,
     "registry": 5, "config": 5,
     "guard": 6,
     "serving": 7, "cli": 7, "report": 7, "testing": 7, "": 7, "__main__": 7,
 }
-CAPABILITIES = {"operational", "integrity", "edge_cases", "drift"}
+CAPABILITIES = {"operational", "integrity", "edge_cases", "drift", "performance", "feedback_loops"}
 
 
 def _modules() -> dict[str, pathlib.Path]:

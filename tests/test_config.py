@@ -60,7 +60,8 @@ class TestSections:
                           hardware_interval_s=None)
         assert cfg.section("slo").latency_slo_ms == 20 and cfg.section("drift").drift_window == 300
         assert cfg.section("operational").hardware_interval_s is None and cfg.section("drift").enabled
-        assert set(cfg.sections) == {"slo", "integrity", "operational", "edge_cases", "output_check", "drift"}
+        assert set(cfg.sections) == {"slo", "integrity", "operational", "edge_cases", "output_check", "drift",
+                                     "performance", "feedback_loops"}
         assert cfg.guard.name == "m" and cfg.latency_slo_ms == 20 and cfg.drift is True
 
     def test_section_validates_itself(self):

@@ -21,4 +21,5 @@ def test_demo_catches_every_scenario(artifacts):
     assert "[CAUGHT] slow model calls" in out and "[CAUGHT] malformed input" in out
     assert "[CAUGHT] digits: blank images" in out and "[CAUGHT] sentiment: pasted HTML" in out
     assert "[CAUGHT] sentiment: blocked words" in out
+    assert "[CAUGHT] recommender: feedback loop" in out
     assert "guard health:" in out

@@ -56,7 +56,7 @@ class TestGuardChecks:
 
         g = Guard(name="m", components=[Extra()])
         rep = json.loads(json.dumps(g.health()))
-        assert set(rep["checks"]) == {"latency_slo", "model_errors", "extra.thing"}
+        assert set(rep["checks"]) == {"latency_slo", "model_errors", "integrity.manifest", "extra.thing"}
         assert rep["status"] == "ok" and rep["model"] == {"name": "m", "version": "0"}
 
     def test_few_calls_are_not_judged(self):

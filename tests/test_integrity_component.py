@@ -158,9 +158,12 @@ class TestServing:
         assert g.component("integrity")._worker is None
 
     def test_permissions_only_without_manifest(self, tmp_path):
-        """With writable_dirs and no manifest only the permission check runs."""
+        """With writable_dirs and no manifest the permission check runs, and the missing manifest is
+        said out loud (unavailable), not silent."""
         g = Guard(name="c", writable_dirs=(str(tmp_path / "state"),))
-        assert [k for k in g.health()["checks"] if k.startswith("integrity")] == ["integrity.permissions"]
+        checks = g.health()["checks"]
+        assert [k for k in checks if k.startswith("integrity")] == ["integrity.manifest", "integrity.permissions"]
+        assert checks["integrity.manifest"]["status"] == "unavailable"
 
 
 GUARD_AS_CHILD = """

@@ -127,7 +127,9 @@ def test_headers_go_to_the_declared_request_context():
 
     ctx = Ctx()
     predict(X, ctx=ctx)
-    assert ctx.response.headers == {"X-Test": "rows=3"}
+    rid = ctx.response.headers.pop("X-Request-Id")  # every call's request id comes back too
+    assert ctx.response.headers == {"X-Test": "rows=3"} and len(rid) == 49
     ctx2 = Ctx()
     predict(X, ctx2)  # positional too
+    assert ctx2.response.headers.pop("X-Request-Id") != rid
     assert ctx2.response.headers == {"X-Test": "rows=3"}

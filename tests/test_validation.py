@@ -17,7 +17,7 @@ def check(value, **kw):
     (None, "got NoneType"),
     ({"a": 1}, "got dict"),
     ([[1, 2], [3]], "ragged"),
-    ([["a", "b", "c"]], "expected numbers, got dtype <U1"),
+    ([["a", "b", "c"]], "row 0, column 0 is a string ('a'); expected numbers"),
     ([1.0, 2.0, 3.0], "expected a 2-D array (rows x features), got 1-D"),
     (np.ones((1, 3, 1)), "got 3-D"),
     ([], "empty batch"),

@@ -57,6 +57,12 @@ class DriftSettings(Section):
         vary together with unchanged marginals.
     drift_sequential_max_rows : int, default=100000
         Most pooled rows the sequential alarm reads per cycle.
+    drift_store_digits : int or None, default=None
+        Round input rows to this many significant digits before they are written to the store
+        (``None``: raw values). The store keeps the latest ``drift_retention_rows`` input rows,
+        model outputs and edge-case p-values per stream (oldest dropped first), nothing else;
+        where raw values are sensitive, 2 or 3 digits keep the window tests meaningful while
+        the exact rows are not kept.
     """
 
     section = "drift"
@@ -75,6 +81,7 @@ class DriftSettings(Section):
     drift_retention_rows: int = 100_000
     drift_joint_test: bool = True
     drift_sequential_max_rows: int = 100_000
+    drift_store_digits: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -99,6 +106,8 @@ class DriftSettings(Section):
         check_integer("drift_retention_rows", self.drift_retention_rows, lo=1)
         check_bool("drift_joint_test", self.drift_joint_test)
         check_integer("drift_sequential_max_rows", self.drift_sequential_max_rows, lo=1)
+        if self.drift_store_digits is not None:
+            check_integer("drift_store_digits", self.drift_store_digits, lo=1, hi=17)
 
 
 def from_config(section: DriftSettings, context: "GuardContext") -> Component | None:
@@ -112,7 +121,8 @@ def from_config(section: DriftSettings, context: "GuardContext") -> Component | 
                           sequential_alpha=section.sequential_alpha, interval_s=section.drift_interval_s,
                           buffer_rows=section.drift_buffer_rows, retention_rows=section.drift_retention_rows,
                           reference_path=section.drift_reference, joint_test=section.drift_joint_test,
-                          sequential_max_rows=section.drift_sequential_max_rows)
+                          sequential_max_rows=section.drift_sequential_max_rows,
+                          store_digits=section.drift_store_digits)
 
 
 DRIFT = Capability("drift", DriftSettings, from_config)  # type: ignore[arg-type]

@@ -115,10 +115,11 @@ class DriftComponent(Component):
                  joint_test: bool = True, sequential_max_rows: int = 100_000,
                  interval_s: float = 5.0, buffer_rows: int = 10_000, retention_rows: int = 100_000,
                  output_extractor: Callable[[Any], np.ndarray | None] = default_output_extractor,
-                 reference_path: str | os.PathLike[str] | None = None,
+                 reference_path: str | os.PathLike[str] | None = None, store_digits: int | None = None,
                  tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.reference = reference
         self.reference_path = reference_path
+        self.store_digits = store_digits
         self.feature_names = feature_names
         self.categorical = categorical
         self.reference_predictions = reference_predictions
@@ -433,7 +434,10 @@ class DriftComponent(Component):
             by_width.setdefault(it[0].shape[1], []).append(it)
         out = []
         for group in by_width.values():
-            streams: dict[str, np.ndarray] = {self._streams["inputs"]: np.concatenate([x for x, _, _ in group], axis=0)}
+            rows = np.concatenate([x for x, _, _ in group], axis=0)
+            if self.store_digits is not None:
+                rows = quantise(rows, self.store_digits)
+            streams: dict[str, np.ndarray] = {self._streams["inputs"]: rows}
             outs, pvs = [], []
             for x, result, pv in group:
                 if self._pd is not None:
@@ -637,3 +641,14 @@ def load_reference_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
         if "categorical" in keys:
             out["categorical"] = tuple(int(i) for i in z["categorical"])
     return out
+
+
+def quantise(x: np.ndarray, digits: int) -> np.ndarray:
+    """``x`` rounded to ``digits`` significant digits (NaN kept): what the store keeps when raw
+    values are sensitive (``drift_store_digits``). Window tests see the rounded values."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(np.isfinite(x) & (x != 0), np.floor(np.log10(np.abs(x))), 0.0)
+        scale = 10.0 ** (digits - 1 - mag)
+        out = np.round(x * scale) / scale
+    return np.where(np.isfinite(out), out, x)

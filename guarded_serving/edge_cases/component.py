@@ -144,8 +144,13 @@ class EdgeCaseComponent(Component):
         prof = self.profile_
         missing_ok = np.asarray(prof.missing_rate) > 0
         source = prof.path or "the edge-case profile"
+        boolean = np.zeros(prof.n_features, dtype=bool)
+        for col, (codes, _freqs) in prof.categories().items():
+            boolean[col] = len(codes) > 0 and bool(np.isin(codes, (0, 1)).all())
         schema = InputSchema(n_features=prof.n_features, feature_names=tuple(prof.feature_names),
-                             nan_allowed=missing_ok if missing_ok.any() else None, source=source, view=prof.view)
+                             nan_allowed=missing_ok if missing_ok.any() else None, source=source, view=prof.view,
+                             minimum=np.asarray(prof.arrays["minimum"], dtype=float),
+                             maximum=np.asarray(prof.arrays["maximum"], dtype=float), boolean=boolean)
         ref = ReferenceData(reference=np.asarray(prof.reference, dtype=float),
                             feature_names=list(prof.feature_names) or None, categorical=prof.categorical,
                             reference_predictions=prof.reference_predictions, source=source)

@@ -208,7 +208,10 @@ class Profile:
         data = buf.getvalue()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private: per-feature statistics
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.path = str(path)

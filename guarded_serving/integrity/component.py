@@ -40,6 +40,7 @@ from ..telemetry import attributes as A
 from ..worker import PeriodicWorker
 from .errors import IntegrityError, ManifestError
 from .manifest import Manifest
+from .ossf import ModelSignature, SignatureCheck
 from .permissions import PermissionProblem, check_permissions
 from .signing import load_public_key, verify_signature
 from .verify import ArtifactVerifier, Finding, VerificationReport, verify_preprocessing
@@ -70,6 +71,11 @@ class IntegrityGuard(Component):
         Seconds between background re-checks; 0 disables them.
     writable_dirs : iterable of path
         Directories the service must be able to write (state, logs).
+    require_signature : bool, default=False
+        An unsigned manifest, or a signature without a public key to check it, is a failure
+        (refused at startup under ``refuse``). Without it such a manifest is ``degraded``.
+    model_signature : ModelSignature, optional
+        An OpenSSF model signature (:mod:`.ossf`) verified at startup and in the background.
     """
 
     name = "integrity"
@@ -78,13 +84,18 @@ class IntegrityGuard(Component):
     def __init__(self, *, manifest: str | os.PathLike[str] | Manifest | None = None,
                  public_key: Any = None, root: str | os.PathLike[str] | None = None,
                  policy: str = "refuse", interval_s: float = 30.0,
-                 writable_dirs: Iterable[str | os.PathLike[str]] = ()) -> None:
+                 writable_dirs: Iterable[str | os.PathLike[str]] = (), require_signature: bool = False,
+                 model_signature: ModelSignature | None = None) -> None:
         self.manifest_source = manifest
         self.public_key = public_key
         self.root = root
         self.policy = policy
         self.interval_s = interval_s
         self.writable_dirs = tuple(Path(p) for p in writable_dirs)
+        self.require_signature = require_signature
+        self.model_signature = model_signature
+        self._ossf: SignatureCheck | None = None
+        self._signature_status = H.UNAVAILABLE
         self.manifest: Manifest | None = None
         self.verifier: ArtifactVerifier | None = None
         self._manifest_problem: str | None = None
@@ -108,6 +119,8 @@ class IntegrityGuard(Component):
             self._report = self.verifier.verify(full=True)
             self._checks_run = 1
             self._preprocessing = verify_preprocessing(self.verifier.manifest)
+        if self.model_signature is not None:
+            self._ossf = self.model_signature.verify()
         self._refresh_attrs()
         problems = self._problems()
         if problems:
@@ -134,11 +147,20 @@ class IntegrityGuard(Component):
             try:
                 kid = verify_signature(m, load_public_key(self.public_key))
                 self._signature_note = f"signature verified with key {kid}"
+                self._signature_status = H.OK
             except (IntegrityError, ManifestError) as exc:
                 self._manifest_problem = str(exc)
+                self._signature_note = "signature does not verify"
+                self._signature_status = H.FAILING
         else:
-            self._signature_note = ("signed, but no public key was given to check it" if m.signature
-                                    else "not signed")
+            self._signature_note = (
+                "signed, but no public key is configured to check the signature: an edited manifest "
+                "(digests changed to match tampered files) passes; set manifest_public_key" if m.signature
+                else "not signed: anyone who can write the manifest can make tampered files pass; sign it "
+                     "(guarded-serving manifest create --key) and set manifest_public_key")
+            self._signature_status = H.FAILING if self.require_signature else H.DEGRADED
+            if self.require_signature:
+                self._manifest_problem = f"require_signature is set but the manifest is {self._signature_note}"
         self.manifest = m
         self.verifier = ArtifactVerifier(m, self.root)
 
@@ -149,6 +171,8 @@ class IntegrityGuard(Component):
         out = []
         if self._manifest_problem:
             out.append(self._manifest_problem)
+        if self._ossf is not None and not self._ossf.ok:
+            out.append(self._ossf.reason)
         out.extend(str(p) for p in self._permission_problems)
         out.extend(str(f) for f in self._all_findings())
         return out
@@ -164,14 +188,15 @@ class IntegrityGuard(Component):
             self._attrs = {}
             return
         verified = (not self._manifest_problem and self._report is not None and self._report.ok
-                    and not self._preprocessing)
+                    and not self._preprocessing and (self._ossf is None or self._ossf.ok))
         self._attrs = {A.ARTIFACT_DIGEST: self.verifier.digest,  # type: ignore[union-attr]
                        A.ARTIFACT_MANIFEST_VERSION: self.manifest.model_version,
                        A.ARTIFACT_VERIFIED: verified}
 
     # -- background re-check ----------------------------------------------------------
     def start(self) -> None:
-        if self.verifier is None or self.interval_s <= 0 or (self._worker is not None and self._worker.running):
+        if (self.verifier is None and self.model_signature is None) or self.interval_s <= 0 or (
+                self._worker is not None and self._worker.running):
             return
         self._worker = PeriodicWorker("integrity", self.recheck, self.interval_s, join_timeout_s=10, weak=True).start()
 
@@ -180,10 +205,19 @@ class IntegrityGuard(Component):
             self._worker.stop()
             self._worker = None
 
-    def recheck(self, *, full: bool = False) -> VerificationReport:
-        """One re-verification (what the background thread runs); returns its report."""
+    def recheck(self, *, full: bool = False) -> VerificationReport | None:
+        """One re-verification (what the background thread runs): the manifest's files (stat
+        first, re-hash on change) and the OpenSSF model signature (a full pass); returns the
+        manifest's report (None without a manifest)."""
+        if self.model_signature is not None:
+            was = self._ossf is None or self._ossf.ok
+            self._ossf = self.model_signature.verify()
+            if was and not self._ossf.ok:
+                _log.error("%s", self._ossf.reason)
         if self.verifier is None:
-            raise RuntimeError("no manifest configured")
+            if self.model_signature is None:
+                raise RuntimeError("no manifest configured")
+            return None
         was_ok = self._report is None or self._report.ok
         rep = self.verifier.verify(full=full)
         self._report = rep
@@ -195,6 +229,26 @@ class IntegrityGuard(Component):
             _log.warning("artifacts match the manifest again")
         return rep
 
+    # -- loading artifacts ---------------------------------------------------------------
+    def open_artifact(self, path: str | os.PathLike[str]) -> bytes:
+        """The bytes of the artifact at ``path``, read once and checked against the manifest.
+
+        Load the model from these bytes (``pickle.loads(guard.open_artifact(p))``): what is
+        deserialised is exactly what was verified. A file that does not match, that the
+        manifest does not list, or a manifest that failed (signature, ``require_signature``)
+        raises :class:`IntegrityError` under every policy, so a tampered pickle never runs.
+        Without a manifest the file is read as is (health says ``integrity.manifest``
+        unavailable).
+        """
+        if self._manifest_problem:
+            raise IntegrityError(f"refusing to load {path}: the manifest failed: {self._manifest_problem}")
+        if self._ossf is not None and not self._ossf.ok:
+            raise IntegrityError(f"refusing to load {path}: {self._ossf.reason}")
+        if self.verifier is None:
+            with open(path, "rb") as fh:
+                return fh.read()
+        return self.verifier.read_verified(path)
+
     # -- read side ------------------------------------------------------------------
     def span_attributes(self) -> Mapping[str, Any]:
         return self._attrs
@@ -202,13 +256,36 @@ class IntegrityGuard(Component):
     def checks(self) -> Iterable[H.CheckResult]:
         out: list[H.CheckResult] = []
         m = self.manifest
-        if self.manifest_source is not None:
-            if self._manifest_problem:
-                out.append(H.CheckResult("integrity.manifest", H.FAILING, self._manifest_problem,
-                                         {"manifest": str(self.manifest_source)}))
-            else:
-                out.append(H.CheckResult("integrity.manifest", H.OK, f"manifest {m.source} loaded; "  # type: ignore[union-attr]
-                                         f"{self._signature_note}", self._manifest_details()))
+        if self.manifest_source is None:
+            out.append(H.CheckResult(
+                "integrity.manifest", H.UNAVAILABLE,
+                "no deployment manifest configured: the model files, their dependencies and the "
+                "preprocessing code are not verified" + ("" if self.model_signature is None else
+                                                          " (an OpenSSF model signature is checked)"),
+                affects_readiness=False))
+        elif self._manifest_problem:
+            out.append(H.CheckResult("integrity.manifest", H.FAILING, self._manifest_problem,
+                                     {"manifest": str(self.manifest_source)}))
+        else:
+            out.append(H.CheckResult("integrity.manifest", H.OK, f"manifest {m.source} loaded; "  # type: ignore[union-attr]
+                                     f"{self._signature_note}", self._manifest_details()))
+        if m is not None and self._signature_status != H.OK:
+            out.append(H.CheckResult(
+                "integrity.signature", self._signature_status,
+                f"manifest {m.source or ''} is {self._signature_note}" if self._signature_status != H.FAILING
+                or self.public_key is None else f"manifest signature: {self._manifest_problem}",
+                {"signed": m.signature is not None, "public_key": self.public_key is not None,
+                 "require_signature": self.require_signature}))
+        elif m is not None:
+            out.append(H.CheckResult("integrity.signature", H.OK, self._signature_note,
+                                     {"signed": True, "public_key": True}))
+        if self._ossf is not None:
+            sig = self.model_signature
+            out.append(H.CheckResult("integrity.model_signature", H.OK if self._ossf.ok else H.FAILING,
+                                     self._ossf.reason,
+                                     {"model_dir": str(sig.model_dir), "signature": str(sig.signature),  # type: ignore[union-attr]
+                                      "last_check_unix": self._ossf.checked_at,
+                                      "last_check_s": round(self._ossf.duration_s, 4)}))
         if self._report is not None:
             rep = self._report
             details = {**self._manifest_details(), "files_checked": rep.files_checked,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import IntegrityError
 from .fingerprint import fingerprint
 from .hashing import FileDigest, StatKey, iter_tree, sha256_file, stat_key
 from .manifest import Artifact, Manifest
@@ -101,6 +102,43 @@ class ArtifactVerifier:
     def paths(self) -> list[Path]:
         """Absolute paths of every artifact (files and directories)."""
         return [self.resolve(a) for a in self.manifest.artifacts]
+
+    def expected(self, path: str | os.PathLike[str]) -> tuple[str, FileDigest] | None:
+        """``(display path, digest)`` the manifest records for the file at ``path``, or None when
+        ``path`` is not one of its artifacts (compared after resolving links and ``..``)."""
+        target = Path(path).resolve()
+        for art in self.manifest.artifacts:
+            base = self.resolve(art).resolve()
+            if art.type == "file":
+                if base == target:
+                    return art.path, FileDigest(art.sha256, art.size)
+            elif target.is_relative_to(base):
+                rel = target.relative_to(base).as_posix()
+                fd = (art.files or {}).get(rel)
+                if fd is not None:
+                    return f"{art.path.rstrip('/')}/{rel}", fd
+        return None
+
+    def read_verified(self, path: str | os.PathLike[str]) -> bytes:
+        """The bytes of ``path``, read once and hashed: returned only when they are the bytes the
+        manifest records, so what is deserialised is what was verified (nothing can be swapped in
+        between). Raises :class:`IntegrityError` otherwise, before anything is deserialised."""
+        import hashlib
+
+        exp = self.expected(path)
+        if exp is None:
+            raise IntegrityError(
+                f"{path} is not an artifact of manifest {self.manifest.source or '(in memory)'} (artifacts resolve "
+                f"against {self.root}): refusing to load a file the guard does not verify; point the manifest "
+                f"(or artifact_root) at the directory the model is loaded from")
+        shown, digest = exp
+        with open(path, "rb") as fh:
+            data = fh.read()
+        found = FileDigest(hashlib.sha256(data).hexdigest(), len(data))
+        if found != digest:
+            finding = Finding(shown, MODIFIED, digest, found, str(path))
+            raise IntegrityError(f"refusing to load {path}: {finding}", findings=[finding])
+        return data
 
     def verify(self, *, full: bool = True) -> VerificationReport:
         """Check every artifact; ``full=False`` re-hashes only files whose stat changed."""

@@ -56,6 +56,11 @@ class SloSettings(Section):
         replica that is slow because it is loaded only moves its load to the others when
         taken out of rotation (and the request time includes queueing); burn rates are for
         alerting.
+    error_rate_gates_readiness : bool, default=False
+        Whether a ``failing`` model-error rate makes the service not ready. Off by default:
+        the check turns ``failing`` (health ``degraded`` overall, and an alert) but a replica
+        taken out of rotation does not fix a model bug, and when clients can cause the errors
+        every replica behind a load balancer would go together.
     slo_measure : {"request", "model"}, default="request"
         What the budget applies to: the caller's wait, from the request's arrival (queueing
         and parsing included; needs a serving integration that marks arrivals, e.g.
@@ -74,9 +79,11 @@ class SloSettings(Section):
     latency_window: int = 4096
     slo_measure: str = "request"
     slo_gates_readiness: bool = False
+    error_rate_gates_readiness: bool = False
 
     def __post_init__(self) -> None:
         check_bool("slo_gates_readiness", self.slo_gates_readiness)
+        check_bool("error_rate_gates_readiness", self.error_rate_gates_readiness)
         if self.slo_measure not in ("request", "model"):
             fail("slo_measure", self.slo_measure, "'request' (the caller's wait) or 'model' (the model call)")
         check_number("latency_slo_ms", self.latency_slo_ms, lo=0, lo_open=True, valid="a number > 0 (milliseconds)")
@@ -143,6 +150,9 @@ class OperationalSettings(Section):
         Recent model latencies the latency-trend test reads (``None``: no trend test).
     trend_alpha : float, default=0.001
         False-alarm level of one trend test (Mann-Kendall on block medians).
+    exit_with_parent : bool, default=False
+        Watch the parent process (:mod:`.parent`): when it dies (``kill -9`` of ``bentoml serve``)
+        this worker stops serving and exits, freeing the port. Turn it on in serving workers.
     """
 
     section = "operational"
@@ -163,13 +173,14 @@ class OperationalSettings(Section):
     gc_cause_share: float = 0.5
     trend_window: int | None = 1024
     trend_alpha: float = 0.001
+    exit_with_parent: bool = False
 
     @property
     def enabled(self) -> bool:
         return self.operational
 
     def __post_init__(self) -> None:
-        for name in ("operational", "gc_tracking"):
+        for name in ("operational", "gc_tracking", "exit_with_parent"):
             check_bool(name, getattr(self, name))
         if self.hardware_interval_s is not None:
             check_number("hardware_interval_s", self.hardware_interval_s, lo=0.01, hi=3600,

@@ -36,6 +36,7 @@ from ..health import CheckResult
 from ..keys import PINNED_PACKAGES, SLO_VIOLATED
 from ..telemetry import attributes as A
 from ..worker import PeriodicWorker
+from .parent import ParentWatch
 from .causes import UNKNOWN, explain
 from .dependencies import DependencyChecker
 from .downstream import DownstreamProber, Probe
@@ -105,10 +106,12 @@ class OperationalHealth(Component):
                  dependency_interval_s: float = 300.0, import_timeout_s: float = 30.0,
                  probes: Sequence[Any] = (), probe_backoff_max_s: float = 60.0, gc_tracking: bool = True,
                  readiness_policy: Mapping[str, bool] | None = None, gc_cause_share: float = 0.5,
-                 trend_window: int | None = 1024, trend_alpha: float = 0.001) -> None:
+                 trend_window: int | None = 1024, trend_alpha: float = 0.001,
+                 exit_with_parent: bool = False) -> None:
         if thresholds is None or isinstance(thresholds, Mapping):
             thresholds = Thresholds().with_overrides(thresholds or {})
         self.thresholds = thresholds
+        self.parent_watch = ParentWatch() if exit_with_parent else None
         self.hardware_interval_s = hardware_interval_s
         self._providers = providers
         self.disk_paths = tuple(disk_paths)
@@ -158,7 +161,8 @@ class OperationalHealth(Component):
                            for p in cfg.probes],
                    probe_backoff_max_s=cfg.probe_backoff_max_s, gc_tracking=cfg.gc_tracking,
                    readiness_policy=cfg.readiness_policy, gc_cause_share=cfg.gc_cause_share,
-                   trend_window=cfg.trend_window, trend_alpha=cfg.trend_alpha)
+                   trend_window=cfg.trend_window, trend_alpha=cfg.trend_alpha,
+                   exit_with_parent=cfg.exit_with_parent)
 
     # -- lifecycle ----------------------------------------------------------------------
     def bind(self, context: "GuardContext") -> None:
@@ -180,6 +184,8 @@ class OperationalHealth(Component):
 
     def start(self) -> None:
         self._started = True
+        if self.parent_watch is not None:
+            self.parent_watch.start()
         if self.gc is not None:
             self.gc.install()
         if self.hardware_interval_s is not None and (self.sampler is None or not self.sampler.running):
@@ -205,6 +211,8 @@ class OperationalHealth(Component):
 
     def stop(self) -> None:
         self._started = False
+        if self.parent_watch is not None:
+            self.parent_watch.stop()
         if self._trend_worker is not None:
             self._trend_worker.stop()
             self._trend_worker = None

@@ -140,17 +140,19 @@ def latency_check(s: LatencySnapshot, cfg: Any, model: LatencySnapshot | None = 
 
 
 def error_check(s: LatencySnapshot, cfg: Any) -> H.CheckResult:
-    """``model_errors``: the share of calls that raised over the short window."""
+    """``model_errors``: the share of calls that raised over the short window (client errors,
+    4xx, are not counted). It gates readiness only with ``error_rate_gates_readiness``."""
+    gates = bool(getattr(cfg, "error_rate_gates_readiness", False))
     short = cfg.burn_rate_windows_s[0]
     n, e, rate = s.window_calls[0], s.window_errors[0], s.error_rates[0]
     details = {"window_s": short, "window_calls": n, "window_errors": e, "error_rate": rate,
                "errors_total": s.errors}
     if n < cfg.min_window_calls:
         return H.CheckResult("model_errors", H.OK, f"{e} errors in {n} calls in the last {short} s "
-                             f"(fewer than {cfg.min_window_calls} calls: not judged)", details)
+                             f"(fewer than {cfg.min_window_calls} calls: not judged)", details, gates)
     text = f"{e} of {n} calls in the last {short} s raised ({rate:.1%})"
     if rate >= cfg.error_rate_failing:
-        return H.CheckResult("model_errors", H.FAILING, text, details)
+        return H.CheckResult("model_errors", H.FAILING, text, details, gates)
     if rate >= cfg.error_rate_degraded:
-        return H.CheckResult("model_errors", H.DEGRADED, text, details)
-    return H.CheckResult("model_errors", H.OK, text, details)
+        return H.CheckResult("model_errors", H.DEGRADED, text, details, gates)
+    return H.CheckResult("model_errors", H.OK, text, details, gates)

@@ -20,8 +20,13 @@ from ..telemetry.tracing import register_provider_resolver
 if TYPE_CHECKING:
     from ..guard import Guard
 
-__all__ = ["RequestTiming", "bentoml_tracer_provider", "health_app", "in_bentoml_worker", "json_safe",
-           "tracing_config_from_env"]
+__all__ = ["FEEDBACK_TOKEN_ENV", "HEALTH_TOKEN_ENV", "RequestTiming", "bentoml_tracer_provider", "feedback_response", "health_app",
+           "in_bentoml_worker", "json_safe", "tracing_config_from_env"]
+
+#: Environment variable holding the token the feedback endpoint requires (unset: feedback refused).
+FEEDBACK_TOKEN_ENV = "GUARDED_FEEDBACK_TOKEN"
+#: Most items one feedback request may carry.
+FEEDBACK_MAX_ITEMS = 100_000
 
 _log = logging.getLogger("guarded_serving.serving")
 _lookup_failed = False
@@ -127,24 +132,116 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def health_app(guard: "Guard") -> Any:
-    """A small ASGI app exposing the guard: ``GET /health`` and ``GET /stats``.
+def _token_ok(headers: Mapping[str, str], expected: str | None) -> bool:
+    import hmac
+
+    if not expected:
+        return False
+    auth = headers.get("authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-feedback-token", "")
+    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def feedback_response(guard: "Guard", body: Any, headers: Mapping[str, str],
+                      token: str | None = None) -> tuple[int, dict[str, Any]]:
+    """``(HTTP status, JSON body)`` of a feedback request, framework-free.
+
+    ``headers`` (lower-case names) must carry the token (``Authorization: Bearer <token>`` or
+    ``X-Feedback-Token``) equal to ``token`` (default ``$GUARDED_FEEDBACK_TOKEN``); without a
+    token configured on the server every request is refused (401), so nobody can poison the
+    labels. ``body`` is one item ``{"request_id", "label"[, "row"]}`` (answered with that
+    item's status: 200 recorded or unchanged, 202 pending, 404 unknown, 409 conflict, 410
+    expired, 422 wrong label, 400 malformed), or ``{"items": [...]}`` / a list (bulk: 200 when
+    every item was kept, else the status the rejected items share, or 422 when they differ;
+    the kept items are stored either way and every item's result is listed).
+    """
+    expected = token if token is not None else os.environ.get(FEEDBACK_TOKEN_ENV)
+    if not _token_ok(headers, expected):
+        why = ("feedback is refused: the server has no token (set " + FEEDBACK_TOKEN_ENV + ")") if not expected \
+            else "a valid feedback token is required (Authorization: Bearer <token>)"
+        return 401, {"error": why}
+    single = isinstance(body, dict) and "items" not in body
+    items = [body] if single else body.get("items") if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        return 400, {"error": "expected {'request_id': ..., 'label': ...}, {'items': [...]} or a list of items"}
+    if len(items) > FEEDBACK_MAX_ITEMS:
+        return 413, {"error": f"{len(items)} items in one request: at most {FEEDBACK_MAX_ITEMS}"}
+    try:
+        results = guard.record_feedback_many(items)
+    except Exception as exc:  # the guard has no performance capability, or the store failed
+        from ..errors import ConfigError
+
+        return (404 if isinstance(exc, ConfigError) else 503), {"error": f"{type(exc).__name__}: {exc}"}
+    out = [r.to_dict() for r in results]
+    if single and len(results) == 1:
+        return results[0].http_status, json_safe(out[0])
+    bad = {r.http_status for r in results if not r.ok}
+    code = 200 if not bad else bad.pop() if len(bad) == 1 else 422
+    return code, json_safe({"results": out, "kept": sum(r.ok for r in results),
+                            "rejected": sum(not r.ok for r in results)})
+
+
+HEALTH_TOKEN_ENV = "GUARDED_HEALTH_TOKEN"
+
+
+def health_app(guard: "Guard", *, token: str | None = None, token_env: str = HEALTH_TOKEN_ENV) -> Any:
+    """A small ASGI app exposing the guard: ``GET /health``, ``GET /stats`` and ``POST /feedback``.
 
     Mount it on a service with ``@bentoml.asgi_app(health_app(guard), path="/guard")``.
     ``/health`` answers 200 while the guard is ready and 503 when a
-    readiness-gating check is failing, with the full report as JSON either way.
-    Both describe the worker that answers (state is per process).
+    readiness-gating check is failing. Both describe the worker that answers (state is per process).
+
+    With a token (``token``, else the environment variable ``token_env``, read when a request
+    comes), anonymous callers get the status only (``{"status", "ready"}``); the details (check
+    reasons, paths, package versions, the worker's pid, per-feature statistics of the traffic)
+    need ``Authorization: Bearer <token>`` (or ``X-Guard-Token``). Without a token configured
+    the details are public, as in development; set one in production.
+
+    ``/feedback`` records true outcomes by request id (:func:`feedback_response`); it needs its own
+    token, ``$GUARDED_FEEDBACK_TOKEN``, and refuses every request (401) when none is set.
     """
+    import hmac
+
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    def authorised(request: Any) -> bool:
+        secret = token if token is not None else os.environ.get(token_env)
+        if not secret:
+            return True
+        given = request.headers.get("x-guard-token") or ""
+        auth = request.headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), secret.encode())
+
     async def health(request: Any) -> JSONResponse:
         report = guard.health()
-        return JSONResponse(json_safe(report), status_code=200 if report["ready"] else 503)
+        code = 200 if report["ready"] else 503
+        if not authorised(request):
+            return JSONResponse({"status": report["status"], "ready": report["ready"]}, status_code=code)
+        return JSONResponse(json_safe(report), status_code=code)
 
     async def stats(request: Any) -> JSONResponse:
+        if not authorised(request):
+            report = guard.health()
+            return JSONResponse({"status": report["status"], "ready": report["ready"]})
         return JSONResponse(json_safe(guard.stats()))
 
+    async def feedback(request: Any) -> JSONResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if not _token_ok(headers, os.environ.get(FEEDBACK_TOKEN_ENV)):
+            code, body = feedback_response(guard, None, headers)  # the 401, before reading the body
+            return JSONResponse(body, status_code=code)
+        try:
+            payload = await request.json()
+        except ValueError as exc:
+            return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
+        code, body = await run_in_threadpool(feedback_response, guard, payload, headers)
+        return JSONResponse(body, status_code=code)
+
     return Starlette(routes=[Route("/health", health, methods=["GET"]),
-                             Route("/stats", stats, methods=["GET"])])
+                             Route("/stats", stats, methods=["GET"]),
+                             Route("/feedback", feedback, methods=["POST"])])

@@ -24,6 +24,8 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from ._private import private_file
 from typing import Sequence
 
 import numpy as np
@@ -79,7 +81,10 @@ class SQLiteWindowStore(WindowStore):
         # A connection must not cross fork(): reopen in a child process.
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            private_file(self.path)  # 0600 in a 0700 directory, before SQLite writes a row
+        except OSError:  # a read-only or missing directory: SQLite's own error (and its reason) follows
+            pass
         conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_ms / 1000.0,
                                isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")

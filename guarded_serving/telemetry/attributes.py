@@ -13,6 +13,8 @@ guard.slo.violated         bool     the call took longer than the budget
 guard.outcome              str      ok | error | invalid_input | rejected
 guard.batch_size           int      rows in the call's input matrix
 guard.anomalous            bool     errored, breached the SLO, or was flagged
+guard.request_id           str      the call's request id (X-Request-Id): feedback joins it later,
+                                    the span itself is never changed after the fact
 guard.forced_export        bool     the call's trace was sampled out, and this span
                                     was exported anyway because the call was anomalous
 guard.input.problem        str      why the input was refused (invalid_input only)
@@ -81,6 +83,7 @@ SLO_VIOLATED = "guard.slo.violated"
 OUTCOME = "guard.outcome"
 BATCH_SIZE = "guard.batch_size"
 ANOMALOUS = "guard.anomalous"
+REQUEST_ID = "guard.request_id"
 FORCED_EXPORT = "guard.forced_export"
 INPUT_PROBLEM = "guard.input.problem"
 ERROR_TYPE = "error.type"

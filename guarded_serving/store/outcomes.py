@@ -1,0 +1,346 @@
+"""Predictions and their true outcomes (labels), joined by request id.
+
+A *prediction record* is what the guard keeps of one answered row to judge it later: its
+request id and row, when it was made, the model version, a segment key the user chose, the
+task (``classification`` or ``regression``), the predicted class or value, the output view
+(class probabilities, confidence) and optionally the input row. A *label* is the true outcome
+of one ``(request_id, row)``, sent later by whoever learns it.
+
+The two arrive in any order: a label whose prediction is not stored yet (still in a worker's
+buffer) is kept *pending* and joined when the prediction is flushed. Each joined label gets a
+sequence number in join order, so a reader can consume the stream of outcomes incrementally
+(:meth:`OutcomeStore.outcomes_after`) and every worker sees the same order.
+
+:class:`SQLiteOutcomeStore` keeps them in one SQLite file (WAL): a label is committed before
+its feedback call answers, so it survives a restart and a ``kill -9`` of the server. Retention
+is by time: predictions older than ``retention_s`` are deleted with their labels; pending
+labels older than ``pending_s`` are dropped (and counted).
+:class:`~guarded_serving.store.outcomes_redis.RedisOutcomeStore` keeps them in Redis, for many hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+__all__ = ["LabelOutcome", "OutcomeStore", "PredictionRecord", "SQLiteOutcomeStore"]
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One answered row, as stored for joining with its label later."""
+
+    request_id: str
+    row: int
+    ts: float                     # unix seconds when it was answered
+    version: str
+    segment: str
+    kind: str                     # "classification" or "regression"
+    predicted: float | None       # class index or value; None when the row got no answer
+    view: bytes | None = None     # float64 output-view columns (class probabilities, ...)
+    inputs: bytes | None = None   # float64 input row, when inputs are kept
+
+
+@dataclass(frozen=True)
+class LabelOutcome:
+    """What became of one label sent to :meth:`OutcomeStore.add_labels`.
+
+    ``status`` is ``recorded`` (joined to its prediction), ``pending`` (kept; its prediction
+    is not stored yet), ``unchanged`` (the same label again), ``conflict`` (a different label
+    was recorded first: ``existing``), ``invalid`` (wrong type for the prediction: ``problem``)
+    or ``unknown`` (no prediction, and the caller did not allow pending).
+    """
+
+    status: str
+    existing: float | None = None
+    problem: str | None = None
+    kind: str | None = None
+
+
+class OutcomeStore(ABC):
+    """Predictions and labels, joined by ``(request_id, row)``."""
+
+    @abstractmethod
+    def add_predictions(self, records: Sequence[PredictionRecord]) -> int:
+        """Store records (a record already stored is ignored) and join pending labels; return
+        how many labels were joined."""
+
+    @abstractmethod
+    def add_labels(self, items: Sequence[tuple[str, int, float, bool]],
+                   validate: Callable[[str | None, float], str | None], now: float | None = None
+                   ) -> list[LabelOutcome]:
+        """Record labels ``(request_id, row, label, pending_ok)`` in one transaction.
+
+        ``validate(kind, label)`` returns why a label is wrong for a prediction of ``kind``
+        (None: fine); it is called with the stored prediction's kind, or with None for a
+        pending label. Returns one :class:`LabelOutcome` per item, in order.
+        """
+
+    @abstractmethod
+    def outcomes_after(self, seq: int, limit: int) -> list[tuple]:
+        """Joined outcomes with a sequence number above ``seq``, in join order: tuples
+        ``(seq, version, segment, kind, predicted, label, pred_ts, label_ts, view)``."""
+
+    @abstractmethod
+    def coverage(self) -> list[tuple]:
+        """``(version, segment, predicted class or None, n_predictions, n_labelled)`` over stored predictions
+        (regressors: one row per version and segment, predicted None)."""
+
+    @abstractmethod
+    def latest(self, version: str, n: int) -> list[tuple]:
+        """The latest ``n`` predictions of ``version``: ``(ts, segment, predicted, view, label or None)``."""
+
+    @abstractmethod
+    def expire(self, now: float | None = None) -> dict[str, int]:
+        """Apply retention; return ``{"predictions": n, "labels": n, "pending_dropped": n}`` removed."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """``predictions``, ``labels``, ``pending`` stored now and ``pending_dropped`` ever."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def verify(self) -> None:
+        """Raise ``ConfigError`` when the configuration can never work (refused credentials)."""
+
+    def close(self) -> None:
+        """Release connections (idempotent)."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    request_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    version TEXT NOT NULL,
+    segment TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    predicted REAL,
+    view BLOB,
+    inputs BLOB,
+    PRIMARY KEY (request_id, row)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions(ts);
+CREATE INDEX IF NOT EXISTS predictions_version_ts ON predictions(version, ts);
+CREATE TABLE IF NOT EXISTS labels (
+    request_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    label REAL NOT NULL,
+    ts REAL NOT NULL,            -- when it was received
+    seq INTEGER,                 -- join order; NULL while its prediction is not stored (pending)
+    PRIMARY KEY (request_id, row)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS labels_seq ON labels(seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class SQLiteOutcomeStore(OutcomeStore):
+    """Predictions and labels in one SQLite file (WAL; safe for the workers of one host).
+
+    Parameters
+    ----------
+    path : str or Path
+        The database file; its directory is created if missing.
+    retention_s : float, default=7 days
+        Predictions (and their labels) older than this are deleted by :meth:`expire`.
+    pending_s : float, default=3600
+        How long a label waits for its prediction before it is dropped.
+    busy_timeout_ms : int, default=10000
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, retention_s: float = 7 * 86400.0,
+                 pending_s: float = 3600.0, busy_timeout_ms: int = 10_000) -> None:
+        if not retention_s > 0:
+            raise ValueError(f"retention_s={retention_s!r} is invalid: expected seconds > 0")
+        self.path = Path(path)
+        self.retention_s = float(retention_s)
+        self.pending_s = float(pending_s)
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_ms / 1000.0, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+        conn.executescript(_SCHEMA)
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _txn(self, fn: Callable[[sqlite3.Connection], object]) -> object:
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._connect().execute(sql, args).fetchall()
+
+    @staticmethod
+    def _next_seq(conn: sqlite3.Connection, n: int) -> int:
+        """Reserve ``n`` sequence numbers; return the first."""
+        conn.execute("INSERT INTO meta(key, value) VALUES('seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                     "value = value + excluded.value", (n,))
+        return int(conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) - n + 1
+
+    # -- writes --------------------------------------------------------------------------
+    def add_predictions(self, records: Sequence[PredictionRecord]) -> int:
+        if not records:
+            return 0
+
+        def txn(conn: sqlite3.Connection) -> int:
+            conn.executemany(
+                "INSERT OR IGNORE INTO predictions(request_id, row, ts, version, segment, kind, predicted, view, "
+                "inputs) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(r.request_id, r.row, r.ts, r.version, r.segment, r.kind, r.predicted, r.view, r.inputs)
+                 for r in records])
+            return self._join_pending(conn)
+
+        return int(self._txn(txn))  # type: ignore[arg-type]
+
+    def _join_pending(self, conn: sqlite3.Connection) -> int:
+        waiting = conn.execute(
+            "SELECT l.request_id, l.row FROM labels l JOIN predictions p USING(request_id, row) "
+            "WHERE l.seq IS NULL ORDER BY l.ts").fetchall()
+        if not waiting:
+            return 0
+        first = self._next_seq(conn, len(waiting))
+        conn.executemany("UPDATE labels SET seq=? WHERE request_id=? AND row=?",
+                         [(first + i, rid, row) for i, (rid, row) in enumerate(waiting)])
+        return len(waiting)
+
+    def add_labels(self, items: Sequence[tuple[str, int, float, bool]],
+                   validate: Callable[[str | None, float], str | None], now: float | None = None
+                   ) -> list[LabelOutcome]:
+        ts = time.time() if now is None else float(now)
+
+        def txn(conn: sqlite3.Connection) -> list[LabelOutcome]:
+            out: list[LabelOutcome] = []
+            joined: list[tuple[str, int]] = []
+            seen: dict[tuple[str, int], float] = {}
+            for rid, row, label, pending_ok in items:
+                key = (rid, row)
+                prior = seen.get(key)
+                if prior is None:
+                    got = conn.execute("SELECT label FROM labels WHERE request_id=? AND row=?", key).fetchone()
+                    prior = None if got is None else float(got[0])
+                pred = conn.execute("SELECT kind FROM predictions WHERE request_id=? AND row=?", key).fetchone()
+                kind = None if pred is None else str(pred[0])
+                if pred is None:
+                    rows = int(conn.execute("SELECT COUNT(*) FROM predictions WHERE request_id=?",
+                                            (rid,)).fetchone()[0])
+                    if rows:
+                        out.append(LabelOutcome("invalid", problem=f"row {row} does not exist: the request had "
+                                                f"{rows} row(s)"))
+                        continue
+                    if not pending_ok:
+                        out.append(LabelOutcome("unknown"))
+                        continue
+                problem = validate(kind, label)
+                if problem is not None:
+                    out.append(LabelOutcome("invalid", problem=problem, kind=kind))
+                    continue
+                if prior is not None:
+                    out.append(LabelOutcome("unchanged" if prior == label else "conflict", existing=prior, kind=kind))
+                    continue
+                conn.execute("INSERT INTO labels(request_id, row, label, ts, seq) VALUES (?,?,?,?,NULL)",
+                             (rid, row, label, ts))
+                seen[key] = label
+                if pred is not None:
+                    joined.append(key)
+                out.append(LabelOutcome("recorded" if pred is not None else "pending", kind=kind))
+            if joined:
+                first = self._next_seq(conn, len(joined))
+                conn.executemany("UPDATE labels SET seq=? WHERE request_id=? AND row=?",
+                                 [(first + i, rid, row) for i, (rid, row) in enumerate(joined)])
+            return out
+
+        return self._txn(txn)  # type: ignore[return-value]
+
+    def expire(self, now: float | None = None) -> dict[str, int]:
+        t = time.time() if now is None else float(now)
+
+        def txn(conn: sqlite3.Connection) -> dict[str, int]:
+            cut = t - self.retention_s
+            n_lab = conn.execute(
+                "DELETE FROM labels WHERE seq IS NOT NULL AND (request_id, row) IN "
+                "(SELECT request_id, row FROM predictions WHERE ts < ?)", (cut,)).rowcount
+            n_pred = conn.execute("DELETE FROM predictions WHERE ts < ?", (cut,)).rowcount
+            n_pend = conn.execute("DELETE FROM labels WHERE seq IS NULL AND ts < ?", (t - self.pending_s,)).rowcount
+            if n_pend:
+                conn.execute("INSERT INTO meta(key, value) VALUES('pending_dropped', ?) ON CONFLICT(key) DO UPDATE "
+                             "SET value = value + excluded.value", (n_pend,))
+            return {"predictions": n_pred, "labels": n_lab, "pending_dropped": n_pend}
+
+        return self._txn(txn)  # type: ignore[return-value]
+
+    # -- reads ---------------------------------------------------------------------------
+    def outcomes_after(self, seq: int, limit: int) -> list[tuple]:
+        return self._read(
+            "SELECT l.seq, p.version, p.segment, p.kind, p.predicted, l.label, p.ts, l.ts, p.view "
+            "FROM labels l JOIN predictions p USING(request_id, row) WHERE l.seq > ? ORDER BY l.seq LIMIT ?",
+            (int(seq), int(limit)))
+
+    def coverage(self) -> list[tuple]:
+        return self._read(
+            "SELECT p.version, p.segment, CASE WHEN p.kind = 'classification' THEN p.predicted END, COUNT(*), "
+            "COUNT(l.seq) FROM predictions p "
+            "LEFT JOIN labels l ON l.request_id = p.request_id AND l.row = p.row AND l.seq IS NOT NULL "
+            "GROUP BY 1, 2, 3")
+
+    def latest(self, version: str, n: int) -> list[tuple]:
+        return self._read(
+            "SELECT p.ts, p.segment, p.predicted, p.view, l.label FROM "
+            "(SELECT * FROM predictions WHERE version=? ORDER BY ts DESC LIMIT ?) p "
+            "LEFT JOIN labels l ON l.request_id = p.request_id AND l.row = p.row AND l.seq IS NOT NULL "
+            "ORDER BY p.ts", (version, int(n)))
+
+    def counts(self) -> dict[str, int]:
+        rows = self._read(
+            "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels WHERE seq IS NOT NULL), "
+            "(SELECT COUNT(*) FROM labels WHERE seq IS NULL), "
+            "(SELECT COALESCE(MAX(value), 0) FROM meta WHERE key='pending_dropped')")
+        p, lab, pend, dropped = rows[0]
+        return {"predictions": int(p), "labels": int(lab), "pending": int(pend), "pending_dropped": int(dropped)}
+
+    def labels(self, request_ids: Iterable[str]) -> dict[tuple[str, int], float]:
+        """The stored labels of ``request_ids`` (pending ones included), by ``(request_id, row)``."""
+        ids = list(request_ids)
+        out: dict[tuple[str, int], float] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            for rid, row, label in self._read(
+                    f"SELECT request_id, row, label FROM labels WHERE request_id IN ({','.join('?' * len(part))})",
+                    tuple(part)):
+                out[(rid, int(row))] = float(label)
+        return out
+
+    def describe(self) -> str:
+        return f"SQLite {self.path}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
