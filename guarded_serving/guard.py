@@ -550,7 +550,7 @@ class Guard:
         x = self._read_input(inputs, "inputs") if self._read_input is not None else None
         if x is None:
             raise InvalidInputError("inputs", "not readable as the profile's features")
-        if self._limits is not None:  # validated exactly like a request: implausible values refused
+        if getattr(self, "_limits", None) is not None:  # validated exactly like a request: implausible values refused
             check_plausible(x, self._limits[0], self._limits[1], "inputs", self.config.implausible_ranges,
                             self._limit_names)
         return edge.check(x, explain=explain)  # type: ignore[attr-defined, no-any-return]
