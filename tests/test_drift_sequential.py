@@ -12,6 +12,7 @@ from guarded_serving.drift.sequential import (
     _bet_logf,
     _log_cumsum_exp,
     _log_g,
+    _sr_mixture,
     _step_bets,
     conformal_p_values,
 )
@@ -206,6 +207,25 @@ class TestOnlineRanks:
         got = _log_cumsum_exp(a)
         assert np.array_equal(np.isfinite(want), np.isfinite(got))
         assert np.allclose(got[np.isfinite(want)], want[np.isfinite(want)], atol=1e-9)
+
+    def test_block_start_mixture_equals_brute_force(self):
+        """With start times on blocks, each bet's capital is sum over block starts of prior x product, plus the tail,
+        computed in batches of any size; the block priors plus their tails sum to 1."""
+        rng = np.random.default_rng(21)
+        n, blocks = 60, np.array([[1, 4, 7]])
+        logf = rng.normal(0, 0.5, size=(n, 1, 3))
+        got = np.concatenate([_sr_mixture(logf[:25], None, 0, blocks)[0],
+                              _sr_mixture(logf[25:], _sr_mixture(logf[:25], None, 0, blocks)[1], 25, blocks)[0]])
+        g = lambda j: 1.0 / np.log(j + np.e - 1.0)  # noqa: E731
+        for t in range(1, n + 1):
+            caps = []
+            for k, b in enumerate(blocks[0]):
+                starts = range(1, t + 1, b)
+                c = sum((g((s - 1) // b + 1) - g((s - 1) // b + 2)) * np.exp(logf[s - 1:t, 0, k].sum()) for s in starts)
+                caps.append(c + g((t - 1) // b + 2))
+            assert got[t - 1, 0] == pytest.approx(np.log(np.mean(caps)), abs=1e-9)
+        m = OnlineConformalMartingale().fit(rng.normal(size=(100, 2)))
+        assert m.blocks_.min() >= 1 and m.blocks_.max() <= 256 and m.blocks_.shape == (m.n_columns_, 15)
 
     @pytest.mark.parametrize("kwargs,match", [({"alpha": 0}, "alpha="), ({"n_bins": 1}, "n_bins="),
                                               ({"deltas": (-0.5,)}, "deltas="), ({"joint_weight": 1.0}, "joint_weight="),
