@@ -264,13 +264,17 @@ def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int,
         log_pi = (log_g + np.log1p(-np.exp(tail - log_g)))[:, None, None]
         tail_k = tail[:, None, None]
     else:
-        b = blocks.astype(np.float64)[None]                     # (1, c, k)
-        j = np.floor((t[:, None, None] - 1.0) / b)              # 0-based block of row t
-        start = (t[:, None, None] - 1.0) == j * b               # row t opens a block
+        ub, inv = np.unique(blocks, return_inverse=True)       # the few distinct block sizes
+        b = ub.astype(np.float64)[None]                         # (1, u)
+        j = np.floor((t[:, None] - 1.0) / b)                    # 0-based block of row t
+        start = (t[:, None] - 1.0) == j * b                     # row t opens a block
         lg = _log_g(j + 1.0)
-        tail_k = _log_g(j + 2.0)                                # mass of the start times after row t
+        tl = _log_g(j + 2.0)                                    # mass of the start times after row t
         with np.errstate(divide="ignore"):
-            log_pi = np.where(start, lg + np.log1p(-np.exp(tail_k - lg)), -np.inf)
+            lp = np.where(start, lg + np.log1p(-np.exp(tl - lg)), -np.inf)
+        inv = inv.reshape(-1)
+        log_pi = lp[:, inv].reshape(n, c, k)
+        tail_k = tl[:, inv].reshape(n, c, k)
     csum = np.cumsum(logf, axis=0)
     prev = np.concatenate([np.zeros((1, c, k)), csum[:-1]], axis=0)
     terms = log_pi - prev
