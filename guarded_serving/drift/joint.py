@@ -12,7 +12,9 @@ Recht, 2007): :math:`T = \lVert \bar\phi(\text{window}) - \bar\phi(\text{referen
 ``W`` and ``b`` are drawn once at ``fit``, independently of the data; the
 standardisation (mean and standard deviation; missing values at the mean) and
 the bandwidth ``h`` (median distance between 200 pooled rows drawn at random)
-are computed on the *pooled* rows of each test, so ``T`` is a function of the
+are computed on the *pooled* rows of each test (complete rows only: a row
+with a missing value is left out on both sides, since the window family tests
+missing rates on their own), so ``T`` is a function of the
 pooled sample and of the split alone, which is what makes the permutation
 p-value exact.
 
@@ -136,6 +138,9 @@ class JointShiftTest:
         if X.shape[0] > self.max_reference:
             X = X[np.sort(rng.choice(X.shape[0], self.max_reference, replace=False))]
         R = X[:, self._cols]
+        complete = ~np.isnan(R).any(axis=1)
+        if complete.sum() >= 4:  # missing values are tested by their rate (the window family); compare complete rows
+            X, R = X[complete], R[complete]
         self._mu = np.nanmean(R, axis=0)
         sd = np.nanstd(R, axis=0)
         self._sd = np.where(sd > 0, sd, 1.0)
@@ -165,6 +170,7 @@ class JointShiftTest:
         if W.ndim != 2 or W.shape[1] != self.n_features_in_:
             raise ValueError(f"window must have shape (n, {self.n_features_in_}), got {W.shape}")
         W = W[-self.max_rows:]
+        W = W[~np.isnan(W[:, self._cols]).any(axis=1)]  # complete rows only (missing rates are tested apart)
         nw, nr = W.shape[0], self.n_reference_
         if nw < 2:
             return JointResult(nw, float("nan"), float("nan"), float("nan"), {})
