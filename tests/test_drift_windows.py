@@ -148,16 +148,20 @@ class TestMissingRates:
         assert not by["(joint)"].drifted
 
     def test_missing_rate_test_is_quiet_when_the_rate_holds(self):
-        """A reference with 10% missing and windows with 10% missing: no missing-rate alarm over 50 windows."""
+        """A reference with 10% missing and windows with 10% missing: at most 2 missing-rate alarms in 100 windows
+        (each window is a test at level 0.01 with a five-point gate)."""
         rng = np.random.default_rng(8)
         R = rng.normal(size=(2000, 2))
         R[rng.random(2000) < 0.1, 0] = np.nan
         t = WindowTest().fit(R)
-        for _ in range(50):
+        alarms = 0
+        for _ in range(100):
             W = rng.normal(size=(500, 2))
             W[rng.random(500) < 0.1, 0] = np.nan
             rep = t.test(W)
-            assert rep.features[-1].feature == "x0 (missing rate)" and not rep.features[-1].drifted
+            assert rep.features[-1].feature == "x0 (missing rate)"
+            alarms += rep.features[-1].drifted
+        assert alarms <= 2
 
     def test_small_counts_use_fishers_exact_test(self):
         """3 of 40 rows missing against none in the reference: Fisher's exact p-value (statistic NaN)."""
