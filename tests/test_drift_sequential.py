@@ -216,7 +216,9 @@ class TestOnlineRanks:
         logf = rng.normal(0, 0.5, size=(n, 1, 3))
         got = np.concatenate([_sr_mixture(logf[:25], None, 0, blocks)[0],
                               _sr_mixture(logf[25:], _sr_mixture(logf[:25], None, 0, blocks)[1], 25, blocks)[0]])
-        g = lambda j: 1.0 / np.log(j + np.e - 1.0)  # noqa: E731
+        def g(j):
+            return 1.0 / np.log(j + np.e - 1.0)
+
         for t in range(1, n + 1):
             caps = []
             for k, b in enumerate(blocks[0]):

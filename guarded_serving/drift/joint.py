@@ -185,7 +185,6 @@ class JointShiftTest:
         pooled = self._features(P, h)
         phi_w = pooled[:nw]
         total = pooled.sum(axis=0, dtype=np.float64)
-        n = nw + nr
 
         def stat(sum_w: np.ndarray) -> np.ndarray:
             diff = sum_w / nw - (total - sum_w) / nr
