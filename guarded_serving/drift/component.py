@@ -521,27 +521,49 @@ class DriftComponent(Component):
         out = []
         for group in by_width.values():
             streams: dict[str, np.ndarray] = {self._streams["inputs"]: np.concatenate([x for x, _, _ in group], axis=0)}
-            outs, pvs = [], []
+            raw, pvs = [], []
             for x, result, pv in group:
                 if self._pd is not None:
                     try:
                         o = self.output_extractor(result)
                         if o is not None and len(o) == len(x):
-                            outs.append(self._pd.columns(o))
+                            raw.append(np.asarray(o, dtype=np.float64))
                     except Exception:  # an output we cannot read is skipped (and counted), not fatal
                         self._unreadable_outputs += 1
                 if pv is not None:
                     p = np.asarray(pv, dtype=float).reshape(-1)
-                    if len(p) == len(x) and np.all((p > 0) & (p <= 1)):
-                        pvs.append(p[:, None])
-            if outs:
-                streams[self._streams["outputs"]] = np.concatenate(outs, axis=0)
+                    if len(p) == len(x):
+                        pvs.append(p)
+            if raw:
+                outs = self._output_columns(raw)
+                if outs is not None:
+                    streams[self._streams["outputs"]] = outs
             if pvs:
-                streams[self._streams["p_values"]] = np.concatenate(pvs, axis=0)
+                pa = np.concatenate(pvs)
+                pa = pa[(pa > 0) & (pa <= 1)]
+                if pa.size:
+                    streams[self._streams["p_values"]] = pa[:, None]
             self._batch_seq += 1
             out.append((f"{self._batch_prefix}-{self._batch_seq}", streams, len(streams[self._streams["inputs"]]),
                         False))
         return out
+
+    def _output_columns(self, raw: list[np.ndarray]) -> np.ndarray | None:
+        """The stored prediction columns of the calls' outputs: one conversion for all (the usual case),
+        call by call when their shapes differ (an unreadable one skipped and counted)."""
+        assert self._pd is not None
+        try:
+            if len({a.shape[1:] for a in raw}) == 1:
+                return self._pd.columns(np.concatenate(raw, axis=0))
+        except ValueError:
+            pass
+        outs = []
+        for a in raw:
+            try:
+                outs.append(self._pd.columns(a))
+            except ValueError:
+                self._unreadable_outputs += 1
+        return np.concatenate(outs, axis=0) if outs else None
 
     def _analyse(self) -> None:
         st = self._store
