@@ -216,17 +216,15 @@ class JointShiftTest:
         B, n = self.n_permutations, pooled.shape[0]
         h = int(self.early_stop)
         base = np.arange(n)
-        total = pooled.sum(axis=0, dtype=np.float64)
         G, L = 0, 0
         while L < B:
             b = min(16, B - L)
             perm = self._rng.permuted(np.broadcast_to(base, (b, n)), axis=1)
-            # the window side's feature sums, gathered from the smaller side (no BLAS: no thread pool to wake)
-            if nw <= n - nw:
-                sums = pooled[perm[:, :nw]].sum(axis=1, dtype=np.float64)
-            else:
-                sums = total - pooled[perm[:, nw:]].sum(axis=1, dtype=np.float64)
-            null = stat(sums)
+            # the window side's feature sums: an indicator matrix times the features, in products small
+            # enough that BLAS stays on this thread (see _small_products)
+            M = np.zeros((b, n), dtype=np.float32)
+            np.put_along_axis(M, perm[:, :nw], 1.0, axis=1)
+            null = stat(_small_products(M, pooled, inner=True).astype(np.float64))
             hits = null >= t
             if h and G + int(hits.sum()) >= h:   # the h-th exceedance is in this batch
                 L += int(np.nonzero(np.cumsum(hits) == h - G)[0][0]) + 1
@@ -236,13 +234,22 @@ class JointShiftTest:
         return (1.0 + G) / (B + 1.0), B
 
 
-def _small_products(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``A @ B`` in row blocks small enough that OpenBLAS runs each on the calling thread.
+def _small_products(A: np.ndarray, B: np.ndarray, inner: bool = False) -> np.ndarray:
+    """``A @ B`` in blocks small enough that OpenBLAS runs each on the calling thread.
 
     A background test should not wake the process's BLAS thread pool (it competes with the request
     threads for the cores; on a busy 2-core host that doubled the joint test's CPU time). OpenBLAS
-    stays single-threaded below ``m n k`` = 262,144; blocks of rows keep each product under it.
+    stays single-threaded below ``m n k`` = 262,144: blocks of rows of ``A`` keep each product under
+    it, or with ``inner=True`` (``A`` short and wide) blocks of the inner dimension, summed.
     """
+    if inner:
+        step = max(1, 200_000 // max(A.shape[0] * B.shape[1], 1))
+        if A.shape[1] <= step:
+            return A @ B  # type: ignore[no-any-return]
+        out = A[:, :step] @ B[:step]
+        for i in range(step, A.shape[1], step):
+            out += A[:, i:i + step] @ B[i:i + step]
+        return out  # type: ignore[no-any-return]
     rows = max(1, 200_000 // max(A.shape[1] * B.shape[1], 1))
     if A.shape[0] <= rows:
         return A @ B  # type: ignore[no-any-return]
