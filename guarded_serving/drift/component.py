@@ -32,6 +32,7 @@ import logging
 import os
 import random
 import threading
+import time
 import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -154,6 +155,8 @@ class DriftComponent(Component):
         self._rand = random.Random(0x5EED)
         self._last_sample: tuple[int, int] = (0, 0)   # (rows kept, rows offered) in the latest flush interval
         self._cycle_lock = threading.Lock()
+        self._cpu_s = 0.0
+        self._last_cycle_cpu_ms = 0.0
         self._pending: deque[tuple[str, dict[str, np.ndarray], int, bool]] = deque()
         self._pending_rows = 0
         self._recovered = 0
@@ -283,7 +286,8 @@ class DriftComponent(Component):
         with self._lock:
             buffered, dropped, pending = self._buf_rows, self._dropped, self._pending_rows
         out = {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped, "pending_rows": pending,
-               "sampled_out_rows": self._sampled_out,
+               "sampled_out_rows": self._sampled_out, "cpu_seconds": round(self._cpu_s, 4),
+               "last_cycle_cpu_ms": round(self._last_cycle_cpu_ms, 2),
                "recovered_rows": self._recovered, "unreadable_outputs": self._unreadable_outputs,
                "worker_pid": os.getpid()}
         st = self._store_obj
@@ -390,7 +394,13 @@ class DriftComponent(Component):
     def _cycle(self) -> None:
         """What the background worker runs: set up once, then flush, test and publish."""
         with self._cycle_lock:  # analyze_now() may run a cycle from another thread
-            self._cycle_locked()
+            t0 = time.thread_time()
+            try:
+                self._cycle_locked()
+            finally:  # this thread's CPU time (the tests keep BLAS on it): what drift costs the host
+                used = time.thread_time() - t0
+                self._cpu_s += used
+                self._last_cycle_cpu_ms = used * 1e3
 
     def _cycle_locked(self) -> None:
         if not self._ready:
