@@ -57,6 +57,7 @@ STEP = 200
 CAT_P = np.array([0.5, 0.3, 0.2])
 CAT_SHIFTED = np.array([0.375, 0.225, 0.4])  # the 0.2 category doubles; the others shrink in proportion
 D_MULTI = 10
+OURS_ONLY: list[str] | None = None  # --detectors
 
 
 # -- streams: (reference, stream, categorical indices) ---------------------------------------
@@ -92,6 +93,12 @@ def make_run(kind: str, rng: np.random.Generator, n_ref: int) -> tuple[np.ndarra
     if kind.startswith("correlation"):
         r0, r1 = (0.8, 0.0) if "0.8 -> 0 " in kind + " " else (0.0, 0.8)
         return _corr2(rng, n_ref, r0), np.concatenate([_corr2(rng, PRE, r0), _corr2(rng, POST, r1)]), []
+    if kind.startswith(f"{D_MULTI} correlated features"):
+        C = np.linalg.cholesky(_multi_cov())
+        ref = rng.normal(size=(n_ref, D_MULTI)) @ C.T
+        x = rng.normal(size=(PRE + POST, D_MULTI)) @ C.T
+        x[PRE:] += 0.25
+        return ref, x, []
     ref = rng.normal(size=(n_ref, 1))
     x = rng.normal(size=(PRE + POST, 1))
     x[PRE:] = SCENARIOS[kind](x[PRE:], rng)
@@ -162,7 +169,7 @@ def _pct(d: list[int], q: float) -> str:
     return f"{np.percentile(d, q):,.0f}" if d else "-"
 
 
-def false_alarms(runs: int, n: int) -> None:
+def false_alarms(runs: int, n: int, only: list[str] | None = None) -> None:
     refs = (500, 2000, 5000)
     print(f"\n## False alarms: runs with any alarm, out of {runs} clean runs of {n:,} rows (ours at level 0.01)\n")
     print("| detector | stream | " + " | ".join(f"reference {r:,}" for r in refs) + " | time (s) |")
@@ -184,7 +191,11 @@ def false_alarms(runs: int, n: int) -> None:
                                                              stop_after=0)),
         "fixed-ref martingale (fallback)": lambda x, r, c: fixed_reference_alarm(x, r, c) is not None,
     }
+    if OURS_ONLY:
+        ours = {k: v for k, v in ours.items() if k in OURS_ONLY}
     for kind in ("N(0,1)", "categorical", f"{D_MULTI} correlated N(0,1)"):
+        if only and not any(kind.startswith(o) for o in only):
+            continue
         cat = [0] if kind == "categorical" else []
         n_rows = n if not kind.startswith(str(D_MULTI)) else n // 4
         for name, det in ours.items():
@@ -218,9 +229,12 @@ def false_alarms(runs: int, n: int) -> None:
           f"to bound the run time of the joint test's permutations)")
 
 
-def delays(runs: int) -> None:
+def delays(runs: int, only: list[str] | None = None) -> None:
     kinds = list(SCENARIOS) + ["category share 0.2 -> 0.4", "correlation 0.8 -> 0 (2 features)",
-                               "correlation 0 -> 0.8 (2 features)"]
+                               "correlation 0 -> 0.8 (2 features)",
+                               f"{D_MULTI} correlated features, all +0.25 sd (river: feature 0)"]
+    if only:
+        kinds = [k for k in kinds if any(k.startswith(o) for o in only)]
     names = ["window (ours)", "sequential (ours)", "sequential, alpha 0.05", "ADWIN", "PageHinkley", "KSWIN"]
     print(f"\n## Detection delay: rows after the change (change at row {PRE:,}, {POST:,} rows after it, reference "
           f"2,000 rows, {runs} runs)\n")
@@ -307,14 +321,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run)")
     ap.add_argument("--only", choices=("cost", "false-alarms", "delays"), help="one table")
+    ap.add_argument("--scenarios", help="comma list of scenario / stream name prefixes (delays, false alarms)")
+    ap.add_argument("--detectors", help="comma list of our detectors for the false-alarm table "
+                    "(e.g. 'sequential (ours)')")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.only in (None, "cost"):
         cost(5 if args.quick else 20)
+    only = args.scenarios.split(",") if args.scenarios else None
+    if args.detectors:
+        global OURS_ONLY
+        OURS_ONLY = args.detectors.split(",")
     if args.only in (None, "false-alarms"):
-        false_alarms(10 if args.quick else 100, 5000 if args.quick else 20_000)
+        false_alarms(10 if args.quick else 100, 5000 if args.quick else 20_000, only)
     if args.only in (None, "delays"):
-        delays(3 if args.quick else 20)
+        delays(3 if args.quick else 20, only)
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -139,7 +139,7 @@ class TestOnlineRanks:
         X = np.column_stack([np.round(rng.normal(size=700), 1), rng.integers(0, 5, 700), rng.normal(size=700)])
         X[::37, 2] = np.nan
         m = OnlineConformalMartingale(categorical=[1], n_bins=8).fit(R)
-        assert m.n_columns_ == 3 + 1 + 1  # features, Mahalanobis, one pair product
+        assert m.n_columns_ == 3 + 2 + 1  # features, Mahalanobis, mean, one pair product
         want = _naive_p_values(m, X)
         got = np.concatenate([m.p_values(X[:333]), m.p_values(X[333:])])
         assert np.allclose(got, want, rtol=0, atol=1e-12)

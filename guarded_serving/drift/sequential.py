@@ -346,7 +346,10 @@ class OnlineConformalMartingale:
     With ``joint=True`` and two numeric features or more, *joint columns*
     see a change of the dependence between features: the binned Mahalanobis
     distance of the row (mean and covariance of the score half; it rises when
-    correlations weaken), and, with at most ``joint_pairs`` numeric features,
+    correlations weaken), the *mean of the standardised features* (a fixed
+    projection: a shift that moves many features a little, the same way, moves
+    it by about the square root of their number times as much, so its mean bets
+    see it sooner than any one feature's), and, with at most ``joint_pairs`` numeric features,
     the product ``z_a z_b`` of every pair of standardised features (its mean is
     their correlation, so it moves both when a correlation appears and when
     it vanishes). The *bag half*
@@ -401,7 +404,7 @@ class OnlineConformalMartingale:
     n_columns_ : int
         Columns tested: features, then the joint columns.
     column_labels_ : tuple of str
-        A label per column (``"(joint) Mahalanobis"``, ``"(joint) a*b"`` for joint columns).
+        A label per column (``"(joint) Mahalanobis"``, ``"(joint) mean"``, ``"(joint) a*b"`` for joint columns).
     weights_ : ndarray of shape (n_columns_,)
     n_bag_ : int
         Reference rows in the bag (the other half defines the scores).
@@ -499,8 +502,8 @@ class OnlineConformalMartingale:
             k = len(self._num)
             if k <= int(self.joint_pairs):
                 self._pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
-            labels += ["(joint) Mahalanobis"] + [f"(joint) {names[self._num[a]]}*{names[self._num[b]]}"
-                                                 for a, b in self._pairs]
+            labels += ["(joint) Mahalanobis", "(joint) mean"] + [
+                f"(joint) {names[self._num[a]]}*{names[self._num[b]]}" for a, b in self._pairs]
             for col in self._joint_scores(S).T:
                 self._jedges.append(_quantile_edges(col, self.n_bins))
                 widths.append(len(self._jedges[-1]) + 2)
@@ -553,11 +556,13 @@ class OnlineConformalMartingale:
 
     # -- scores -----------------------------------------------------------------------------
     def _joint_scores(self, X: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance and pair products of the rows, shape (n, 1 + pairs)."""
+        """Mahalanobis distance, mean of the standardised features and pair products of the rows,
+        shape (n, 2 + pairs)."""
         N = X[:, self._num]
         N = np.where(np.isnan(N), self._mu, N) - self._mu
         out = [np.einsum("ij,jk,ik->i", N, self._prec, N)]
         Z = N / self._sd
+        out.append(Z.mean(axis=1))
         out += [Z[:, a] * Z[:, b] for a, b in self._pairs]
         return np.column_stack(out)
 
