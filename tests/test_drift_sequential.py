@@ -273,6 +273,15 @@ class TestOnlineDirection:
         assert m.update(_corr_rows(rng, 1000, rho1))
         assert m.column_labels_[m.alarm_column_].startswith("(joint)")
 
+    def test_small_common_shift_is_seen_by_the_mean_column(self):
+        """+0.2 sd on all 10 features: the '(joint) mean' projection raises the alarm, within 400 rows,
+        before any single feature could (each sees only a 0.2 sd shift, ~450 rows at its weight)."""
+        rng = np.random.default_rng(25)
+        m = OnlineConformalMartingale().fit(rng.normal(size=(2000, 10)))
+        assert not m.update(rng.normal(size=(3000, 10)))
+        assert m.update(rng.normal(size=(400, 10)) + 0.2)
+        assert m.column_labels_[m.alarm_column_] == "(joint) mean" and m.alarm_at_ <= 3400
+
     def test_category_share_doubling(self):
         """A category whose share doubles (0.2 -> 0.4) is caught within 1,000 rows."""
         rng = np.random.default_rng(24)
