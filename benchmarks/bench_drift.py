@@ -10,7 +10,8 @@ Detectors, fed the same generated streams:
   reference, every 200 rows;
 - ``sequential``: our conformal test martingale on online ranks
   (:class:`~guarded_serving.drift.sequential.OnlineConformalMartingale`, alpha 0.01),
-  fed the raw rows;
+  fed the raw rows; in the delay table also at alpha 0.05 (a false-alarm level nearer
+  what ADWIN's fixed delta gives over these streams, to compare like with like);
 - ``fixed-ref martingale`` (false alarms only): the previous alarm, still the fallback
   without a reference: :class:`~guarded_serving.drift.sequential.ConformalMartingale`
   on p-values of each row against the fixed reference (two one-sided columns, x and -x);
@@ -31,7 +32,8 @@ only its last 100 rows, so it is fed only the last 1,000 rows before the change
 (to bound its run time: ~0.25 ms per row in river).
 
 Costs: one window test (100 features x 10,000 rows), one joint test (2,000 window
-rows vs 2,000 reference rows), the sequential alarm per 1,000 rows. Figures depend
+rows vs 2,000 reference rows, a clean window and a shifted one; and the served
+example's 30 features x 500 rows), the sequential alarm per 1,000 rows. Figures depend
 on the machine and its load.
 """
 
@@ -55,6 +57,7 @@ STEP = 200
 CAT_P = np.array([0.5, 0.3, 0.2])
 CAT_SHIFTED = np.array([0.375, 0.225, 0.4])  # the 0.2 category doubles; the others shrink in proportion
 D_MULTI = 10
+OURS_ONLY: list[str] | None = None  # --detectors
 
 
 # -- streams: (reference, stream, categorical indices) ---------------------------------------
@@ -90,6 +93,12 @@ def make_run(kind: str, rng: np.random.Generator, n_ref: int) -> tuple[np.ndarra
     if kind.startswith("correlation"):
         r0, r1 = (0.8, 0.0) if "0.8 -> 0 " in kind + " " else (0.0, 0.8)
         return _corr2(rng, n_ref, r0), np.concatenate([_corr2(rng, PRE, r0), _corr2(rng, POST, r1)]), []
+    if kind.startswith(f"{D_MULTI} correlated features"):
+        C = np.linalg.cholesky(_multi_cov())
+        ref = rng.normal(size=(n_ref, D_MULTI)) @ C.T
+        x = rng.normal(size=(PRE + POST, D_MULTI)) @ C.T
+        x[PRE:] += 0.25
+        return ref, x, []
     ref = rng.normal(size=(n_ref, 1))
     x = rng.normal(size=(PRE + POST, 1))
     x[PRE:] = SCENARIOS[kind](x[PRE:], rng)
@@ -111,8 +120,9 @@ def window_alarms(x: np.ndarray, ref: np.ndarray, cat: list[int], step: int = ST
     return out
 
 
-def sequential_alarm(x: np.ndarray, ref: np.ndarray, cat: list[int], batch: int = 1000) -> int | None:
-    m = OnlineConformalMartingale(alpha=0.01, categorical=cat).fit(ref)
+def sequential_alarm(x: np.ndarray, ref: np.ndarray, cat: list[int], batch: int = 1000,
+                     alpha: float = 0.01) -> int | None:
+    m = OnlineConformalMartingale(alpha=alpha, categorical=cat).fit(ref)
     for i in range(0, len(x), batch):
         if m.update(x[i:i + batch]):
             return int(m.alarm_at_) - 1  # type: ignore[operator]
@@ -159,7 +169,7 @@ def _pct(d: list[int], q: float) -> str:
     return f"{np.percentile(d, q):,.0f}" if d else "-"
 
 
-def false_alarms(runs: int, n: int) -> None:
+def false_alarms(runs: int, n: int, only: list[str] | None = None) -> None:
     refs = (500, 2000, 5000)
     print(f"\n## False alarms: runs with any alarm, out of {runs} clean runs of {n:,} rows (ours at level 0.01)\n")
     print("| detector | stream | " + " | ".join(f"reference {r:,}" for r in refs) + " | time (s) |")
@@ -181,7 +191,11 @@ def false_alarms(runs: int, n: int) -> None:
                                                              stop_after=0)),
         "fixed-ref martingale (fallback)": lambda x, r, c: fixed_reference_alarm(x, r, c) is not None,
     }
+    if OURS_ONLY:
+        ours = {k: v for k, v in ours.items() if k in OURS_ONLY}
     for kind in ("N(0,1)", "categorical", f"{D_MULTI} correlated N(0,1)"):
+        if only and not any(kind.startswith(o) for o in only):
+            continue
         cat = [0] if kind == "categorical" else []
         n_rows = n if not kind.startswith(str(D_MULTI)) else n // 4
         for name, det in ours.items():
@@ -215,10 +229,13 @@ def false_alarms(runs: int, n: int) -> None:
           f"to bound the run time of the joint test's permutations)")
 
 
-def delays(runs: int) -> None:
+def delays(runs: int, only: list[str] | None = None) -> None:
     kinds = list(SCENARIOS) + ["category share 0.2 -> 0.4", "correlation 0.8 -> 0 (2 features)",
-                               "correlation 0 -> 0.8 (2 features)"]
-    names = ["window (ours)", "sequential (ours)", "ADWIN", "PageHinkley", "KSWIN"]
+                               "correlation 0 -> 0.8 (2 features)",
+                               f"{D_MULTI} correlated features, all +0.25 sd (river: feature 0)"]
+    if only:
+        kinds = [k for k in kinds if any(k.startswith(o) for o in only)]
+    names = ["window (ours)", "sequential (ours)", "sequential, alpha 0.05", "ADWIN", "PageHinkley", "KSWIN"]
     print(f"\n## Detection delay: rows after the change (change at row {PRE:,}, {POST:,} rows after it, reference "
           f"2,000 rows, {runs} runs)\n")
     print("Each cell: detected / runs, median delay, 90th percentile; [k] = runs with an alarm before the change.\n")
@@ -234,10 +251,10 @@ def delays(runs: int) -> None:
             first = [a for a in al if a >= PRE]
             res["window (ours)"] = (res["window (ours)"][0] + ([first[0] - PRE] if first else []),
                                     res["window (ours)"][1] + any(a < PRE for a in al))
-            s = sequential_alarm(x, ref, cat, batch=STEP)
-            d, fa = res["sequential (ours)"]
-            res["sequential (ours)"] = (d + ([s - PRE] if s is not None and s >= PRE else []),
-                                        fa + (s is not None and s < PRE))
+            for nm, level in (("sequential (ours)", 0.01), ("sequential, alpha 0.05", 0.05)):
+                s = sequential_alarm(x, ref, cat, batch=STEP, alpha=level)
+                d, fa = res[nm]
+                res[nm] = (d + ([s - PRE] if s is not None and s >= PRE else []), fa + (s is not None and s < PRE))
             if kind.startswith("correlation"):
                 continue
             for nm, factory in rivers.items():
@@ -283,9 +300,17 @@ def cost(reps: int) -> None:
     for d in (2, 10, 100):
         j = JointShiftTest().fit(rng.normal(size=(2000, d)))
         Wj = rng.normal(size=(2000, d))
-        timed(f"joint test, {d} features, 2,000 window rows vs 2,000 reference rows (199 permutations)",
-              lambda j=j, Wj=Wj: j.test(Wj))
-    for d in (1, 10, 100):
+        timed(f"joint test, {d} features, 2,000 window rows vs 2,000 reference rows, clean window "
+              "(early stop at the 10th exceedance)", lambda j=j, Wj=Wj: j.test(Wj))
+        Ws = Wj * 1.3
+        timed(f"joint test, {d} features, 2,000 vs 2,000 rows, shifted window (all 199 permutations)",
+              lambda j=j, Ws=Ws: j.test(Ws))
+    R30 = rng.normal(size=(400, 30))
+    j = JointShiftTest().fit(R30)
+    W30 = rng.normal(size=(500, 30))
+    timed("joint test, 30 features, 500 window rows vs 400 reference rows (the served example's shape)",
+          lambda: j.test(W30))
+    for d in (1, 10, 30, 100):
         m = OnlineConformalMartingale().fit(rng.normal(size=(2000, d)))
         Xs = rng.normal(size=(1000, d))
         timed(f"sequential alarm, {d} feature(s){' + joint column' if d > 1 else ''}, 1,000 rows",
@@ -296,14 +321,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run)")
     ap.add_argument("--only", choices=("cost", "false-alarms", "delays"), help="one table")
+    ap.add_argument("--scenarios", help="comma list of scenario / stream name prefixes (delays, false alarms)")
+    ap.add_argument("--detectors", help="comma list of our detectors for the false-alarm table "
+                    "(e.g. 'sequential (ours)')")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.only in (None, "cost"):
         cost(5 if args.quick else 20)
+    only = args.scenarios.split(",") if args.scenarios else None
+    if args.detectors:
+        global OURS_ONLY
+        OURS_ONLY = args.detectors.split(",")
     if args.only in (None, "false-alarms"):
-        false_alarms(10 if args.quick else 100, 5000 if args.quick else 20_000)
+        false_alarms(10 if args.quick else 100, 5000 if args.quick else 20_000, only)
     if args.only in (None, "delays"):
-        delays(3 if args.quick else 20)
+        delays(3 if args.quick else 20, only)
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
     return 0
 

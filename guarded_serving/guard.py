@@ -580,6 +580,22 @@ class Guard:
         raise ConfigError("feedback needs the performance capability: build the guard with performance=True "
                           "or expectations={...}")
 
+    def analyze_now(self) -> dict[str, Any]:
+        """Run the drift analysis now, in this thread, and return its findings.
+
+        Flushes this worker's buffered rows to the drift store, tests the pooled window (features,
+        missing rates, the joint test, predictions), feeds the sequential alarm and runs the skew check
+        once due, exactly as one background cycle would; returns
+        ``{"status", "drifted", "checks", "sequential", "skew", "pooled_rows", "sampling"}``
+        (see :meth:`guarded_serving.drift.DriftComponent.analyze_now`). Raises ``KeyError`` when the
+        guard has no drift component (``drift=False``).
+        """
+        try:
+            drift = self.component("drift")
+        except KeyError:
+            raise KeyError("analyze_now() needs drift monitoring: build the Guard with drift=True") from None
+        return drift.analyze_now()  # type: ignore[attr-defined, no-any-return]
+
     def is_ready(self) -> bool:
         """False when a readiness-gating check is ``failing`` (wire to ``__is_ready__``)."""
         return bool(self.health()["ready"])

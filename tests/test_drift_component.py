@@ -177,3 +177,70 @@ class TestConstruction:
         """Invalid drift settings raise ConfigError naming the field."""
         with pytest.raises(ConfigError, match=field):
             Guard(name="t", **{field: value})
+
+
+class TestSamplingAndAnalyzeNow:
+    def test_full_buffer_keeps_a_uniform_sample_of_the_interval_and_says_so(self, reference, tmp_path):
+        """1,000 one-row calls into a 100-row buffer: 100 rows kept, spread over the whole interval (not its start),
+        900 counted as sampled out, and the drift reason states the 10% sampling rate."""
+        _, path = reference
+        guard = Guard(name="t", drift=True, drift_reference=str(path), drift_store=str(tmp_path / "s.sqlite"),
+                      drift_interval_s=3600, drift_buffer_rows=100, drift_min_samples=50)
+        predict = _model(guard)
+        for i in range(1000):
+            predict(np.array([[float(i), 0.0, 0.0]]))
+        comp = guard.component("drift")
+        st = comp.stats()
+        assert st["buffered_rows"] == 100 and st["sampled_out_rows"] == 900 and st["dropped_rows"] == 900
+        order = [it[0] for it in comp._buf]
+        kept = np.array([it[1][0, 0] for it in comp._buf])
+        assert kept.min() < 150 and kept.max() > 850 and 300 < np.median(kept) < 700
+        assert len(set(order)) == 100
+        out = guard.analyze_now()
+        guard.stop()
+        assert out["pooled_rows"] == 100 and out["sampling"]["last_interval_rate"] == pytest.approx(0.1)
+        assert "uniform sample of 10.0% of the latest interval's 1000 rows" in out["checks"]["drift.features"]["reason"]
+
+    def test_analyze_now_runs_the_cycle_synchronously(self, reference, tmp_path):
+        """Without a background cycle (interval one hour), analyze_now() pools the rows and returns the findings:
+        a shift on f1 and f2 going missing in 30% of rows are both named as drift."""
+        _, path = reference
+        guard = Guard(name="t", drift=True, drift_reference=str(path), drift_store=str(tmp_path / "s.sqlite"),
+                      drift_interval_s=3600, drift_window=600, allow_nan=True)
+        predict = _model(guard)
+        rng = np.random.default_rng(5)
+        for _ in range(30):
+            predict(rng.normal(size=(20, 3)))
+        first = guard.analyze_now()
+        assert first["status"] == "ok" and first["pooled_rows"] == 600 and first["drifted"] == []
+        for _ in range(30):
+            Z = rng.normal(size=(20, 3))
+            Z[:, 1] += 1.0
+            Z[rng.random(20) < 0.3, 2] = np.nan
+            predict(Z)
+        out = guard.analyze_now()
+        guard.stop()
+        assert out["status"] == "drift" and out["pooled_rows"] == 1200
+        assert {"f1", "f2 (missing rate)"} <= set(out["drifted"])
+        reason = out["checks"]["drift.features"]["reason"]
+        assert "f2 (missing rate):" in reason and "of rows missing vs 0.0% in the reference" in reason
+        assert out["checks"]["drift.sequential"]["status"] == "degraded"
+
+    def test_analyze_now_needs_drift(self):
+        """A guard without drift says what analyze_now() needs."""
+        with pytest.raises(KeyError, match="drift=True"):
+            Guard(name="t").analyze_now()
+
+    def test_sequential_alarm_subsamples_beyond_its_cap(self, reference, tmp_path):
+        """More new rows than drift_sequential_max_rows in a cycle: the alarm consumes the cap, the rest counted."""
+        _, path = reference
+        guard = Guard(name="t", drift=True, drift_reference=str(path), drift_store=str(tmp_path / "s.sqlite"),
+                      drift_interval_s=3600, drift_sequential_max_rows=300)
+        predict = _model(guard)
+        rng = np.random.default_rng(6)
+        for _ in range(50):
+            predict(rng.normal(size=(20, 3)))
+        guard.analyze_now()
+        st = guard.component("drift").stats()
+        guard.stop()
+        assert st["sequential_rows"] == 300 and st["sequential_skipped_rows"] == 700

@@ -37,6 +37,27 @@ class TestJointShiftTest:
         assert stats.kstest(np.array(p) - 0.01, "uniform").pvalue > 1e-3
         assert np.mean(np.array(p) <= 0.1) <= 0.1 + 3 * np.sqrt(0.1 * 0.9 / 300)
 
+    def test_sequential_permutations_stop_early_only_far_from_the_level(self):
+        """Besag-Clifford: clean windows stop at the 10th exceedance (far fewer than 199 permutations, p = 10 / L),
+        a shifted window gets all 199 and p = 1/200; the early-stopped p-values stay valid at 0.05 and 0.2."""
+        rng = np.random.default_rng(3)
+        used, p = [], []
+        for i in range(200):
+            t = JointShiftTest(random_state=i).fit(_corr_rows(rng, 200, 0.5, 3))
+            r = t.test(_corr_rows(rng, 200, 0.5, 3))
+            used.append(t.permutations_)
+            p.append(r.p_value)
+            assert r.detail["permutations"] == t.permutations_
+        p = np.array(p)
+        for u in (0.05, 0.2):
+            assert np.mean(p <= u) <= u + 3 * np.sqrt(u * (1 - u) / 200)
+        assert np.median(used) < 60
+        t = JointShiftTest().fit(_corr_rows(rng, 1000, 0.8))
+        r = t.test(_corr_rows(rng, 1000, 0.0))
+        assert t.permutations_ == 199 and r.p_value == pytest.approx(1 / 200)
+        assert JointShiftTest(early_stop=0).fit(_corr_rows(rng, 100, 0.5)).test(_corr_rows(rng, 100, 0.5)).detail[
+            "permutations"] == 199
+
     def test_wrong_width_is_an_error(self):
         """A window with the wrong number of features raises naming the shape."""
         t = JointShiftTest().fit(np.random.default_rng(2).normal(size=(50, 3)))

@@ -12,6 +12,7 @@ from guarded_serving.drift.sequential import (
     _bet_logf,
     _log_cumsum_exp,
     _log_g,
+    _sr_mixture,
     _step_bets,
     conformal_p_values,
 )
@@ -138,7 +139,7 @@ class TestOnlineRanks:
         X = np.column_stack([np.round(rng.normal(size=700), 1), rng.integers(0, 5, 700), rng.normal(size=700)])
         X[::37, 2] = np.nan
         m = OnlineConformalMartingale(categorical=[1], n_bins=8).fit(R)
-        assert m.n_columns_ == 3 + 1 + 1  # features, Mahalanobis, one pair product
+        assert m.n_columns_ == 3 + 2 + 1  # features, Mahalanobis, mean, one pair product
         want = _naive_p_values(m, X)
         got = np.concatenate([m.p_values(X[:333]), m.p_values(X[333:])])
         assert np.allclose(got, want, rtol=0, atol=1e-12)
@@ -207,6 +208,27 @@ class TestOnlineRanks:
         assert np.array_equal(np.isfinite(want), np.isfinite(got))
         assert np.allclose(got[np.isfinite(want)], want[np.isfinite(want)], atol=1e-9)
 
+    def test_block_start_mixture_equals_brute_force(self):
+        """With start times on blocks, each bet's capital is sum over block starts of prior x product, plus the tail,
+        computed in batches of any size; the block priors plus their tails sum to 1."""
+        rng = np.random.default_rng(21)
+        n, blocks = 60, np.array([[1, 4, 7]])
+        logf = rng.normal(0, 0.5, size=(n, 1, 3))
+        got = np.concatenate([_sr_mixture(logf[:25], None, 0, blocks)[0],
+                              _sr_mixture(logf[25:], _sr_mixture(logf[:25], None, 0, blocks)[1], 25, blocks)[0]])
+        def g(j):
+            return 1.0 / np.log(j + np.e - 1.0)
+
+        for t in range(1, n + 1):
+            caps = []
+            for k, b in enumerate(blocks[0]):
+                starts = range(1, t + 1, b)
+                c = sum((g((s - 1) // b + 1) - g((s - 1) // b + 2)) * np.exp(logf[s - 1:t, 0, k].sum()) for s in starts)
+                caps.append(c + g((t - 1) // b + 2))
+            assert got[t - 1, 0] == pytest.approx(np.log(np.mean(caps)), abs=1e-9)
+        m = OnlineConformalMartingale().fit(rng.normal(size=(100, 2)))
+        assert m.blocks_.min() >= 1 and m.blocks_.max() <= 256 and m.blocks_.shape == (m.n_columns_, 15)
+
     @pytest.mark.parametrize("kwargs,match", [({"alpha": 0}, "alpha="), ({"n_bins": 1}, "n_bins="),
                                               ({"deltas": (-0.5,)}, "deltas="), ({"joint_weight": 1.0}, "joint_weight="),
                                               ({"categorical": [5]}, "categorical=")])
@@ -250,6 +272,15 @@ class TestOnlineDirection:
         assert not m.update(_corr_rows(rng, 5000, rho0))
         assert m.update(_corr_rows(rng, 1000, rho1))
         assert m.column_labels_[m.alarm_column_].startswith("(joint)")
+
+    def test_small_common_shift_is_seen_by_the_mean_column(self):
+        """+0.2 sd on all 10 features: the '(joint) mean' projection raises the alarm, within 400 rows,
+        before any single feature could (each sees only a 0.2 sd shift, ~450 rows at its weight)."""
+        rng = np.random.default_rng(25)
+        m = OnlineConformalMartingale().fit(rng.normal(size=(2000, 10)))
+        assert not m.update(rng.normal(size=(3000, 10)))
+        assert m.update(rng.normal(size=(400, 10)) + 0.2)
+        assert m.column_labels_[m.alarm_column_] == "(joint) mean" and m.alarm_at_ <= 3400
 
     def test_category_share_doubling(self):
         """A category whose share doubles (0.2 -> 0.4) is caught within 1,000 rows."""

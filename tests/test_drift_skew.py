@@ -61,3 +61,14 @@ class TestComparePreprocessing:
         """Different shapes cannot be compared record by record."""
         with pytest.raises(ValueError, match="same"):
             compare_preprocessing(np.ones((3, 2)), np.ones((4, 2)))
+
+
+def test_missing_rate_skew_is_tested_not_thresholded():
+    """A feature missing in 30% of the first rows is missing-kind skew with its q-value from the window family."""
+    rng = np.random.default_rng(4)
+    sk = SkewCheck(first_n=500, feature_names=NAMES).fit(_train(rng))
+    S = _train(rng, 500)
+    S[rng.random(500) < 0.3, 0] = np.nan
+    findings, _ = sk.check(S)
+    assert [(f.feature, f.kind) for f in findings] == [(NAMES[0], "missing")]
+    assert findings[0].p_value < 1e-6 and "in serving vs 0% in training" in findings[0].detail

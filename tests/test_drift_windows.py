@@ -25,7 +25,9 @@ class TestStatistics:
         W[:, 2] = rng.integers(0, 5, 600)
         W[:7, 1] = np.nan
         rep = WindowTest().fit(R).test(W)
-        for j, f in enumerate(rep.features):
+        assert [f.feature for f in rep.features] == ["x0", "x1", "x2", "x1 (missing rate)"]
+        assert rep.features[3].detail == {"reference_missing": 0.0, "window_missing": round(7 / 600, 4)}
+        for j, f in enumerate(rep.features[:3]):
             w = W[:, j][~np.isnan(W[:, j])]
             ref = stats.ks_2samp(R[:, j], w, method="asymp")
             assert f.statistic == pytest.approx(ref.statistic, abs=1e-12)
@@ -44,7 +46,8 @@ class TestStatistics:
                              rng.normal(size=nw) + 10.0])
         W[rng.random(W.shape) < 0.05] = np.nan
         rep = WindowTest(max_reference=nr).fit(R).test(W)
-        for j, f in enumerate(rep.features):
+        assert all(f.kind == "missing" for f in rep.features[R.shape[1]:])
+        for j, f in enumerate(rep.features[:R.shape[1]]):
             w = W[:, j][~np.isnan(W[:, j])]
             assert f.n == w.size
             if w.size == 0:
@@ -127,3 +130,44 @@ class TestVerdicts:
         t = WindowTest().fit(np.zeros((10, 3)) + np.arange(10)[:, None])
         with pytest.raises(ValueError, match=r"\(n, 3\)"):
             t.test(np.zeros((5, 2)))
+
+
+class TestMissingRates:
+    def test_feature_going_missing_is_drift_and_values_use_the_rest(self):
+        """20% NaN on one feature: its missing-rate row drifts (same BH family), its value test stays quiet."""
+        rng = np.random.default_rng(7)
+        R = rng.normal(size=(2000, 3))
+        W = rng.normal(size=(1000, 3))
+        W[rng.random(1000) < 0.2, 1] = np.nan
+        rep = WindowTest(joint=True).fit(R).test(W)
+        by = {f.feature: f for f in rep.features}
+        assert [f.feature for f in rep.drifted] == ["x1 (missing rate)"]
+        assert by["x1 (missing rate)"].kind == "missing" and by["x1 (missing rate)"].effect == pytest.approx(
+            by["x1 (missing rate)"].detail["window_missing"])
+        assert by["x1"].n == int((~np.isnan(W[:, 1])).sum()) and not by["x1"].drifted
+        assert not by["(joint)"].drifted
+
+    def test_missing_rate_test_is_quiet_when_the_rate_holds(self):
+        """A reference with 10% missing and windows with 10% missing: at most 2 missing-rate alarms in 100 windows
+        (each window is a test at level 0.01 with a five-point gate)."""
+        rng = np.random.default_rng(8)
+        R = rng.normal(size=(2000, 2))
+        R[rng.random(2000) < 0.1, 0] = np.nan
+        t = WindowTest().fit(R)
+        alarms = 0
+        for _ in range(100):
+            W = rng.normal(size=(500, 2))
+            W[rng.random(500) < 0.1, 0] = np.nan
+            rep = t.test(W)
+            assert rep.features[-1].feature == "x0 (missing rate)"
+            alarms += rep.features[-1].drifted
+        assert alarms <= 2
+
+    def test_small_counts_use_fishers_exact_test(self):
+        """3 of 40 rows missing against none in the reference: Fisher's exact p-value (statistic NaN)."""
+        R = np.random.default_rng(9).normal(size=(400, 1))
+        W = np.random.default_rng(10).normal(size=(40, 1))
+        W[:3, 0] = np.nan
+        f = WindowTest(min_samples=10).fit(R).test(W).features[-1]
+        assert f.kind == "missing" and f.statistic != f.statistic
+        assert f.p_value == pytest.approx(stats.fisher_exact([[0, 400], [3, 37]])[1])

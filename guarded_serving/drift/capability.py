@@ -49,14 +49,16 @@ class DriftSettings(Section):
     drift_interval_s : float, default=5.0
         Period of the background flush-and-test worker.
     drift_buffer_rows : int, default=10000
-        Bound of each worker's in-memory buffer between flushes.
+        Bound of each worker's in-memory buffer between flushes; beyond it a uniform
+        reservoir sample of the interval's calls (the sampling rate is stated in the drift reasons).
     drift_retention_rows : int, default=100000
         Rows per stream the store keeps.
     drift_joint_test : bool, default=True
         Add the joint (multivariate, MMD) row to each window test: a change in how features
         vary together with unchanged marginals.
-    drift_sequential_max_rows : int, default=100000
-        Most pooled rows the sequential alarm reads per cycle.
+    drift_sequential_max_rows : int, default=1000
+        Most pooled rows the sequential alarm consumes per cycle; beyond it a uniform random
+        subsample of the cycle's new rows (its cost per cycle stays bounded at any row rate).
     drift_store_digits : int or None, default=None
         Round input rows to this many significant digits before they are written to the store
         (``None``: raw values). The store keeps the latest ``drift_retention_rows`` input rows,
@@ -80,7 +82,7 @@ class DriftSettings(Section):
     drift_buffer_rows: int = 10_000
     drift_retention_rows: int = 100_000
     drift_joint_test: bool = True
-    drift_sequential_max_rows: int = 100_000
+    drift_sequential_max_rows: int = 1000
     drift_store_digits: int | None = None
 
     @property

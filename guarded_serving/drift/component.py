@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
+import time
 import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -85,13 +87,17 @@ class DriftComponent(Component):
         the pooled input rows stay exchangeable with the reference.
     joint_test : bool, default=True
         Add the joint (multivariate) test to the window tests (two numeric features or more).
-    sequential_max_rows : int, default=100000
-        Most pooled input rows the sequential alarm consumes per cycle (it resumes where it stopped).
+    sequential_max_rows : int, default=1000
+        Most pooled input rows the sequential alarm consumes per cycle. When more arrived, it takes a
+        uniform random subsample of them, in order (the rest skipped and counted in
+        ``sequential_skipped_rows``): the subsample is chosen without looking at the values, so the
+        alarm's guarantee holds for it, and the alarm's cost per cycle is bounded whatever the row rate.
     interval_s : float, default=5.0
         Period of the background thread.
     buffer_rows : int, default=10000
-        Bound of the in-memory buffer, and of the rows kept pending while the store
-        fails; older batches are dropped (and counted) beyond it.
+        Bound of the in-memory buffer between flushes: beyond it, a uniform reservoir sample of the
+        interval's calls is kept (counted in ``sampled_out_rows``, the rate stated in the drift
+        reasons); also the bound of the rows kept pending while the store fails (oldest dropped).
     retention_rows : int, default=100000
         Rows per stream kept in the store.
     output_extractor : callable, default=default_output_extractor
@@ -112,7 +118,7 @@ class DriftComponent(Component):
                  store: WindowStore | str | os.PathLike[str] | None = None, window: int = 2000,
                  alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  skew_first_n: int = 500, skew_alpha: float = 0.001, sequential_alpha: float = 0.01,
-                 joint_test: bool = True, sequential_max_rows: int = 100_000,
+                 joint_test: bool = True, sequential_max_rows: int = 1000,
                  interval_s: float = 5.0, buffer_rows: int = 10_000, retention_rows: int = 100_000,
                  output_extractor: Callable[[Any], np.ndarray | None] = default_output_extractor,
                  reference_path: str | os.PathLike[str] | None = None, store_digits: int | None = None,
@@ -140,9 +146,18 @@ class DriftComponent(Component):
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self._lock = threading.Lock()
-        self._buf: deque[tuple[np.ndarray, Any, Any]] = deque()
+        self._buf: list[tuple[int, np.ndarray, Any, Any]] = []   # (arrival number, inputs, result, p-values)
         self._buf_rows = 0
-        self._dropped = 0
+        self._dropped = 0            # rows that never reach the store: sampled out of a full buffer, or pending overflow
+        self._sampled_out = 0        # ... of which sampled out (the reservoir)
+        self._seen_rows = 0          # rows offered to the buffer
+        self._interval_calls = 0     # calls offered since the last flush (the reservoir's count)
+        self._arrivals = 0
+        self._rand = random.Random(0x5EED)
+        self._last_sample: tuple[int, int] = (0, 0)   # (rows kept, rows offered) in the latest flush interval
+        self._cycle_lock = threading.Lock()
+        self._cpu_s = 0.0
+        self._last_cycle_cpu_ms = 0.0
         self._pending: deque[tuple[str, dict[str, np.ndarray], int, bool]] = deque()
         self._pending_rows = 0
         self._recovered = 0
@@ -227,17 +242,39 @@ class DriftComponent(Component):
 
     # -- request path ----------------------------------------------------------------
     def after_call(self, call: "Call") -> None:
+        """Buffer the call (O(1)): every call until ``buffer_rows`` rows are buffered, then a uniform
+        reservoir sample of the interval's calls (Algorithm R: the ``i``-th call replaces a random
+        buffered one with probability ``k / i``), so a burst is sampled evenly, not cut after its start."""
         if call.inputs is None or call.error is not None:
             return
         n = call.inputs.shape[0]
-        item = (call.inputs, call.result, call.state.get(EDGE_P_VALUES))
         with self._lock:
-            self._buf.append(item)
-            self._buf_rows += n
-            while self._buf_rows > self.buffer_rows and len(self._buf) > 1:
-                old = self._buf.popleft()
-                self._buf_rows -= old[0].shape[0]
-                self._dropped += old[0].shape[0]
+            self._arrivals += 1
+            self._interval_calls += 1
+            self._seen_rows += n
+            item = (self._arrivals, call.inputs, call.result, call.state.get(EDGE_P_VALUES))
+            buf = self._buf
+            if self._buf_rows + n <= self.buffer_rows or not buf:
+                buf.append(item)
+                self._buf_rows += n
+                return
+            j = self._rand.randrange(self._interval_calls)
+            if j >= len(buf):              # not sampled
+                self._sampled_out += n
+                self._dropped += n
+                return
+            out = buf[j][1].shape[0]
+            buf[j] = item
+            self._buf_rows += n - out
+            self._sampled_out += out
+            self._dropped += out
+            while self._buf_rows > self.buffer_rows and len(buf) > 1:  # a large call replaced a small one
+                k = self._rand.randrange(len(buf))
+                buf[k], buf[-1] = buf[-1], buf[k]
+                gone = buf.pop()[1].shape[0]
+                self._buf_rows -= gone
+                self._sampled_out += gone
+                self._dropped += gone
 
     # -- read side -------------------------------------------------------------------
     def checks(self) -> Iterable[H.CheckResult]:
@@ -250,6 +287,8 @@ class DriftComponent(Component):
         with self._lock:
             buffered, dropped, pending = self._buf_rows, self._dropped, self._pending_rows
         out = {**self._stats, "buffered_rows": buffered, "dropped_rows": dropped, "pending_rows": pending,
+               "sampled_out_rows": self._sampled_out, "cpu_seconds": round(self._cpu_s, 4),
+               "last_cycle_cpu_ms": round(self._last_cycle_cpu_ms, 2),
                "recovered_rows": self._recovered, "unreadable_outputs": self._unreadable_outputs,
                "worker_pid": os.getpid()}
         st = self._store_obj
@@ -304,6 +343,8 @@ class DriftComponent(Component):
         else:
             self._seq = ConformalMartingale(alpha=self.sequential_alpha).fit()
         self._seq_pos = self._store.total(self._streams["inputs"])
+        self._seq_rng = np.random.default_rng(0x5E9)
+        self._seq_skipped = 0
         self._start_pos = self._store.total(self._streams["inputs"])
         self._pv_pos = self._store.total(self._streams["p_values"])
         self._skew_result: tuple[list[SkewFinding], WindowReport] | None = None
@@ -353,6 +394,16 @@ class DriftComponent(Component):
 
     def _cycle(self) -> None:
         """What the background worker runs: set up once, then flush, test and publish."""
+        with self._cycle_lock:  # analyze_now() may run a cycle from another thread
+            t0 = time.thread_time()
+            try:
+                self._cycle_locked()
+            finally:  # this thread's CPU time (the tests keep BLAS on it): what drift costs the host
+                used = time.thread_time() - t0
+                self._cpu_s += used
+                self._last_cycle_cpu_ms = used * 1e3
+
+    def _cycle_locked(self) -> None:
         if not self._ready:
             try:
                 self._setup()
@@ -374,13 +425,43 @@ class DriftComponent(Component):
 
     def _final_cycle(self) -> None:
         """At stop: flush what is buffered, then close the store."""
-        if not self._ready:
-            return
-        try:
-            self.run_once()
-        finally:
-            self._store.close()
-            self._store_obj = None
+        with self._cycle_lock:
+            if not self._ready:
+                return
+            try:
+                self.run_once()
+            finally:
+                self._store.close()
+                self._store_obj = None
+                self._ready = False
+
+    def analyze_now(self) -> dict[str, Any]:
+        """Run one drift cycle now, in the calling thread (flush this worker's buffer, test the pooled
+        window, feed the sequential alarm, the skew check once due), and return the findings.
+
+        Works with or without the background worker (e.g. in a batch job or a test). Returns
+        ``{"status": "drift" | "ok", "drifted": [...], "checks": {name: {"status", "reason", "details"}},
+        "sequential": {...}, "skew": [...], "pooled_rows": int, "sampling": {...}}``, where ``drifted``
+        names the features (``"<f> (missing rate)"``, ``"(joint)"``) drifting in the latest window and
+        ``checks`` holds the same verdicts as ``guard.health()``'s ``drift.*`` checks.
+        """
+        self._cycle()
+        return self.findings()
+
+    def findings(self) -> dict[str, Any]:
+        """The latest cycle's findings (see :meth:`analyze_now`), without running one."""
+        checks = {c.name: {"status": c.status, "reason": c.reason, "details": dict(c.details or {})}
+                  for c in self._checks}
+        if not self._ready and not hasattr(self, "_seq"):
+            return {"status": "unavailable", "drifted": [], "checks": checks, "sequential": None, "skew": [],
+                    "pooled_rows": 0, "sampling": self.sampling()}
+        drifted = [f.feature for f in self._feat.drifted] if self._feat is not None else []
+        if self._pred is not None:
+            drifted += [f"prediction {f.feature}" for f in self._pred.drifted]
+        skew = [f.to_dict() for f in self._skew_result[0]] if self._skew_result else []
+        return {"status": "drift" if (drifted or self._seq.alarm or skew) else "ok", "drifted": drifted,
+                "checks": checks, "sequential": self._seq.to_dict(), "skew": skew,
+                "pooled_rows": max(self._last_total, 0), "sampling": self.sampling()}
 
     def run_once(self) -> None:
         """One background cycle: flush, test, publish (also callable directly, e.g. in tests)."""
@@ -397,10 +478,14 @@ class DriftComponent(Component):
         and counted) and the error propagates; the next flush sends it again under the same id.
         """
         with self._lock:  # buffered rows become pending in one step (stats never see them in neither count)
-            items = list(self._buf)
-            self._buf.clear()
+            items = [it[1:] for it in sorted(self._buf, key=lambda it: it[0])]  # arrival order
+            self._buf = []
             self._pending_rows += self._buf_rows
+            if self._interval_calls:
+                self._last_sample = (self._buf_rows, self._buf_rows + self._interval_sampled_out())
             self._buf_rows = 0
+            self._interval_calls = 0
+            self._interval_mark = self._sampled_out
         self._pending.extend(self._batches(items))
         while self._pending_rows > self.buffer_rows and len(self._pending) > 1:
             _, _, n_old, _ = self._pending.popleft()
@@ -424,6 +509,18 @@ class DriftComponent(Component):
         self._flushed += n
         return n
 
+    def _interval_sampled_out(self) -> int:
+        return self._sampled_out - getattr(self, "_interval_mark", 0)
+
+    def sampling(self) -> dict[str, Any]:
+        """How the buffer sampled the rows: totals since start and the latest flush interval."""
+        with self._lock:
+            seen, out, last = self._seen_rows, self._sampled_out, self._last_sample
+        return {"rows_offered": seen, "rows_sampled_out": out,
+                "sampling_rate": 1.0 if seen == 0 else round((seen - out) / seen, 4),
+                "last_interval_rows": last[1], "last_interval_kept": last[0],
+                "last_interval_rate": 1.0 if last[1] == 0 else round(last[0] / last[1], 4)}
+
     def _batches(self, items: list[tuple[np.ndarray, Any, Any]]) -> list[tuple[str, dict[str, np.ndarray], int, bool]]:
         """Buffered calls as store batches ``(id, {stream: rows}, input rows, failed before)``:
         one batch, or one per input width if the width changed."""
@@ -438,27 +535,49 @@ class DriftComponent(Component):
             if self.store_digits is not None:
                 rows = quantise(rows, self.store_digits)
             streams: dict[str, np.ndarray] = {self._streams["inputs"]: rows}
-            outs, pvs = [], []
+            raw, pvs = [], []
             for x, result, pv in group:
                 if self._pd is not None:
                     try:
                         o = self.output_extractor(result)
                         if o is not None and len(o) == len(x):
-                            outs.append(self._pd.columns(o))
+                            raw.append(np.asarray(o, dtype=np.float64))
                     except Exception:  # an output we cannot read is skipped (and counted), not fatal
                         self._unreadable_outputs += 1
                 if pv is not None:
                     p = np.asarray(pv, dtype=float).reshape(-1)
-                    if len(p) == len(x) and np.all((p > 0) & (p <= 1)):
-                        pvs.append(p[:, None])
-            if outs:
-                streams[self._streams["outputs"]] = np.concatenate(outs, axis=0)
+                    if len(p) == len(x):
+                        pvs.append(p)
+            if raw:
+                outs = self._output_columns(raw)
+                if outs is not None:
+                    streams[self._streams["outputs"]] = outs
             if pvs:
-                streams[self._streams["p_values"]] = np.concatenate(pvs, axis=0)
+                pa = np.concatenate(pvs)
+                pa = pa[(pa > 0) & (pa <= 1)]
+                if pa.size:
+                    streams[self._streams["p_values"]] = pa[:, None]
             self._batch_seq += 1
             out.append((f"{self._batch_prefix}-{self._batch_seq}", streams, len(streams[self._streams["inputs"]]),
                         False))
         return out
+
+    def _output_columns(self, raw: list[np.ndarray]) -> np.ndarray | None:
+        """The stored prediction columns of the calls' outputs: one conversion for all (the usual case),
+        call by call when their shapes differ (an unreadable one skipped and counted)."""
+        assert self._pd is not None
+        try:
+            if len({a.shape[1:] for a in raw}) == 1:
+                return self._pd.columns(np.concatenate(raw, axis=0))
+        except ValueError:
+            pass
+        outs = []
+        for a in raw:
+            try:
+                outs.append(self._pd.columns(a))
+            except ValueError:
+                self._unreadable_outputs += 1
+        return np.concatenate(outs, axis=0) if outs else None
 
     def _analyse(self) -> None:
         st = self._store
@@ -480,7 +599,12 @@ class DriftComponent(Component):
                     self._skew_result = self._skew.check(rows)
         self._last_total = total
         if isinstance(self._seq, OnlineConformalMartingale):
-            rows, self._seq_pos = st.rows_after(self._streams["inputs"], self._seq_pos, int(self.sequential_max_rows))
+            rows, self._seq_pos = st.rows_after(self._streams["inputs"], self._seq_pos, 1_000_000)
+            cap = int(self.sequential_max_rows)
+            if rows.shape[0] > cap:  # a uniform subsample, in order, chosen without looking at the values
+                keep = np.sort(self._seq_rng.choice(rows.shape[0], cap, replace=False))
+                self._seq_skipped += rows.shape[0] - cap
+                rows = rows[keep]
             if rows.size and rows.shape[1] == self._seq.n_features_in_:
                 self._seq.update(rows)
         else:
@@ -488,7 +612,8 @@ class DriftComponent(Component):
             if pv.size:
                 self._seq.update(pv[:, 0])
         self._stats = {"pooled_rows": total, "flushed_rows": self._flushed, "window_tests": self._tests,
-                       "sequential_rows": self._seq.n_seen_, "sequential": self._seq.to_dict()}
+                       "sequential_rows": self._seq.n_seen_, "sequential_skipped_rows": self._seq_skipped,
+                       "sequential": self._seq.to_dict()}
         if self._feat is not None:  # the latest window, every feature (bounded by the schema): for exporters
             self._stats["window_rows"] = self._feat.n
             self._stats["features"] = {f.feature: {"p_value": float(f.p_value), "q_value": float(f.q_value),
@@ -505,9 +630,10 @@ class DriftComponent(Component):
                                      "no reference profile: set drift_reference or enable edge cases",
                                      affects_readiness=False))
         else:
-            out.append(_window_check("drift.features", "features", self._feat, self._last_total))
+            out.append(_window_check("drift.features", "features", self._feat, self._last_total, self._sampling_note()))
         if self._pd is not None:
-            out.append(_window_check("drift.predictions", "model outputs", self._pred, self._last_total))
+            out.append(_window_check("drift.predictions", "model outputs", self._pred, self._last_total,
+                                     self._sampling_note()))
         out.append(self._sequential_check())
         if self._skew is not None:
             out.append(self._skew_check())
@@ -522,6 +648,15 @@ class DriftComponent(Component):
         if self._seq.alarm:
             attrs["guard.drift.alarm"] = True
         self._span_attrs = attrs
+
+    def _sampling_note(self) -> str:
+        """'' while this worker's buffer kept every row; else the sampling rate, for the reasons."""
+        smp = self.sampling()
+        if smp["rows_sampled_out"] == 0:
+            return ""
+        return (f"; rows sampled: this worker's buffer (drift_buffer_rows={self.buffer_rows}) kept a uniform sample "
+                f"of {smp['last_interval_rate']:.1%} of the latest interval's {smp['last_interval_rows']} rows "
+                f"({smp['sampling_rate']:.1%} since start)")
 
     def _store_check(self, error: str | None) -> H.CheckResult:
         st = self._store_obj
@@ -605,7 +740,7 @@ class DriftComponent(Component):
             span.end()
 
 
-def _window_check(name: str, what: str, r: WindowReport | None, pooled: int) -> H.CheckResult:
+def _window_check(name: str, what: str, r: WindowReport | None, pooled: int, note: str = "") -> H.CheckResult:
     if r is None:
         return H.CheckResult(name, H.OK, f"no pooled {what} yet", {"pooled_rows": max(pooled, 0)},
                              affects_readiness=False)
@@ -614,13 +749,19 @@ def _window_check(name: str, what: str, r: WindowReport | None, pooled: int) -> 
         return H.CheckResult(name, H.OK, f"{r.n} rows in the window, fewer than {r.min_samples} needed to judge",
                              details, affects_readiness=False)
     if r.drifted:
-        text = ", ".join(f"{f.feature} (effect {f.effect:.2f}, PSI {f.psi:.2f}, q={f.q_value:.1e})"
-                         for f in r.drifted[:5])
+        text = ", ".join(_finding_text(f) for f in r.drifted[:5])
         more = f" and {len(r.drifted) - 5} more" if len(r.drifted) > 5 else ""
         return H.CheckResult(name, H.DEGRADED, f"{len(r.drifted)} {what} drifted over the last {r.n} pooled rows: "
-                             f"{text}{more}", details, affects_readiness=False)
+                             f"{text}{more}{note}", details, affects_readiness=False)
     return H.CheckResult(name, H.OK, f"no {what} drifted over the last {r.n} pooled rows "
-                         f"(BH level {r.alpha:g}, min effect {r.min_effect:g})", details, affects_readiness=False)
+                         f"(BH level {r.alpha:g}, min effect {r.min_effect:g}){note}", details, affects_readiness=False)
+
+
+def _finding_text(f: Any) -> str:
+    if f.kind == "missing":
+        return (f"{f.feature}: {f.detail['window_missing']:.1%} of rows missing vs "
+                f"{f.detail['reference_missing']:.1%} in the reference (q={f.q_value:.1e})")
+    return f"{f.feature} (effect {f.effect:.2f}, PSI {f.psi:.2f}, q={f.q_value:.1e})"
 
 
 def load_reference_npz(path: str | os.PathLike[str]) -> dict[str, Any]:

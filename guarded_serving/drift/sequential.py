@@ -238,11 +238,19 @@ def _logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 # -- the conformal test martingale on online ranks (exact with a finite reference) ----------------
-def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int) -> tuple[np.ndarray, np.ndarray]:
+def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int,
+                blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per column: betting functions mixed over start times (see the module docstring).
 
     ``logf`` holds ``log f(p_t)`` for every row, column and betting function,
     shape (n, c, k); ``logR`` the brackets after the previous batch, (c, k).
+    ``blocks`` (shape (c, k), integers >= 1; default all 1) restricts each
+    betting function's start times to the first row of every block of that
+    many rows, the block ``j`` (1-based) getting prior mass ``g(j) - g(j + 1)``:
+    a bet that earns slowly (a small shift) waits at most a block to start but
+    pays ``log b`` nats less for its start time. Each betting function is then
+    a mixture of test martingales over its own summable prior, and the
+    average over betting functions is again a test martingale.
     Returns the natural-log capital of each column after each row, (n, c),
     and the brackets after the last row.
     """
@@ -250,15 +258,32 @@ def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int) -> tuple
     if logR is None:
         logR = np.full((c, k), -np.inf)
     t = n_seen + np.arange(1, n + 1, dtype=np.float64)
-    log_g = _log_g(t)
-    tail = _log_g(t + 1.0)
-    log_pi = log_g + np.log1p(-np.exp(tail - log_g))
+    if blocks is None:
+        log_g = _log_g(t)
+        tail = _log_g(t + 1.0)
+        log_pi = (log_g + np.log1p(-np.exp(tail - log_g)))[:, None, None]
+        tail_k = tail[:, None, None]
+    else:
+        ub, inv = np.unique(blocks, return_inverse=True)       # the few distinct block sizes
+        b = ub.astype(np.float64)[None]                         # (1, u)
+        j = np.floor((t[:, None] - 1.0) / b)                    # 0-based block of row t
+        start = (t[:, None] - 1.0) == j * b                     # row t opens a block
+        lg = _log_g(j + 1.0)
+        tl = _log_g(j + 2.0)                                    # mass of the start times after row t
+        with np.errstate(divide="ignore"):
+            lp = np.where(start, lg + np.log1p(-np.exp(tl - lg)), -np.inf)
+        inv = inv.reshape(-1)
+        log_pi = lp[:, inv].reshape(n, c, k)
+        tail_k = tl[:, inv].reshape(n, c, k)
     csum = np.cumsum(logf, axis=0)
     prev = np.concatenate([np.zeros((1, c, k)), csum[:-1]], axis=0)
-    terms = log_pi[:, None, None] - prev
+    terms = log_pi - prev
     terms[0] = np.logaddexp(terms[0], logR)
     logR_all = csum + _log_cumsum_exp(terms)
-    logC = np.logaddexp(_logmeanexp(logR_all, axis=2), tail[:, None])
+    if blocks is None:
+        logC = np.logaddexp(_logmeanexp(logR_all, axis=2), tail_k[:, :, 0])
+    else:
+        logC = _logmeanexp(np.logaddexp(logR_all, tail_k), axis=2)
     return logC, logR_all[-1]
 
 
@@ -321,7 +346,10 @@ class OnlineConformalMartingale:
     With ``joint=True`` and two numeric features or more, *joint columns*
     see a change of the dependence between features: the binned Mahalanobis
     distance of the row (mean and covariance of the score half; it rises when
-    correlations weaken), and, with at most ``joint_pairs`` numeric features,
+    correlations weaken), the *mean of the standardised features* (a fixed
+    projection: a shift that moves many features a little, the same way, moves
+    it by about the square root of their number times as much, so its mean bets
+    see it sooner than any one feature's), and, with at most ``joint_pairs`` numeric features,
     the product ``z_a z_b`` of every pair of standardised features (its mean is
     their correlation, so it moves both when a correlation appears and when
     it vanishes). The *bag half*
@@ -376,7 +404,7 @@ class OnlineConformalMartingale:
     n_columns_ : int
         Columns tested: features, then the joint columns.
     column_labels_ : tuple of str
-        A label per column (``"(joint) Mahalanobis"``, ``"(joint) a*b"`` for joint columns).
+        A label per column (``"(joint) Mahalanobis"``, ``"(joint) mean"``, ``"(joint) a*b"`` for joint columns).
     weights_ : ndarray of shape (n_columns_,)
     n_bag_ : int
         Reference rows in the bag (the other half defines the scores).
@@ -396,7 +424,8 @@ class OnlineConformalMartingale:
     def __init__(self, *, alpha: float = 0.01, categorical: Sequence[int] = (), n_bins: int = 1024,
                  joint: bool = True, joint_pairs: int = 8, joint_weight: float = 0.25,
                  feature_names: Sequence[str] | None = None, deltas: Sequence[float] = (0.15, 0.3, 0.5, 0.8, 1.3),
-                 scales: Sequence[float] = (0.6, 0.8, 1.25, 1.6, 2.5), random_state: int = 0) -> None:
+                 scales: Sequence[float] = (0.6, 0.8, 1.25, 1.6, 2.5), block_scale: float = 2.0,
+                 random_state: int = 0) -> None:
         self.alpha = alpha
         self.categorical = categorical
         self.n_bins = n_bins
@@ -406,6 +435,7 @@ class OnlineConformalMartingale:
         self.feature_names = feature_names
         self.deltas = deltas
         self.scales = scales
+        self.block_scale = block_scale
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: Any = None) -> "OnlineConformalMartingale":
@@ -472,8 +502,8 @@ class OnlineConformalMartingale:
             k = len(self._num)
             if k <= int(self.joint_pairs):
                 self._pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
-            labels += ["(joint) Mahalanobis"] + [f"(joint) {names[self._num[a]]}*{names[self._num[b]]}"
-                                                 for a, b in self._pairs]
+            labels += ["(joint) Mahalanobis", "(joint) mean"] + [
+                f"(joint) {names[self._num[a]]}*{names[self._num[b]]}" for a, b in self._pairs]
             for col in self._joint_scores(S).T:
                 self._jedges.append(_quantile_edges(col, self.n_bins))
                 widths.append(len(self._jedges[-1]) + 2)
@@ -493,6 +523,18 @@ class OnlineConformalMartingale:
         k = 2 * deltas.size + scales.size  # every column mixes k bets: categorical step bets are cycled to k
         self._cat_steps = {j: tuple(a[np.arange(k) % len(a)] for a in v)  # type: ignore[misc]
                            for j, v in self._cat_steps.items()}
+        if not (float(self.block_scale) >= 0):
+            raise ValueError(f"block_scale={self.block_scale!r} is invalid: expected a number >= 0 (0: no blocks)")
+        # each bet's start times: blocks of ~ block_scale / rate rows, the rate being the bet's expected log
+        # gain per row under the alternative it is the likelihood ratio of (KL): d^2 / 2 for a mean bet,
+        # (s^2 - 1) / 2 - ln s for a scale bet, KL(Bern(a c) || Bern(c)) for a step bet
+        rate = np.concatenate([deltas ** 2 / 2, deltas ** 2 / 2, (scales ** 2 - 1) / 2 - np.log(scales)])
+        rates = np.tile(rate, (self.n_columns_, 1))
+        for j, (cut, lo, _) in self._cat_steps.items():
+            q = np.clip(np.exp(lo) * cut, 1e-9, 1 - 1e-9)
+            rates[j] = q * np.log(q / cut) + (1 - q) * np.log((1 - q) / (1 - cut))
+        with np.errstate(divide="ignore"):
+            self.blocks_ = np.clip(np.round(float(self.block_scale) / np.maximum(rates, 1e-12)), 1, 256).astype(np.int64)
         self.reset()
         return self
 
@@ -514,11 +556,13 @@ class OnlineConformalMartingale:
 
     # -- scores -----------------------------------------------------------------------------
     def _joint_scores(self, X: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance and pair products of the rows, shape (n, 1 + pairs)."""
+        """Mahalanobis distance, mean of the standardised features and pair products of the rows,
+        shape (n, 2 + pairs)."""
         N = X[:, self._num]
         N = np.where(np.isnan(N), self._mu, N) - self._mu
         out = [np.einsum("ij,jk,ik->i", N, self._prec, N)]
         Z = N / self._sd
+        out.append(Z.mean(axis=1))
         out += [Z[:, a] * Z[:, b] for a, b in self._pairs]
         return np.column_stack(out)
 
@@ -588,7 +632,7 @@ class OnlineConformalMartingale:
             logf = _bet_logf(pa, self._deltas, self._scales)
             for j, (cut, lo, hi) in self._cat_steps.items():
                 logf[:, j, :] = np.where(pa[:, j, None] <= cut, lo, hi)
-            logC, self._logR = _sr_mixture(logf, self._logR, self.n_seen_)
+            logC, self._logR = _sr_mixture(logf, self._logR, self.n_seen_, self.blocks_)
             log10C = logC / math.log(10.0) + self._log10w
             best = log10C.max(axis=1)
             if self.alarm_at_ is None:

@@ -19,6 +19,15 @@ when all three hold: BH-adjusted p-value <= ``alpha``, effect size >=
 alarm on a negligible shift, and a tiny window never alarms. With ``joint=True``
 one more row, ``"(joint)"``, tests all numeric features together (see :mod:`.joint`).
 
+Missing values (NaN) are a signal of their own: each feature missing in the
+reference or in the window gets a row ``"<feature> (missing rate)"`` (kind
+``"missing"``): a two-proportion test of its missing share, window against
+reference, inside the same Benjamini-Hochberg family, effect = the absolute
+difference of the shares, gated by ``min_missing_effect`` (default 0.05: five
+points more or fewer rows missing). The value tests use the non-missing values only. (A feature
+never missing in either contributes no row, so the family is the features
+plus the features with missing values.)
+
 Cost: no sort of the window. Everything reference-side is computed once at
 ``fit`` (distinct sorted values, ECDF, gaps, PSI edges, a grid look-up table);
 a test is a few passes over the window: a grid cell per value, a table
@@ -137,6 +146,11 @@ class WindowTest:
         sizes whose effect reaches ``min_effect`` (a subset, so the combined
         p-value is still valid and BH still controls the FDR of the test). Each
         size costs one more pass.
+    joint : bool, default=False
+        Add the joint MMD row (see :mod:`.joint`).
+    joint_permutations : int, default=199
+    min_missing_effect : float, default=0.05
+        Smallest change of a feature's missing share that may alarm (0.05: five points).
 
     Attributes
     ----------
@@ -148,7 +162,7 @@ class WindowTest:
     def __init__(self, *, alpha: float = 0.01, min_effect: float = 0.15, min_samples: int = 200,
                  categorical: Sequence[int] = (), feature_names: Sequence[str] | None = None,
                  max_reference: int = 2000, recent: Sequence[int] = (), joint: bool = False,
-                 joint_permutations: int = 199) -> None:
+                 joint_permutations: int = 199, min_missing_effect: float = 0.05) -> None:
         self.alpha = alpha
         self.min_effect = min_effect
         self.min_samples = min_samples
@@ -158,12 +172,15 @@ class WindowTest:
         self.recent = recent
         self.joint = joint
         self.joint_permutations = joint_permutations
+        self.min_missing_effect = min_missing_effect
 
     # -- fit ------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: Any = None) -> "WindowTest":
         """Learn the reference distribution of each column of ``X``."""
         if not (0 < float(self.alpha) < 1):
             raise ValueError(f"alpha={self.alpha!r} is invalid: expected a number in (0, 1)")
+        if not (float(self.min_missing_effect) >= 0):
+            raise ValueError(f"min_missing_effect={self.min_missing_effect!r} is invalid: expected a number >= 0")
         if not (float(self.min_effect) >= 0):
             raise ValueError(f"min_effect={self.min_effect!r} is invalid: expected a number >= 0")
         if not isinstance(self.min_samples, int) or self.min_samples < 1:
@@ -184,6 +201,8 @@ class WindowTest:
         self.feature_names_in_ = tuple(str(n) for n in names)
         self.n_reference_ = X.shape[0]
         self.categorical_ = np.array(cat, dtype=int)
+        self._ref_missing = np.isnan(X).sum(axis=0)  # missing counts per feature (NaN = missing)
+        self._ref_rows = X.shape[0]
         self.numeric_ = np.array([i for i in range(d) if i not in set(cat)], dtype=int)
 
         # numeric: per column, the distinct sorted non-missing reference values (NaN = missing)
@@ -241,6 +260,8 @@ class WindowTest:
                     ps = [c[0][3] for c in cands if c[0][3] == c[0][3]]
                     p_min = min(ps) if ps else np.nan
                 rows[i] = (*r[:3], min(1.0, L * p_min) if p_min == p_min else p_min, *r[4:6], detail)
+        d = self.n_features_in_
+        rows.update({d + i: r for i, r in self._missing_rows(W).items()})  # missing rates: the same BH family
         order = sorted(rows)
         pvals = np.array([rows[i][3] for i in order], dtype=float)
         qvals = benjamini_hochberg(pvals)
@@ -249,8 +270,10 @@ class WindowTest:
         for k, i in enumerate(order):
             kind, nn_i, stat, p_i, psi_i, eff, detail = rows[i]
             q = qvals[k]
-            drifted = bool(judged and q == q and q <= self.alpha and eff == eff and eff >= self.min_effect)
-            out.append(FeatureResult(names[i], kind, int(nn_i), float(stat), float(p_i), float(q),
+            gate = self.min_missing_effect if kind == "missing" else self.min_effect
+            drifted = bool(judged and q == q and q <= self.alpha and eff == eff and eff >= gate)
+            name = names[i] if i < d else f"{names[i - d]} (missing rate)"
+            out.append(FeatureResult(name, kind, int(nn_i), float(stat), float(p_i), float(q),
                                      float(psi_i), float(eff), drifted, detail))
         if self.joint_ is not None:
             j = self.joint_.test(W)
@@ -258,6 +281,36 @@ class WindowTest:
             out.append(FeatureResult("(joint)", "joint", j.n, j.statistic, j.p_value, j.p_value, float("nan"),
                                      j.effect, drifted, j.detail))
         return WindowReport(n, float(self.alpha), float(self.min_effect), int(self.min_samples), tuple(out))
+
+    def _missing_rows(self, W: np.ndarray) -> dict[int, tuple]:
+        """Per feature missing in the reference or the window: the two-proportion test of its missing rate.
+
+        (kind, n, statistic, p-value, PSI, effect, detail) as in :meth:`_rows`; the statistic is the
+        pooled two-proportion z (Fisher's exact test instead when an expected count is below 5), the
+        effect the absolute difference of the missing shares (the total variation distance between
+        the missing/present splits, as for a categorical feature), the PSI that of the split.
+        """
+        n = W.shape[0]
+        if n == 0:
+            return {}
+        miss_w = np.isnan(W).sum(axis=0)
+        out: dict[int, tuple] = {}
+        for i in np.nonzero((miss_w > 0) | (self._ref_missing > 0))[0]:
+            a, m = int(self._ref_missing[i]), int(self._ref_rows)
+            b = int(miss_w[i])
+            pr, pw = a / m, b / n
+            pool = (a + b) / (m + n)
+            exp_min = min(pool * m, pool * n, (1 - pool) * m, (1 - pool) * n)
+            if exp_min >= 5:
+                z = (pw - pr) / np.sqrt(pool * (1 - pool) * (1 / m + 1 / n))
+                p = float(2 * special.ndtr(-abs(z)))
+            else:
+                z = float("nan")
+                p = float(stats.fisher_exact([[a, m - a], [b, n - b]])[1])
+            psi = _psi(np.array([pr, 1 - pr]), np.array([pw, 1 - pw]))
+            out[int(i)] = ("missing", n, float(z), min(p, 1.0), psi, abs(pw - pr),
+                           {"reference_missing": round(pr, 4), "window_missing": round(pw, 4)})
+        return out
 
     def _rows(self, W: np.ndarray) -> dict[int, tuple]:
         """Per feature: (kind, n, statistic, p-value, PSI, effect, detail) for the window ``W``."""
