@@ -60,8 +60,9 @@ def train(out: Path = DEFAULT_DIR, seed: int = 0, key: Path | None = None) -> Pa
         pickle.dump(model, fh, protocol=5)
     feature_names = [n.replace(" ", "_") for n in data.feature_names]
     pred_train = model.predict_proba(prepare(X_train))[:, 1]
+    pred_test = model.predict_proba(prepare(X_test))[:, 1]  # the label-free estimate calibrates on these
     np.savez(out / "reference.npz", X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
-             feature_names=np.array(feature_names), pred_train=pred_train)
+             feature_names=np.array(feature_names), pred_train=pred_train, pred_test=pred_test)
     from guarded_serving.edge_cases import build_profile
 
     prof = build_profile(X_train, predictions=pred_train, feature_names=feature_names,

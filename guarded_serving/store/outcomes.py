@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ._private import private_file
+
 __all__ = ["LabelOutcome", "OutcomeStore", "PredictionRecord", "SQLiteOutcomeStore"]
 
 
@@ -171,7 +173,10 @@ class SQLiteOutcomeStore(OutcomeStore):
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            private_file(self.path)  # 0600 in a 0700 directory (the -wal/-shm files copy its mode)
+        except OSError:  # a read-only or missing directory: SQLite's own error follows
+            pass
         conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_ms / 1000.0, isolation_level=None,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
