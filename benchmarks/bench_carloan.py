@@ -24,8 +24,13 @@ covariate shift in its second half. We
    arrived (CBPE with its sampling band, ATC) beside the realised accuracy once they did.
 
 The same table is then made from nannyml's own model scores in the files (``y_pred_proba``,
-``y_pred``), calibrated on the whole reference period. nannyml's own CBPE needs its full
-dependency stack and is not run here; its figures are not in the table.
+``y_pred``), calibrated on the whole reference period.
+
+nannyml's own CBPE needs its full dependency stack, so it runs in a separate environment:
+``--dump-scores FILE`` writes an ``.npz`` with both models' reference scores and labels, the
+analysis scores, labels and chunk ids, and our estimates per chunk, which
+``benchmarks/nannyml_cbpe.py`` (run with that environment's python) reads to put nannyml's CBPE
+beside ours.
 """
 
 from __future__ import annotations
@@ -41,9 +46,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from guarded_serving import Guard  # noqa: E402
-from guarded_serving.performance.component import PerformanceComponent  # noqa: E402
-from guarded_serving.performance.estimate import ATC, CBPE  # noqa: E402
+from guarded_serving import Guard
+from guarded_serving.performance.component import PerformanceComponent
+from guarded_serving.performance.estimate import ATC, CBPE
 
 CHUNK = 5000
 PER_REQUEST = 50
@@ -53,7 +58,7 @@ def data_dir(given: str | None) -> Path:
     cands = [given, os.environ.get("NANNYML_PATH")]
     spec = importlib.util.find_spec("nannyml")
     if spec is not None and spec.submodule_search_locations:
-        cands.append(str(Path(list(spec.submodule_search_locations)[0]).parent))
+        cands.append(str(Path(next(iter(spec.submodule_search_locations))).parent))
     for c in cands:
         if c:
             d = Path(c) / "nannyml" / "datasets" / "data"
@@ -106,10 +111,13 @@ def table(title: str, rows: list[tuple]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nannyml", help="directory that contains the nannyml package (a --target install)")
+    ap.add_argument("--dump-scores", metavar="FILE",
+                    help="write reference scores/labels, analysis scores/labels/chunk ids and our estimates "
+                         "per chunk (.npz) for benchmarks/nannyml_cbpe.py")
     args = ap.parse_args()
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    Xr, yr, tr, pr_nml, Xa, ya, ta, pa_nml = load(data_dir(args.nannyml))
+    Xr, yr, _tr, pr_nml, Xa, ya, ta, pa_nml = load(data_dir(args.nannyml))
     half = len(Xr) // 2
     model = HistGradientBoostingClassifier(random_state=0).fit(Xr[:half], yr[:half])
     cal_scores, cal_labels = model.predict_proba(Xr[half:])[:, 1], yr[half:]
@@ -127,7 +135,7 @@ def main() -> None:
         p = model.predict_proba(rows)[:, 1]
         return {"label": (p >= 0.5).astype(int).tolist(), "probability": p.tolist()}
 
-    rows_out, waiting = [], None
+    rows_out, waiting, served = [], None, []
     n_chunks = len(Xa) // CHUNK
     verdicts = []
     for c in range(n_chunks):
@@ -138,6 +146,7 @@ def main() -> None:
             out = predict(Xa[i:i + PER_REQUEST])
             ids.append((out["request_id"], ya[i:i + PER_REQUEST]))
             preds.extend(out["label"])
+            served.extend(out["probability"])
         comp.flush()
         comp.evaluate()  # the estimate of this chunk, before any of its labels
         est = comp.stats()["estimate"]
@@ -172,6 +181,25 @@ def main() -> None:
         rows2.append((CHUNK, real, cbpe.estimate(pa_nml[s]), atc.estimate(pa_nml[s])))
     table("Car loan, nannyml's model scores from the files (y_pred_proba; calibrated on the 50,000 reference "
           "loans), our CBPE and ATC", rows2)
+    if args.dump_scores:
+        dump(args.dump_scores, ours=(cal_scores, cal_labels, np.asarray(served, float), rows_out),
+             theirs=(pr_nml, yr, pa_nml, rows2), labels=ya, n_chunks=n_chunks)
+
+
+def dump(path: str, ours: tuple, theirs: tuple, labels: np.ndarray, n_chunks: int) -> None:
+    """Scores, labels, chunk ids and our per-chunk estimates, for a CBPE run elsewhere."""
+    out = {"analysis_labels": labels, "analysis_chunk": np.repeat(np.arange(n_chunks), CHUNK),
+           "chunk_size": np.int64(CHUNK)}
+    for name, (ref_s, ref_y, ana_s, rows) in (("ours", ours), ("nannyml", theirs)):
+        out[f"{name}_reference_scores"], out[f"{name}_reference_labels"] = ref_s, ref_y
+        out[f"{name}_analysis_scores"] = ana_s
+        out[f"{name}_realised"] = np.array([r[1] for r in rows])
+        for k in ("accuracy", "lower", "upper"):
+            out[f"{name}_cbpe_{k}"] = np.array([r[2][k] for r in rows])
+        out[f"{name}_atc"] = np.array([r[3] for r in rows])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **out)
+    print(f"\nscores written to {path}")
 
 
 if __name__ == "__main__":
