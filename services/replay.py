@@ -349,11 +349,39 @@ def accuracy_drop(r: Replay, n_good: int = 1500, n_bad: int = 3000, rows: int = 
                    f"performance.estimate {est.get('status')}: {est.get('reason', '')}")
 
 
+
+def client_attacks(r: Replay) -> Verdict:
+    """What a hostile or careless client sends must not take the service down: unknown routes,
+    absurd values in a low-variance feature (sent as text/plain, as a web page could), an oversized
+    body. All 4xx, none counted as a model error, /readyz stays 200."""
+    import json as _json
+
+    before = r.stats()
+    unknown = [r.session.post(f"{r.url}/predict_{i % 7}x", json={"inputs": []}, timeout=10).status_code
+               for i in range(50)]
+    j = int(np.argmin(r.X_train.std(axis=0)))
+    row = r.X_test[0].tolist()
+    row[j] = 1e308
+    absurd = [r.session.post(f"{r.url}/predict", data=_json.dumps({"inputs": [row]}),
+                             headers={"Content-Type": "text/plain"}, timeout=10) for _ in range(40)]
+    big = r.session.post(f"{r.url}/predict", data=b"[" + b"0," * 5_000_000 + b"0]",
+                         headers={"Content-Type": "application/json"}, timeout=30)
+    ready = r.session.get(f"{r.url}/readyz", timeout=10).status_code
+    after = r.stats()
+    errors = after["errors"] - before["errors"]
+    ok = (all(c == 404 for c in unknown) and all(a.status_code == 400 for a in absurd)
+          and big.status_code == 413 and ready == 200 and errors == 0)
+    return Verdict(ok, f"50 unknown routes -> {sorted(set(unknown))}; 40 text/plain bodies with 1e308 in "
+                   f"{r.feature_names[j]} -> {sorted({a.status_code for a in absurd})} "
+                   f"({absurd[0].text[:80]}); a 10 MB body -> {big.status_code} ({big.text[:60]}); "
+                   f"model errors counted {errors}; /readyz {ready}")
+
 SCENARIOS: list[Scenario] = [
     Scenario("normal traffic", "baseline", normal_traffic),
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
     Scenario("model raises", "software: model error", model_errors),
     Scenario("malformed input", "input: NaN, inf, shape, type, empty", bad_input),
+    Scenario("hostile client", "operational: client errors must not flip readiness", client_attacks),
     Scenario("tampered model file", "deployment: artifact differs from manifest", tampered_artifact),
     Scenario("model swapped in place", "deployment: older model while serving", replaced_artifact),
     Scenario("dependency mismatch", "software: installed package differs from the pin", dependency_mismatch),
