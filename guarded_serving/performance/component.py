@@ -358,8 +358,9 @@ class PerformanceComponent(Component):
             return ["unknown"] * n
 
     def evaluate(self, *, full: bool = True) -> None:
-        """Consume new outcomes, refresh the label-free estimate and (``full``) coverage and counts
-        (they scan the stored predictions: the worker refreshes them every 5 s), rebuild the checks."""
+        """Consume new outcomes, refresh (``full``, or when labels arrived) the label-free estimate and
+        (``full``) coverage and counts (they scan the stored predictions: the worker does a full
+        evaluation every 5 s), rebuild the checks."""
         store = self._open_store()
         with self._eval_lock:
             new = 0
@@ -374,7 +375,7 @@ class PerformanceComponent(Component):
             if full:
                 self._coverage = self._read_coverage(store)
                 self._counts = store.counts()
-            if self._estimators is not None:
+            if self._estimators is not None and (full or new):  # it reads the latest window: not every idle cycle
                 self._estimate = self._label_free(store)
             self._checks = self._build_checks()
             self._span_attrs = self._build_span_attrs()
