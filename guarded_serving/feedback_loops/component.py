@@ -45,7 +45,7 @@ from ..outputs import extract_output
 from ..store.base import WindowStore
 from ..worker import PeriodicWorker
 from .alarm import ConcentrationAlarm, trend_slope
-from .coupling import OutcomeCoupling, source_code
+from .coupling import OutcomeCoupling, check_source, source_code
 from .holdout import HoldoutComparison, windowed_holdout_comparison
 from .measures import (
     ExposureSummary,
@@ -302,7 +302,10 @@ class LoopComponent(Component):
                         label: float | None = None, source: str | None = None) -> None:
         """Record what became of one answered row: the items clicked in its list, or its true
         label (a class index), with the label's source when known (``"model"``: it exists because
-        the model acted on its answer; ``"exploration"``; anything else: independent).
+        the model acted on its answer; ``"exploration"``; any other short tag: independent).
+        A label of a ``(request_id, row)`` also sent through the performance capability's
+        feedback (``guard.record_feedback``) is counted once, with the tag of whichever arrived
+        first.
 
         Cheap (buffered; written to the store by the background worker, so every worker joins it).
         """
@@ -310,6 +313,7 @@ class LoopComponent(Component):
             raise ValueError(f"request_id={request_id!r} is invalid: expected the id the prediction returned")
         if not isinstance(row, int) or isinstance(row, bool) or row < 0:
             raise ValueError(f"row={row!r} is invalid: expected a row index >= 0")
+        check_source(source)
         rc, sc, now = item_code(request_id), source_code(source), time.time()
         items = [clicked] if isinstance(clicked, (str, int)) else list(clicked)
         if label is not None and (not isinstance(label, (int, float, np.integer, np.floating))
