@@ -12,9 +12,11 @@ Two simulated loops (guarded_serving.feedback_loops.simulations), each beside it
 One window of the loop check per epoch; the alarm (ConcentrationAlarm at alpha 0.01, four
 measures: Gini, top share, entropy, coverage) is fed from epoch 5. Prints, per system, the delay
 from onset to alarm over the seeds (median, min, max), loops missed, and false alarms (any alarm
-on a control, or on a loop before its onset; target 0). Also the recommender's holdout lift
-(exploration click-through of the model's favourites / of the rest, last 20 epochs), and the
-alarm's false-alarm rate on synthetic exchangeable and autocorrelated window series, and the
+on a control, or on a loop before its onset; target 0). Also the recommender's holdout
+comparison over its last 60 epochs (favourites chosen per epoch, judged on that epoch's random
+slice): the lift (exploration click-through of the model's favourites / of the rest) per seed
+with its 95% interval, pooled over the seeds, the favourites' click-through on model traffic /
+on the holdout, and the loop.holdout verdict at lift 2; and the alarm's false-alarm rate on synthetic exchangeable and autocorrelated window series, and the
 request-path cost of the loop component (after_call). Writes PNG
 plots of the measures over time (one line per seed) to ``--out``.
 """
@@ -30,6 +32,7 @@ import numpy as np
 
 from guarded_serving.feedback_loops import simulations as S
 from guarded_serving.feedback_loops.alarm import TrendAlarm
+from guarded_serving.feedback_loops.holdout import lift_interval
 
 
 def _run(simulate, seeds: int, **kw):
@@ -129,20 +132,34 @@ def main() -> None:
           "measure that alarmed |")
     print("|---|---|---:|---:|---:|---:|---|")
     plots = []
-    lifts = {}
+    holdouts = {}
     for name, fn in (("recommender", S.recommender), ("allocation", S.allocation)):
         res = _run(fn, args.seeds, epochs=args.epochs, onset=args.onset)
         for system in ("loop", "control"):
             print(_row(name, system, res[system][1]), flush=True)
         plots.append(_plot(name, res, args.out, args.onset))
         if name == "recommender":
-            for system in ("loop", "control"):
-                r = [x.extra["holdout_ctr_favourites"] / x.extra["holdout_ctr_rest"] for x in res[system][0]]
-                lifts[system] = (statistics.median(r), min(r), max(r))
-    print("\nrecommender holdout: exploration click-through of the model's favourites / of the other items "
-          "(last 20 epochs)")
-    for system, (med, lo, hi) in lifts.items():
-        print(f"  {system:<8} median {med:.2f} (min {lo:.2f}, max {hi:.2f})")
+            holdouts = {system: res[system][0] for system in ("loop", "control")}
+    print("\nrecommender holdout, last 60 epochs (favourites: top 5% of each epoch's model exposure, judged on "
+          "that epoch's random slice):")
+    print("| system | seeds | lift per seed: median (min-max) | seeds whose 95% CI lies above 1 | lift pooled over "
+          "seeds (95% CI) | favourites' share of model exposure | model-traffic / holdout CTR of favourites: "
+          "median (min-max) | loop.holdout verdicts (lift 2) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    keys = ("holdout_clicks_favourites", "holdout_shows_favourites", "holdout_clicks_rest", "holdout_shows_rest")
+    for system, runs in holdouts.items():
+        judged = [S.holdout(r) for r in runs]
+        lifts = [c.ratio for c in judged]
+        pooled = lift_interval(*(sum(r.extra[k] for r in runs) for k in keys))
+        infl = [c.model_to_holdout for c in judged if c.model_to_holdout is not None]
+        shares = [c.favourites_exposure_share for c in judged]
+        verdicts = {v: sum(c.verdict == v for c in judged) for v in ("exposure only", "earned", "undecided",
+                                                                     "too few holdout clicks")}
+        print(f"| {system} | {len(runs)} | {statistics.median(lifts):.2f} ({min(lifts):.2f}-{max(lifts):.2f}) | "
+              f"{sum(c.ratio_low > 1 for c in judged)} | {pooled[0]:.2f} ({pooled[1]:.2f}-{pooled[2]:.2f}) | "
+              f"{statistics.median(shares):.2f} | "
+              + (f"{statistics.median(infl):.2f} ({min(infl):.2f}-{max(infl):.2f})" if infl else "-")
+              + " | " + ", ".join(f"{v} {n}" for v, n in verdicts.items() if n) + " |")
     print("\nalarm on synthetic window series (alpha 0.05 per stream, 200 streams):")
     print("| windows | per stream | streams alarmed |")
     print("|---|---:|---:|")

@@ -556,19 +556,23 @@ class Guard:
         return edge.check(x, explain=explain)  # type: ignore[attr-defined, no-any-return]
 
     # -- feedback ---------------------------------------------------------------------
-    def record_feedback(self, request_id: str, label: Any, *, row: int | None = None) -> Any:
+    def record_feedback(self, request_id: str, label: Any, *, row: int | None = None,
+                        source: str | None = None) -> Any:
         """Record the true outcome of a prediction, by its request id (``X-Request-Id``).
 
         ``label`` is the true class (classifiers) or value (regressors) of row ``row`` (default
         0), or a list with one per row of the request. Returns a
         :class:`~guarded_serving.performance.feedback.FeedbackResult` (``ok``, ``status``,
         ``http_status``, ``message``); idempotent. Needs the performance capability
-        (``performance=True`` or ``expectations=...``).
+        (``performance=True`` or ``expectations=...``). ``source`` optionally tags where the
+        label came from (``"model"``: it exists because the model acted on its answer;
+        ``"exploration"``; ``"organic"`` or any short tag: independent); the feedback-loop check
+        reads the share of labels the model's own outputs produced from it.
         """
-        return self._performance().record_feedback(request_id, label, row=row)
+        return self._performance().record_feedback(request_id, label, row=row, source=source)
 
     def record_feedback_many(self, items: Iterable[Any]) -> list[Any]:
-        """Record many outcomes at once (items ``{"request_id", "label"[, "row"]}`` or tuples):
+        """Record many outcomes at once (items ``{"request_id", "label"[, "row"][, "source"]}`` or tuples):
         one :class:`~guarded_serving.performance.feedback.FeedbackResult` per row, in order; a bad
         item never costs the others."""
         return self._performance().record_feedback_many(items)

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from guarded_serving.serving.process import BentoServer
+from guarded_serving.store.outcomes import SQLiteOutcomeStore
 from guarded_serving.testing import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,17 +56,21 @@ def test_labels_join_their_predictions_and_survive_kill_9(tmp_path):
         for i in range(4, 64):
             resp = requests.post(server.url + "/predict", json={"inputs": X[i:i + 1].tolist()}, headers=CLOSE,
                                  timeout=30)
-            items.append({"request_id": resp.headers["X-Request-Id"], "label": int(y[i])})
+            items.append({"request_id": resp.headers["X-Request-Id"], "label": int(y[i]),
+                          "source": "model" if i % 2 else "organic"})  # where each label came from
         bad = [{"request_id": items[1]["request_id"], "label": "benign"},          # wrong type
                {"request_id": items[2]["request_id"], "label": 1 - items[2]["label"]},  # contradicts (same batch)
-               {"request_id": "not-an-id", "label": 1}]
+               {"request_id": "not-an-id", "label": 1},
+               {"request_id": items[3]["request_id"], "label": 1, "source": "not a tag"}]
         out = requests.post(server.url + "/guard/feedback", json={"items": items + bad}, headers={**AUTH, **CLOSE},
                             timeout=30)
         assert out.status_code == 422, out.text  # mixed problems: 422, with every item's result
         res = out.json()
-        assert res["kept"] == 64 and res["rejected"] == 3
-        assert [x["http_status"] for x in res["results"][-3:]] == [422, 409, 400]
-        assert items[1]["request_id"] in res["results"][-3]["message"]
+        assert res["kept"] == 64 and res["rejected"] == 4
+        assert [x["http_status"] for x in res["results"][-4:]] == [422, 409, 400, 400]
+        assert items[1]["request_id"] in res["results"][-4]["message"]
+        assert res["results"][-1]["message"].startswith(f"item {len(items) + 3} (request {items[3]['request_id']})")
+        assert "source 'not a tag' is invalid" in res["results"][-1]["message"]
 
         # every label joins its prediction, whichever worker served it
         assert wait_until(lambda: _store_counts(server.url), 60, 0.1,
@@ -83,6 +88,11 @@ def test_labels_join_their_predictions_and_survive_kill_9(tmp_path):
     server = _server(tmp_path, port).start()
     try:
         assert _store_counts(server.url)["labels"] == 64
+        (path,) = tmp_path.glob("outcomes-*.sqlite")  # the tags were stored with the labels
+        st = SQLiteOutcomeStore(path)
+        sources = [r[9] for r in st.outcomes_after(0, 100)]
+        st.close()
+        assert sources.count("model") == 30 and sources.count("organic") == 30 and sources.count(None) == 4
         again = requests.post(server.url + "/guard/feedback", json=items[5], headers=AUTH, timeout=10)
         assert again.status_code == 200 and again.json()["status"] == "unchanged"
     finally:

@@ -19,11 +19,11 @@ import importlib
 from typing import Any
 
 __all__ = ["ConcentrationAlarm", "HoldoutComparison", "LoopComponent", "OutcomeCoupling", "TrendAlarm",
-           "holdout_comparison", "summarise"]
+           "holdout_comparison", "summarise", "windowed_holdout_comparison"]
 
 _WHERE = {"ConcentrationAlarm": "alarm", "TrendAlarm": "alarm", "HoldoutComparison": "holdout",
           "holdout_comparison": "holdout", "LoopComponent": "component", "OutcomeCoupling": "coupling",
-          "summarise": "measures"}
+          "summarise": "measures", "windowed_holdout_comparison": "holdout"}
 
 
 def __getattr__(name: str) -> Any:

@@ -59,6 +59,10 @@ class LoopSettings(Section):
         ``$GUARDED_STATE_DIR/loops-<name>.sqlite``.
     loop_interval_s : float, default=5.0
     loop_min_holdout_clicks : int, default=30
+    loop_holdout_lift : float, default=2.0
+        ``loop.holdout`` is degraded when the model's favourites take half its exposure or more
+        and the random holdout shows, at 97.5% confidence, that users like them less than this
+        many times the other items.
     loop_buffer_calls : int, default=20000
     loop_retention_lists : int, default=200000
     """
@@ -80,6 +84,7 @@ class LoopSettings(Section):
     loop_store: str | None = None
     loop_interval_s: float = 5.0
     loop_min_holdout_clicks: int = 30
+    loop_holdout_lift: float = 2.0
     loop_buffer_calls: int = 20_000
     loop_retention_lists: int = 200_000
 
@@ -111,6 +116,7 @@ class LoopSettings(Section):
                  "item -> popularity")
         check_number("loop_interval_s", self.loop_interval_s, lo=0, lo_open=True, valid="seconds > 0")
         check_integer("loop_min_holdout_clicks", self.loop_min_holdout_clicks, lo=1)
+        check_number("loop_holdout_lift", self.loop_holdout_lift, lo=1, lo_open=True, valid="a lift > 1")
         check_integer("loop_buffer_calls", self.loop_buffer_calls, lo=1)
         check_integer("loop_retention_lists", self.loop_retention_lists, lo=1)
 
@@ -128,6 +134,7 @@ def from_config(section: LoopSettings, context: GuardContext) -> Component | Non
                          catalogue_size=section.loop_catalogue_size, reference=section.loop_reference,
                          store=section.loop_store, interval_s=section.loop_interval_s,
                          min_holdout_clicks=section.loop_min_holdout_clicks,
+                         holdout_lift=section.loop_holdout_lift,
                          buffer_calls=section.loop_buffer_calls, retention_lists=section.loop_retention_lists)
 
 

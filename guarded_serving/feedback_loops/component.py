@@ -45,8 +45,8 @@ from ..outputs import extract_output
 from ..store.base import WindowStore
 from ..worker import PeriodicWorker
 from .alarm import ConcentrationAlarm, trend_slope
-from .coupling import OutcomeCoupling, source_code
-from .holdout import HoldoutComparison, holdout_comparison
+from .coupling import OutcomeCoupling, check_source, source_code
+from .holdout import HoldoutComparison, windowed_holdout_comparison
 from .measures import (
     ExposureSummary,
     gini,
@@ -162,6 +162,10 @@ class LoopComponent(Component):
     min_holdout_clicks : int, default=30
     holdout_windows : int, default=10
         Latest windows pooled for the holdout comparison.
+    holdout_lift : float, default=2.0
+        ``loop.holdout`` is degraded when the favourites take half the model's exposure or more
+        and the holdout shows, at 97.5% confidence, that users like them less than this many
+        times the rest (:mod:`.holdout`).
     store : WindowStore, URL or path, optional
         Default ``$GUARDED_STORE_URL``, else ``<state dir>/loops-<model>.sqlite``.
     interval_s : float, default=5.0
@@ -177,6 +181,7 @@ class LoopComponent(Component):
                  window: int = 500, alpha: float = 0.01, block: int = 1, max_rank: int = 20,
                  position_weights: str = "dcg", catalogue_size: int | None = None, reference: Any = None,
                  top_fraction: float = 0.01, min_holdout_clicks: int = 30, holdout_windows: int = 10,
+                 holdout_lift: float = 2.0,
                  store: WindowStore | str | os.PathLike[str] | None = None, interval_s: float = 5.0,
                  buffer_calls: int = 20_000, retention_lists: int = 200_000, tracer_provider: Any = None) -> None:
         self.item_field = item_field
@@ -194,6 +199,7 @@ class LoopComponent(Component):
         self.top_fraction = top_fraction
         self.min_holdout_clicks = min_holdout_clicks
         self.holdout_windows = holdout_windows
+        self.holdout_lift = holdout_lift
         self.store = store
         self.interval_s = interval_s
         self.buffer_calls = buffer_calls
@@ -225,6 +231,9 @@ class LoopComponent(Component):
                             ("min_holdout_clicks", self.min_holdout_clicks, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"loop {name}={v!r} is invalid: expected an integer >= {lo}")
+        lift = self.holdout_lift
+        if isinstance(lift, bool) or not isinstance(lift, (int, float)) or not math.isfinite(lift) or lift <= 1:
+            raise ConfigError(f"loop holdout_lift={lift!r} is invalid: expected a number > 1")
         if self.output not in OUTPUT_MODES:
             raise ConfigError(f"loop_output={self.output!r} is invalid: expected one of {OUTPUT_MODES}")
         position_weights(1, self.position_weights)
@@ -293,7 +302,10 @@ class LoopComponent(Component):
                         label: float | None = None, source: str | None = None) -> None:
         """Record what became of one answered row: the items clicked in its list, or its true
         label (a class index), with the label's source when known (``"model"``: it exists because
-        the model acted on its answer; ``"exploration"``; anything else: independent).
+        the model acted on its answer; ``"exploration"``; any other short tag: independent).
+        A label of a ``(request_id, row)`` also sent through the performance capability's
+        feedback (``guard.record_feedback``) is counted once, with the tag of whichever arrived
+        first.
 
         Cheap (buffered; written to the store by the background worker, so every worker joins it).
         """
@@ -301,6 +313,7 @@ class LoopComponent(Component):
             raise ValueError(f"request_id={request_id!r} is invalid: expected the id the prediction returned")
         if not isinstance(row, int) or isinstance(row, bool) or row < 0:
             raise ValueError(f"row={row!r} is invalid: expected a row index >= 0")
+        check_source(source)
         rc, sc, now = item_code(request_id), source_code(source), time.time()
         items = [clicked] if isinstance(clicked, (str, int)) else list(clicked)
         if label is not None and (not isinstance(label, (int, float, np.integer, np.floating))
@@ -369,6 +382,8 @@ class LoopComponent(Component):
         self._perf_store = self._performance_outcomes()
         self._perf_seq = 0
         self._perf_labels = 0
+        self._labels_seen: OrderedDict[tuple[float, int], None] = OrderedDict()
+        self._labels_twice = 0
 
     def _setup_telemetry(self) -> None:
         from opentelemetry import metrics, trace
@@ -604,9 +619,17 @@ class LoopComponent(Component):
             got = self._perf_store.outcomes_after(self._perf_seq, 100_000)
             if got:
                 self._perf_seq = int(got[-1][0])
-                cls = np.array([r[4] for r in got if r[3] == "classification" and r[4] is not None], dtype=float)
-                if len(cls):
-                    self._coupling.add_labels(cls, np.zeros(len(cls), dtype=int))
+                cls, src = [], []
+                for r in got:  # (seq, ver, seg, kind, predicted, label, pts, lts, view, source, request_id, row)
+                    if r[3] != "classification" or r[4] is None:
+                        continue
+                    if len(r) >= 12 and r[10] is not None and not self._first_label((item_code(r[10]), int(r[11]))):
+                        self._labels_twice += 1
+                        continue
+                    cls.append(float(r[4]))
+                    src.append(source_code(r[9] if len(r) >= 10 else None))
+                if cls:
+                    self._coupling.add_labels(np.array(cls), np.array(src, dtype=int))
                     self._perf_labels += len(cls)
         if self._closed:
             self._compare_holdout()
@@ -685,6 +708,10 @@ class LoopComponent(Component):
                     if cls is None:
                         left.append(r)
                         continue
+                    if not self._first_label(key):  # also sent through the performance feedback: counted once
+                        self._labels_twice += 1
+                        self._outcomes_joined += 1
+                        continue
                     labels_cls.append(cls)
                     labels_src.append(int(r[5]))
                     self._outcomes_joined += 1
@@ -714,24 +741,24 @@ class LoopComponent(Component):
         if labels_cls:
             self._coupling.add_labels(np.array(labels_cls), np.array(labels_src))
 
+    def _first_label(self, key: tuple[float, int]) -> bool:
+        """Whether this is the first label of ``(request code, row)`` seen through either path
+        (``observe_outcome`` or the performance capability's feedback); bounded memory."""
+        if key in self._labels_seen:
+            return False
+        self._labels_seen[key] = None
+        if len(self._labels_seen) > 200_000:
+            self._labels_seen.popitem(last=False)
+        return True
+
     def _compare_holdout(self) -> None:
         ws = list(self._closed)[-self.holdout_windows:]
         if self._cur is not None:
             ws.append(self._cur)
-        exp: dict[float, float] = {}
-        shows: dict[float, float] = {}
-        hclicks: dict[float, float] = {}
-        mclicks: dict[float, float] = {}
-        for w in ws:
-            for src, dst in ((w.exposure, exp), (w.holdout_shows, shows), (w.holdout_clicks, hclicks),
-                             (w.model_clicks, mclicks)):
-                for k, v in src.items():
-                    dst[k] = dst.get(k, 0.0) + v
-        if not shows or not exp:
-            self._holdout = None
-            return
-        self._holdout = holdout_comparison(exp, shows, hclicks, model_clicks=mclicks,
-                                           min_clicks=self.min_holdout_clicks)
+        # favourites per window, judged on that window's holdout (holdout.windowed_holdout_comparison)
+        self._holdout = windowed_holdout_comparison(
+            [(w.exposure, w.holdout_shows, w.holdout_clicks, w.model_clicks) for w in ws],
+            min_clicks=self.min_holdout_clicks, lift=self.holdout_lift)
 
     # -- publishing -----------------------------------------------------------------------
     def name_of(self, code: float) -> str:
@@ -762,7 +789,7 @@ class LoopComponent(Component):
                        "label_coverage_by_class": self._coupling.coverage_by_class(),
                        "label_sources": self._coupling.source_shares(),
                        "outcomes_joined": self._outcomes_joined, "outcomes_unmatched": self._outcomes_unmatched,
-                       "performance_labels": self._perf_labels}
+                       "performance_labels": self._perf_labels, "labels_counted_once": self._labels_twice}
 
     def _store_check(self) -> H.CheckResult:
         where = self._store_obj.describe() if self._store_obj is not None else "the loop store"
@@ -843,12 +870,14 @@ class LoopComponent(Component):
                                  f"{self.min_holdout_clicks} needed to compare", d, affects_readiness=False)
         figures = (f"the model's {len(c.favourites)} favourites ({names}{', ...' if len(c.favourites) > 5 else ''}) "
                    f"take {c.favourites_exposure_share:.0%} of its exposure; on the random holdout they are clicked "
-                   f"{c.holdout_ctr_favourites:.2%} vs {c.holdout_ctr_rest:.2%} for the rest (ratio {c.ratio:.2f}, "
-                   f"95% CI {c.ratio_low:.2f}-{c.ratio_high:.2f}, {c.holdout_clicks} holdout clicks)")
+                   f"{c.holdout_ctr_favourites:.2%} vs {c.holdout_ctr_rest:.2%} for the rest (lift {c.ratio:.2f}, "
+                   f"95% CI {c.ratio_low:.2f}-{c.ratio_high:.2f}, {c.holdout_clicks} holdout clicks; favourites "
+                   f"chosen per window)")
         if c.verdict == "exposure only":
-            return H.CheckResult("loop.holdout", H.DEGRADED, f"users may only see these items (the holdout shows no "
-                                 f"preference for them): {figures}", d,
-                                 affects_readiness=False)
+            return H.CheckResult("loop.holdout", H.DEGRADED, f"users may only see these items (the holdout shows they "
+                                 f"are liked less than {c.lift:g}x the rest: upper 97.5% bound {c.ratio_high:.2f}; "
+                                 f"favourites that are liked {c.lift:g}x or more get this verdict with probability "
+                                 f"<= 2.5%): {figures}", d, affects_readiness=False)
         what = "users like these items" if c.verdict == "earned" else "not decided"
         return H.CheckResult("loop.holdout", H.OK, f"{what}: {figures}", d, affects_readiness=False)
 

@@ -448,13 +448,13 @@ class PerformanceComponent(Component):
             _log.warning("performance: flush before feedback failed", exc_info=True)
         now = self.clock()  # label times (for the lag), in the component's clock
         wall = time.time()  # request ids carry the wall-clock time they were issued
-        todo: list[tuple[int, str, int, float, bool]] = []
+        todo: list[tuple[int, str, int, float, bool, str | None]] = []
         results: list[FeedbackResult | None] = []
         for i, p in enumerate(parsed):
             if isinstance(p, FeedbackResult):
                 results.append(p)
                 continue
-            rid, row, label = p
+            rid, row, label, source = p
             issued = request_id_time(rid)
             if issued is None:
                 results.append(FeedbackResult(rid, row, "bad_request", f"request {rid!r}: not a request id this "
@@ -472,11 +472,11 @@ class PerformanceComponent(Component):
                                               f"{-age:.0f} s in the future"))
                 continue
             results.append(None)
-            todo.append((i, rid, row, label, age <= self.pending_s))
+            todo.append((i, rid, row, label, age <= self.pending_s, source))
         if todo:
-            got = self._open_store().add_labels([(rid, row, lab, ok) for _, rid, row, lab, ok in todo],
+            got = self._open_store().add_labels([(rid, row, lab, ok, src) for _, rid, row, lab, ok, src in todo],
                                                 self._validate, now)
-            for (i, rid, row, label, _), outcome in zip(todo, got):
+            for (i, rid, row, label, _, _), outcome in zip(todo, got):
                 results[i] = self._result(rid, row, label, outcome)
         final = [r for r in results if r is not None]
         for r in final:
@@ -486,12 +486,15 @@ class PerformanceComponent(Component):
             self._worker.wake()
         return final
 
-    def record_feedback(self, request_id: str, label: Any, *, row: int | None = None) -> FeedbackResult:
+    def record_feedback(self, request_id: str, label: Any, *, row: int | None = None,
+                        source: str | None = None) -> FeedbackResult:
         """Record the true outcome of one row (``row`` defaults to 0; a list ``label`` gives every
-        row's, and the first result is returned)."""
+        row's, and the first result is returned), with its ``source`` tag when known."""
         item: dict[str, Any] = {"request_id": request_id, "label": label}
         if row is not None:
             item["row"] = row
+        if source is not None:
+            item["source"] = source
         return self.record_feedback_many([item])[0]
 
     def _validate(self, kind: str | None, label: float) -> str | None:

@@ -1,18 +1,40 @@
 """Feedback items (the true outcome of a request id) and what became of each.
 
 An item is ``{"request_id": id, "label": y}`` (optionally ``"row": i`` for one row of a
-batch), or a tuple ``(request_id, label[, row])``. A list ``label`` gives one label per
-row of the request (rows 0, 1, ...). Each row's result is a :class:`FeedbackResult`; a
-bad item never costs the other items of a batch.
+batch, and ``"source": tag``), or a tuple ``(request_id, label[, row])``. A list ``label``
+gives one label per row of the request (rows 0, 1, ...). Each row's result is a
+:class:`FeedbackResult`; a bad item never costs the other items of a batch.
+
+``source`` says where the label came from, as a short tag (:data:`SOURCE_PATTERN`: 1-32
+letters, digits, ``_ . : -``): ``"model"`` when the label exists because the model acted on
+its answer (a loan granted, a song played from the list), ``"exploration"`` from the random
+slice, anything else (``"organic"``, ``"audit"``) independent of the model. It is stored with
+the label; the feedback-loop check reads the share of labels the model's own outputs produced.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-__all__ = ["HTTP_STATUS", "FeedbackResult", "parse_items"]
+__all__ = ["HTTP_STATUS", "SOURCE_PATTERN", "FeedbackResult", "check_source", "parse_items"]
+
+#: What a label's source tag may be.
+SOURCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}")
+
+
+def check_source(source: object) -> str | None:
+    """Why ``source`` is not a usable tag (None: fine; None itself is fine: untagged)."""
+    if source is None:
+        return None
+    if not isinstance(source, str):
+        return f"source {source!r:.40} is a {type(source).__name__}: expected a short string tag such as 'model'"
+    if not SOURCE_PATTERN.fullmatch(source):
+        return (f"source {source!r:.40} is invalid: expected 1-32 letters, digits, '_', '.', ':' or '-' (starting "
+                "with a letter or digit), e.g. 'model', 'organic' or 'exploration'")
+    return None
 
 #: HTTP status of each result status (2xx: the label is kept).
 HTTP_STATUS = {"recorded": 200, "unchanged": 200, "pending": 202, "bad_request": 400, "unknown": 404,
@@ -64,17 +86,19 @@ def _label_value(label: Any) -> float | str:
     return v
 
 
-def parse_items(items: Iterable[Any]) -> list[tuple[str, int, float] | FeedbackResult]:
-    """One entry per row: ``(request_id, row, label)``, or the :class:`FeedbackResult` saying why
-    it is not usable."""
-    out: list[tuple[str, int, float] | FeedbackResult] = []
+def parse_items(items: Iterable[Any]) -> list[tuple[str, int, float, str | None] | FeedbackResult]:
+    """One entry per row: ``(request_id, row, label, source)``, or the :class:`FeedbackResult`
+    saying why it is not usable."""
+    out: list[tuple[str, int, float, str | None] | FeedbackResult] = []
     for i, item in enumerate(items):
+        source = None
         if isinstance(item, dict):
             rid, label, row = item.get("request_id"), item.get("label", _MISSING), item.get("row")
-            extra = sorted(set(item) - {"request_id", "label", "row"})
+            source = item.get("source")
+            extra = sorted(set(item) - {"request_id", "label", "row", "source"})
             if extra:
-                out.append(FeedbackResult(rid, None, "bad_request",
-                                          f"item {i}: unexpected field(s) {extra}; expected request_id, label, row"))
+                out.append(FeedbackResult(rid, None, "bad_request", f"item {i}: unexpected field(s) {extra}; "
+                                          "expected request_id, label, row, source"))
                 continue
         elif isinstance(item, (tuple, list)) and len(item) in (2, 3):
             rid, label = item[0], item[1]
@@ -89,6 +113,11 @@ def parse_items(items: Iterable[Any]) -> list[tuple[str, int, float] | FeedbackR
             continue
         if label is _MISSING:
             out.append(FeedbackResult(rid, None, "bad_request", f"request {rid}: the label is missing"))
+            continue
+        why = check_source(source)
+        if why is not None:
+            out.append(FeedbackResult(rid, row if isinstance(row, int) and not isinstance(row, bool) else None,
+                                      "bad_request", f"item {i} (request {rid}): {why}"))
             continue
         if row is not None and (isinstance(row, bool) or not isinstance(row, int) or row < 0):
             out.append(FeedbackResult(rid, None, "bad_request", f"request {rid}: row {row!r} is invalid: expected "
@@ -108,7 +137,7 @@ def parse_items(items: Iterable[Any]) -> list[tuple[str, int, float] | FeedbackR
             if isinstance(v, str):
                 out.append(FeedbackResult(rid, r, "invalid", f"request {rid} row {r}: {v}"))
             else:
-                out.append((rid, r, v))
+                out.append((rid, r, v, source))
     return out
 
 

@@ -149,7 +149,7 @@ def feedback_response(guard: "Guard", body: Any, headers: Mapping[str, str],
     ``headers`` (lower-case names) must carry the token (``Authorization: Bearer <token>`` or
     ``X-Feedback-Token``) equal to ``token`` (default ``$GUARDED_FEEDBACK_TOKEN``); without a
     token configured on the server every request is refused (401), so nobody can poison the
-    labels. ``body`` is one item ``{"request_id", "label"[, "row"]}`` (answered with that
+    labels. ``body`` is one item ``{"request_id", "label"[, "row"][, "source"]}`` (answered with that
     item's status: 200 recorded or unchanged, 202 pending, 404 unknown, 409 conflict, 410
     expired, 422 wrong label, 400 malformed), or ``{"items": [...]}`` / a list (bulk: 200 when
     every item was kept, else the status the rejected items share, or 422 when they differ;

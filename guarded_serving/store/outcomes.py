@@ -4,7 +4,9 @@ A *prediction record* is what the guard keeps of one answered row to judge it la
 request id and row, when it was made, the model version, a segment key the user chose, the
 task (``classification`` or ``regression``), the predicted class or value, the output view
 (class probabilities, confidence) and optionally the input row. A *label* is the true outcome
-of one ``(request_id, row)``, sent later by whoever learns it.
+of one ``(request_id, row)``, sent later by whoever learns it, optionally with a *source* tag
+(a short string, e.g. ``"model"`` when the label exists because the model acted on its answer,
+``"organic"`` or ``"exploration"``), kept with it for the feedback-loop check.
 
 The two arrive in any order: a label whose prediction is not stored yet (still in a worker's
 buffer) is kept *pending* and joined when the prediction is flushed. Each joined label gets a
@@ -74,10 +76,11 @@ class OutcomeStore(ABC):
         how many labels were joined."""
 
     @abstractmethod
-    def add_labels(self, items: Sequence[tuple[str, int, float, bool]],
+    def add_labels(self, items: Sequence[tuple],
                    validate: Callable[[str | None, float], str | None], now: float | None = None
                    ) -> list[LabelOutcome]:
-        """Record labels ``(request_id, row, label, pending_ok)`` in one transaction.
+        """Record labels ``(request_id, row, label, pending_ok[, source])`` in one transaction
+        (``source``: a tag string or None; the first label of a row keeps its tag).
 
         ``validate(kind, label)`` returns why a label is wrong for a prediction of ``kind``
         (None: fine); it is called with the stored prediction's kind, or with None for a
@@ -87,7 +90,8 @@ class OutcomeStore(ABC):
     @abstractmethod
     def outcomes_after(self, seq: int, limit: int) -> list[tuple]:
         """Joined outcomes with a sequence number above ``seq``, in join order: tuples
-        ``(seq, version, segment, kind, predicted, label, pred_ts, label_ts, view)``."""
+        ``(seq, version, segment, kind, predicted, label, pred_ts, label_ts, view, source, request_id, row)``
+        (``source`` None when the label came untagged)."""
 
     @abstractmethod
     def coverage(self) -> list[tuple]:
@@ -137,6 +141,7 @@ CREATE TABLE IF NOT EXISTS labels (
     label REAL NOT NULL,
     ts REAL NOT NULL,            -- when it was received
     seq INTEGER,                 -- join order; NULL while its prediction is not stored (pending)
+    source TEXT,                 -- the caller's tag of where the label came from (NULL: untagged)
     PRIMARY KEY (request_id, row)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS labels_seq ON labels(seq);
@@ -183,6 +188,12 @@ class SQLiteOutcomeStore(OutcomeStore):
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
         conn.executescript(_SCHEMA)
+        if "source" not in {r[1] for r in conn.execute("PRAGMA table_info(labels)")}:  # a file from before tags
+            try:
+                conn.execute("ALTER TABLE labels ADD COLUMN source TEXT")
+            except sqlite3.OperationalError as exc:  # another worker added it first
+                if "duplicate column" not in str(exc):
+                    raise
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -235,7 +246,7 @@ class SQLiteOutcomeStore(OutcomeStore):
                          [(first + i, rid, row) for i, (rid, row) in enumerate(waiting)])
         return len(waiting)
 
-    def add_labels(self, items: Sequence[tuple[str, int, float, bool]],
+    def add_labels(self, items: Sequence[tuple],
                    validate: Callable[[str | None, float], str | None], now: float | None = None
                    ) -> list[LabelOutcome]:
         ts = time.time() if now is None else float(now)
@@ -244,7 +255,9 @@ class SQLiteOutcomeStore(OutcomeStore):
             out: list[LabelOutcome] = []
             joined: list[tuple[str, int]] = []
             seen: dict[tuple[str, int], float] = {}
-            for rid, row, label, pending_ok in items:
+            for item in items:
+                rid, row, label, pending_ok = item[:4]
+                source = item[4] if len(item) > 4 else None
                 key = (rid, row)
                 prior = seen.get(key)
                 if prior is None:
@@ -269,8 +282,8 @@ class SQLiteOutcomeStore(OutcomeStore):
                 if prior is not None:
                     out.append(LabelOutcome("unchanged" if prior == label else "conflict", existing=prior, kind=kind))
                     continue
-                conn.execute("INSERT INTO labels(request_id, row, label, ts, seq) VALUES (?,?,?,?,NULL)",
-                             (rid, row, label, ts))
+                conn.execute("INSERT INTO labels(request_id, row, label, ts, seq, source) VALUES (?,?,?,?,NULL,?)",
+                             (rid, row, label, ts, source))
                 seen[key] = label
                 if pred is not None:
                     joined.append(key)
@@ -303,8 +316,8 @@ class SQLiteOutcomeStore(OutcomeStore):
     # -- reads ---------------------------------------------------------------------------
     def outcomes_after(self, seq: int, limit: int) -> list[tuple]:
         return self._read(
-            "SELECT l.seq, p.version, p.segment, p.kind, p.predicted, l.label, p.ts, l.ts, p.view "
-            "FROM labels l JOIN predictions p USING(request_id, row) WHERE l.seq > ? ORDER BY l.seq LIMIT ?",
+            "SELECT l.seq, p.version, p.segment, p.kind, p.predicted, l.label, p.ts, l.ts, p.view, l.source, "
+            "l.request_id, l.row FROM labels l JOIN predictions p USING(request_id, row) WHERE l.seq > ? ORDER BY l.seq LIMIT ?",
             (int(seq), int(limit)))
 
     def coverage(self) -> list[tuple]:

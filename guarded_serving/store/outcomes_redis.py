@@ -3,7 +3,8 @@
 Layout, under ``gs:{<namespace>}:`` (one hash slot; the namespace is ``<model>:outcomes``)::
 
     p:<request_id>:<row>   hash: ts, ver, seg, kind, pred ("" when no answer), view (float64 bytes)
-    l:<request_id>:<row>   hash: label, ts, seq (seq absent while the label waits for its prediction)
+    l:<request_id>:<row>   hash: label, ts, src (the source tag, when given), seq (absent while the label
+                           waits for its prediction)
     n:<request_id>         rows stored for the request (to name a row it never had)
     pts                    sorted set of "<request_id>:<row>" by prediction time (retention)
     v:<version>            the same per model version (the latest predictions of a version)
@@ -39,9 +40,10 @@ local function join(P, rid, row, ver, seg, kind, pred, pts)
   redis.call('HSET', lk, 'seq', seq)
   local label = tonumber(redis.call('HGET', lk, 'label'))
   local lts = tonumber(redis.call('HGET', lk, 'ts'))
+  local src = redis.call('HGET', lk, 'src') or ''
   local p = cjson.null
   if pred ~= '' then p = tonumber(pred) end
-  local m = cjson.encode({seq, ver, seg, kind, p, label, tonumber(pts), lts})
+  local m = cjson.encode({seq, ver, seg, kind, p, label, tonumber(pts), lts, src, rid, tonumber(row)})
   redis.call('ZADD', P .. 'out', seq, m)
   redis.call('ZADD', P .. 'outt', pts, m)
   local cls = ''
@@ -81,12 +83,13 @@ end
 return joined
 """
 
-# ARGV: prefix, ts, then 4 per label: rid, row, label, pending_ok. Returns {status, existing label or ''} per label.
+# ARGV: prefix, ts, then 5 per label: rid, row, label, pending_ok, source ('' untagged). Returns {status, existing
+# label or ''} per label.
 _ADD_LABELS = _JOIN + """
 local P, ts = ARGV[1], ARGV[2]
 local out = {}
-for i = 3, #ARGV, 4 do
-  local rid, row, label, pending_ok = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+for i = 3, #ARGV, 5 do
+  local rid, row, label, pending_ok, src = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local key = rid .. ':' .. row
   local lk, pk = P .. 'l:' .. key, P .. 'p:' .. key
   local prior = redis.call('HGET', lk, 'label')
@@ -98,12 +101,14 @@ for i = 3, #ARGV, 4 do
       table.insert(out, 'unknown')
     else
       redis.call('HSET', lk, 'label', label, 'ts', ts)
+      if src ~= '' then redis.call('HSET', lk, 'src', src) end
       redis.call('ZADD', P .. 'pend', ts, key)
       table.insert(out, 'pending')
     end
     table.insert(out, '')
   else
     redis.call('HSET', lk, 'label', label, 'ts', ts)
+    if src ~= '' then redis.call('HSET', lk, 'src', src) end
     local f = redis.call('HMGET', pk, 'ver', 'seg', 'kind', 'pred', 'ts')
     join(P, rid, row, f[1], f[2], f[3], f[4], f[5])
     table.insert(out, 'recorded')
@@ -204,21 +209,23 @@ class RedisOutcomeStore(OutcomeStore):
                      "" if r.predicted is None else repr(float(r.predicted)), r.view or b"", r.inputs or b""]
         return int(self._script(_ADD_PREDICTIONS)(args=args))
 
-    def add_labels(self, items: Sequence[tuple[str, int, float, bool]],
+    def add_labels(self, items: Sequence[tuple],
                    validate: Callable[[str | None, float], str | None], now: float | None = None
                    ) -> list[LabelOutcome]:
         ts = time.time() if now is None else float(now)
         if not items:
             return []
         args: list[Any] = [self._p]
-        for rid, row, _, _ in items:
-            args += [rid, row]
+        for item in items:
+            args += [item[0], item[1]]
         got = [g.decode() if isinstance(g, bytes) else str(g) for g in self._script(_KINDS)(args=args)]
         out: list[LabelOutcome | None] = []
         send: list[Any] = [self._p, repr(ts)]
         sent: list[int] = []
         kinds: list[str | None] = []
-        for i, (rid, row, label, pending_ok) in enumerate(items):
+        for i, item in enumerate(items):
+            rid, row, label, pending_ok = item[:4]
+            source = item[4] if len(item) > 4 and item[4] is not None else ""
             kind = got[2 * i] or None
             rows = int(got[2 * i + 1])
             kinds.append(kind)
@@ -231,7 +238,7 @@ class RedisOutcomeStore(OutcomeStore):
                 continue
             out.append(None)
             sent.append(i)
-            send += [rid, row, repr(float(label)), "1" if pending_ok else "0"]
+            send += [rid, row, repr(float(label)), "1" if pending_ok else "0", source]
         replies = self._script(_ADD_LABELS)(args=send) if sent else []
         for j, i in enumerate(sent):
             status, prior = (r.decode() if isinstance(r, bytes) else str(r) for r in replies[2 * j:2 * j + 2])
@@ -243,8 +250,10 @@ class RedisOutcomeStore(OutcomeStore):
                                                      num=int(limit))
         out = []
         for m in members:
-            s, ver, seg, kind, pred, label, pts, lts = json.loads(m)
-            out.append((int(s), ver, seg, kind, pred, label, pts, lts, None))
+            got = json.loads(m)
+            s, ver, seg, kind, pred, label, pts, lts = got[:8]
+            src, rid, row = (got[8] or None, got[9], got[10]) if len(got) >= 11 else (None, None, None)
+            out.append((int(s), ver, seg, kind, pred, label, pts, lts, None, src, rid, row))
         return out
 
     def coverage(self) -> list[tuple]:
