@@ -121,7 +121,7 @@ class TestValidation:
                                                         {"request_id": rid, "label": 1, "row": 1, "source": 3}]},
                                           auth, token="t")
             assert code == 400 and out["kept"] == 1 and "item 1" in out["results"][1]["message"]
-            with pytest.raises(ValueError, match="source='no spaces' is invalid"):  # the loop's own path too
+            with pytest.raises(ValueError, match="source 'no spaces' is invalid"):  # the loop's own path too
                 LoopComponent().observe_outcome(rid, label=1, source="no spaces")
         finally:
             g.stop()

@@ -14,25 +14,24 @@ Three readings, each from outcomes joined to predictions by request id:
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from typing import Any
 
 import numpy as np
 
+from ..sources import source_problem
+
 __all__ = ["SOURCES", "OutcomeCoupling", "check_source", "source_code"]
 
 SOURCES = ("unknown", "model", "exploration", "independent")
-# the same rule as the performance capability's feedback items (performance/feedback.py: SOURCE_PATTERN)
-_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}")
 
 
 def check_source(source: object) -> None:
     """Raise ``ValueError`` naming ``source`` unless it is None or a short tag (1-32 letters,
     digits, ``_ . : -``), as the feedback endpoint requires."""
-    if source is not None and (not isinstance(source, str) or not _SOURCE.fullmatch(source)):
-        raise ValueError(f"source={source!r:.40} is invalid: expected None or a short tag (1-32 letters, digits, "
-                         "'_', '.', ':' or '-'), e.g. 'model', 'organic' or 'exploration'")
+    problem = source_problem(source)  # the rule of the feedback endpoint (guarded_serving/sources.py)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def source_code(source: str | None) -> int:

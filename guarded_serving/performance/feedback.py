@@ -15,26 +15,17 @@ the label; the feedback-loop check reads the share of labels the model's own out
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..sources import SOURCE_PATTERN, source_problem
+
 __all__ = ["HTTP_STATUS", "SOURCE_PATTERN", "FeedbackResult", "check_source", "parse_items"]
-
-#: What a label's source tag may be.
-SOURCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}")
-
 
 def check_source(source: object) -> str | None:
     """Why ``source`` is not a usable tag (None: fine; None itself is fine: untagged)."""
-    if source is None:
-        return None
-    if not isinstance(source, str):
-        return f"source {source!r:.40} is a {type(source).__name__}: expected a short string tag such as 'model'"
-    if not SOURCE_PATTERN.fullmatch(source):
-        return (f"source {source!r:.40} is invalid: expected 1-32 letters, digits, '_', '.', ':' or '-' (starting "
-                "with a letter or digit), e.g. 'model', 'organic' or 'exploration'")
-    return None
+    return source_problem(source)
+
 
 #: HTTP status of each result status (2xx: the label is kept).
 HTTP_STATUS = {"recorded": 200, "unchanged": 200, "pending": 202, "bad_request": 400, "unknown": 404,
