@@ -16,6 +16,7 @@ __all__ = [
     "GuardError",
     "InvalidInputError",
     "RejectedInputError",
+    "is_client_error",
 ]
 
 
@@ -50,3 +51,22 @@ class RejectedInputError(GuardError, _BentoInvalidArgument, ValueError):
     def __init__(self, message: str, *, details: object = None) -> None:
         self.details = details
         super().__init__(message)
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """Whether ``exc`` answers the caller with a 4xx: the request was wrong, the model did not fail.
+
+    Read from the exception's ``error_code`` (BentoML, possibly an ``HTTPStatus``) or
+    ``status_code`` (Starlette); a pydantic ``ValidationError`` (the body does not match the API's
+    schema) counts too.
+    """
+    if type(exc).__name__ == "ValidationError":
+        return True
+    code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)
+    if code is None:
+        code = getattr(exc, "status_code", None)
+    try:
+        return 400 <= int(code) < 500  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False

@@ -42,7 +42,7 @@ from .call import REQUEST_ID_HEADER, Call
 from .component import Component
 from .config import GuardConfig
 from .context import GuardContext
-from .errors import ConfigError, InvalidInputError, RejectedInputError
+from .errors import ConfigError, InvalidInputError, RejectedInputError, is_client_error
 from .keys import FEATURES, INPUT_SCHEMA, SLO_VIOLATED
 from .registry import capabilities
 from .telemetry import attributes as A
@@ -386,7 +386,7 @@ class Guard:
                 outcome = A.OUTCOME_OK
             elif isinstance(exc, RejectedInputError):
                 outcome = A.OUTCOME_REJECTED
-            elif isinstance(exc, InvalidInputError) or _client_error(exc):
+            elif isinstance(exc, InvalidInputError) or is_client_error(exc):
                 outcome = A.OUTCOME_INVALID  # the caller's doing (a 4xx), never a model error
             else:
                 outcome = A.OUTCOME_ERROR
@@ -645,17 +645,6 @@ def _response_of(args: tuple, kwargs: dict, name: str, index: int | None) -> Any
     ctx = kwargs.get(name) if index is None or len(args) <= index else args[index]
     return getattr(ctx, "response", None)
 
-
-def _client_error(exc: BaseException) -> bool:
-    """Whether ``exc`` answers the caller with a 4xx (BentoML's ``error_code``, Starlette's
-    ``status_code``): the request was wrong, the model did not fail."""
-    code = getattr(exc, "error_code", None)
-    if code is None:
-        code = getattr(exc, "status_code", None)
-    try:
-        return 400 <= int(code) < 500  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 def _overrides(component: Component, method: str) -> bool:

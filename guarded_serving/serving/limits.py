@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..errors import is_client_error
 from ..keys import INPUT_SCHEMA
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ class _ClientErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is None or not _is_client_error(exc):
+        if exc is None or not is_client_error(exc):
             return True
         now = time.monotonic()
         with self._lock:
@@ -186,18 +187,6 @@ class _ClientErrorFilter(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
-
-def _is_client_error(exc: BaseException) -> bool:
-    if type(exc).__name__ == "ValidationError":  # pydantic: the body does not match the API's schema
-        return True
-    code = getattr(exc, "error_code", None)
-    code = getattr(code, "value", code)
-    if code is None:
-        code = getattr(exc, "status_code", None)
-    try:
-        return 400 <= int(code) < 500  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 _filters: dict[str, _ClientErrorFilter] = {}
