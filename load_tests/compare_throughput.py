@@ -75,13 +75,19 @@ def _env() -> dict:
 
 
 def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants so far."""
+    """User + system CPU seconds of ``pid`` and its descendants so far, short-lived ones included.
+
+    A process's reaped children count too (``children_user``/``children_system``): without them a
+    child that runs across the measured window (say a background check in a subprocess) would be
+    counted at the start and vanish from the sum when it exits, making the difference wrong by its
+    CPU time, in either direction.
+    """
     root = psutil.Process(pid)
     total = 0.0
     for p in (root, *root.children(recursive=True)):
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.user + t.system + t.children_user + t.children_system
         except psutil.NoSuchProcess:
             pass
     return total

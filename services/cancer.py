@@ -86,7 +86,7 @@ from bentoml.exceptions import ServiceUnavailable
 
 from guarded_serving import ConfigError, Guard
 from guarded_serving.integrity import IntegrityError
-from guarded_serving.serving.bentoml import RequestTiming, health_app, tracing_config_from_env
+from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
 from guarded_serving.serving.limits import RequestLimits, bound_metric_labels
 from guarded_serving.serving.prometheus import PrometheusMetrics
 from services.features import prepare
@@ -258,9 +258,9 @@ class CancerClassifier:
             return self._predict(inputs)
 
 
-# the guard times each request from its arrival (queueing included), not only the model call
-CancerClassifier.add_asgi_middleware(RequestTiming)
-# bounded bodies (413 naming the limit), one-line client-error logs, JSON booleans refused
-CancerClassifier.add_asgi_middleware(RequestLimits, guard=guard,
+# One middleware in front of the service: it marks each request's arrival (the guard times what the caller
+# waits for, queueing included: RequestTiming's job) and bounds bodies (413 naming the limit), refuses JSON
+# booleans, logs client errors in one line
+CancerClassifier.add_asgi_middleware(RequestLimits, guard=guard, mark_arrival=True,
                                      max_body_bytes=int(os.environ.get("GUARDED_MAX_BODY_BYTES", str(8 << 20))))
 bound_metric_labels(CancerClassifier)  # unknown paths share one /metrics label

@@ -93,3 +93,20 @@ def test_bad_specs_are_config_errors(bad):
     """Malformed dependency specs raise ConfigError naming the problem."""
     with pytest.raises(ConfigError):
         parse_requirements(bad)
+
+
+def test_trust_loaded_skips_the_child_only_for_modules_this_process_runs(tmp_path, monkeypatch):
+    """The round at start (trust_loaded) counts numpy, imported here at its on-disk version, as importable
+    without a child interpreter; a package this process has not imported is still imported in a child."""
+    import numpy  # noqa: F401
+
+    _fake_dist(tmp_path, "gs_broken_lib2", "1.0", """
+        raise ImportError("libgsbar.so.2: cannot open shared object file")
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ok, broken = DependencyChecker({"numpy": md.version("numpy"), "gs_broken_lib2": "1.0"}).check(trust_loaded=True)
+    assert ok.status == "ok" and ok.details["import_checked"] == "loaded in this process"
+    assert broken.status == "failing" and "libgsbar.so.2" in broken.reason
+    assert broken.details["import_checked"] == "child interpreter"
+    (again,) = DependencyChecker({"numpy": md.version("numpy")}).check()
+    assert again.status == "ok" and again.details["import_checked"] == "child interpreter"

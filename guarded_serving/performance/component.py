@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import struct
 import threading
 import time
 from collections import deque
@@ -71,6 +72,10 @@ def _resolve(spec: Any) -> Any:
         return getattr(importlib.import_module(mod), name)
     return spec
 
+
+#: Rows up to which a call's probabilities are recorded with plain floats (no arrays built).
+_FAST_ROWS = 16
+_PAIR = struct.Struct("=2d")  # a binary class's (1 - p, p), as float64 bytes like ndarray.tobytes()
 
 class PerformanceComponent(Component):
     """Prediction records, feedback, realised performance, expectations and label-free estimates.
@@ -307,6 +312,17 @@ class PerformanceComponent(Component):
                     return []
             else:
                 kind = self._out_kind = guessed
+        task = self.task or ("regression" if kind == "values" else "classification")
+        views: list[bytes | None]
+        if (kind == "probabilities" and type(out) is list and len(out) <= _FAST_ROWS
+                and all(type(v) is float and not math.isnan(v) for v in out)):
+            # the usual served call: a few rows, one probability each; plain floats, no arrays to build
+            # (the same records as below: p = (1 - v, v), class = argmax with ties to 0)
+            if self._n_classes is None:
+                self._n_classes = 2
+            pred = [1.0 if v > 1.0 - v else 0.0 for v in out]
+            views = [_PAIR.pack(1.0 - v, v) for v in out]
+            return self._finish_records(rid, ts, value, result, feats, task, pred, views)
         try:
             if isinstance(out, list):
                 out = [np.nan if v is None else (
@@ -315,10 +331,8 @@ class PerformanceComponent(Component):
         except (TypeError, ValueError):
             self._unreadable += 1
             return []
-        task = self.task or ("regression" if kind == "values" else "classification")
         if a.ndim == 0:
             a = a.reshape(1)
-        views: list[bytes | None]
         if kind == "probabilities":
             p = np.column_stack([1.0 - a, a]) if a.ndim == 1 else a
             if self._n_classes is None:
@@ -329,6 +343,10 @@ class PerformanceComponent(Component):
         else:
             pred = a.reshape(len(a), -1)[:, 0]
             views = [None] * len(pred)
+        return self._finish_records(rid, ts, value, result, feats, task, pred, views)
+
+    def _finish_records(self, rid: str, ts: float, value: Any, result: Any, feats: Any, task: str, pred: Any,
+                        views: list[bytes | None]) -> list[PredictionRecord]:
         segs = self._segments(value, result, len(pred))
         inputs: list[bytes | None] = [None] * len(pred)
         if feats is not None:

@@ -10,6 +10,8 @@
   not know as a 0/1 flag is a ``400`` naming the row and column (the framework's array parsing
   would silently read ``true`` as ``1.0``); the raw bytes are searched for ``true``/``false``
   first, so ordinary bodies are never parsed twice;
+- with ``mark_arrival=True`` it also marks each request's arrival, as ``RequestTiming`` does (one
+  middleware instead of two);
 - client errors (4xx) that the framework logs with a traceback are logged in one line, at most
   ``log_burst`` per ``log_window_s`` seconds (then one line counting those left out).
 
@@ -28,6 +30,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..arrival import mark_arrival as _mark_arrival
+from ..arrival import reset_arrival as _reset_arrival
 from ..errors import is_client_error
 from ..keys import INPUT_SCHEMA
 
@@ -53,69 +57,100 @@ class RequestLimits:
         The JSON field holding the input matrix.
     log_burst, log_window_s : int, float, default=10, 10.0
         Client-error log lines allowed per window.
+    mark_arrival : bool, default=False
+        Also mark each request's arrival for the guard's request time (what
+        :class:`guarded_serving.serving.bentoml.RequestTiming` does), sparing a second middleware.
+
+    A body that arrives in one message (the usual case, within the limit) is checked and handed on
+    as it came, without a copy; only a body in several messages is gathered (counted as it arrives).
     """
 
     def __init__(self, app: Any, *, max_body_bytes: int = 8 << 20, guard: Guard | None = None,
-                 input_field: str = "inputs", log_burst: int = 10, log_window_s: float = 10.0) -> None:
+                 input_field: str = "inputs", log_burst: int = 10, log_window_s: float = 10.0,
+                 mark_arrival: bool = False) -> None:
         if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
             raise ValueError(f"max_body_bytes={max_body_bytes!r} is invalid: expected an integer >= 1")
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.guard = guard
         self.input_field = input_field
+        self.mark_arrival = bool(mark_arrival)
         quiet_client_errors(burst=log_burst, window_s=log_window_s)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope.get("type") != "http" or scope.get("method") not in _BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        if not self.mark_arrival:
+            await self._bounded(scope, receive, send)
+            return
+        token = _mark_arrival()  # RequestTiming's job, done here to spare a middleware layer
+        try:
+            await self._bounded(scope, receive, send)
+        finally:
+            _reset_arrival(token)
+
+    async def _bounded(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("method") not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        # the two headers needed, read from the raw list (no per-request dict of every header)
+        length = ctype_raw = None
+        for key, value in scope.get("headers", ()):
+            key = key.lower()
+            if key == b"content-length":
+                length = value
+            elif key == b"content-type":
+                ctype_raw = value
         limit = self.max_body_bytes
-        length = headers.get("content-length")
         if length is not None:
             try:
-                too_big = int(length) > limit
+                declared = int(length)
             except ValueError:
-                await _answer(send, 400, f"Content-Length {length[:40]!r} is not a number")
+                await _answer(send, 400, f"Content-Length {length.decode('latin-1')[:40]!r} is not a number")
                 return
-            if too_big:
-                await _answer(send, 413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes "
+            if declared > limit:
+                await _answer(send, 413, f"request body of {declared} bytes exceeds the limit of {limit} bytes "
                                          f"(max_body_bytes)")
                 return
-        ctype = headers.get("content-type", "").lower()
-        if ctype.startswith("multipart/") and "boundary=" not in ctype:
+        ctype = ctype_raw.decode("latin-1").lower() if ctype_raw is not None else ""
+        multipart = ctype.startswith("multipart")
+        if multipart and "boundary=" not in ctype:
             await _answer(send, 400, "Content-Type multipart/form-data without a boundary parameter: the body "
                                      "cannot be split into fields")
             return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body = message.get("body", b"")
-            size += len(body)
+        first = await receive()
+        if first["type"] != "http.request":
+            body = b""
+        elif not first.get("more_body", False):
+            # the usual case: the whole body in one message, checked and handed on as it came (no copy)
+            body = first.get("body", b"")
+            if len(body) > limit:
+                await _answer(send, 413, f"request body exceeds the limit of {limit} bytes (max_body_bytes)")
+                return
+        else:  # a body in several messages (chunked): counted as it arrives, never buffered past the limit
+            body = first.get("body", b"")
+            chunks, size = [body], len(body)
+            while size <= limit:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
             if size > limit:
                 await _answer(send, 413, f"request body exceeds the limit of {limit} bytes (max_body_bytes)")
                 return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if self.guard is not None and not ctype.startswith("multipart") and (b"true" in body or b"false" in body):
+            body = b"".join(chunks)
+            first = {"type": "http.request", "body": body, "more_body": False}
+        if self.guard is not None and not multipart and (b"true" in body or b"false" in body):
             problem = self._boolean_problem(body)
             if problem is not None:
                 await _answer(send, 400, problem)
                 return
-        sent = False
-
-        async def replay() -> Any:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _Replay(first, receive), send)
 
     def _boolean_problem(self, body: bytes) -> str | None:
         """A message naming the first boolean in a non-flag feature of the input matrix, or None."""
@@ -140,6 +175,22 @@ class RequestLimits:
                     return (f"{self.input_field}: row {r}, column {c}{name} is a boolean ({json.dumps(v)}); the "
                             f"feature is numeric (send a number)")
         return None
+
+
+class _Replay:
+    """An ASGI ``receive`` that returns the already-read body message once, then defers to the server's."""
+
+    __slots__ = ("_first", "_receive")
+
+    def __init__(self, first: Any, receive: Any) -> None:
+        self._first, self._receive = first, receive
+
+    async def __call__(self) -> Any:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return await self._receive()
 
 
 async def _answer(send: Any, status: int, message: str) -> None:
