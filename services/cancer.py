@@ -56,6 +56,7 @@ GUARDED_STORE_URL      a Redis store shared by every host's workers, e.g. redis:
                        (drift windows, and the predictions and labels of /guard/feedback)
 GUARDED_STORE_PASSWORD the Redis password when the URL carries none
 GUARDED_DRIFT_INTERVAL_S  period of the drift background thread (default 5)
+GUARDED_DRIFT_BUFFER_ROWS rows the drift buffer keeps between cycles (a uniform sample beyond; default 10000)
 GUARDED_SKEW_FIRST_N   rows after startup checked for train-serving skew (default 200)
 GUARDED_WORKERS        BentoML worker processes (default 1); they pool drift windows
 GUARDED_METRICS_INTERVAL_S  seconds between refreshes of the guard's gauges on /metrics (default 5)
@@ -198,6 +199,7 @@ guard = Guard(
     drift_min_samples=100,
     skew_first_n=int(os.environ.get("GUARDED_SKEW_FIRST_N", "200")),
     drift_interval_s=float(os.environ.get("GUARDED_DRIFT_INTERVAL_S", "5")),
+    drift_buffer_rows=int(os.environ.get("GUARDED_DRIFT_BUFFER_ROWS", "10000")),
     drift_store_digits=int(os.environ["GUARDED_STORE_DIGITS"]) if os.environ.get("GUARDED_STORE_DIGITS") else None,
     # ML performance: request ids, feedback (POST /guard/feedback), realised accuracy against its
     # expectation with an anytime-valid bound, and a label-free estimate while labels are missing
