@@ -5,7 +5,8 @@
 
 ``--mode closed``: tracing on, OTLP pointed at a closed loopback port (an outage from the start; nothing
 listens on 127.0.0.1:4999 unless ``--port`` says otherwise); ``sink``: tracing on, to an in-process
-receiver that answers 200 and keeps nothing; ``off``: no tracing. Drift cycles are off (as in
+receiver that answers 200 and keeps nothing; ``stop``: the same receiver, closed when the measurement
+starts (a collector that goes away mid-load, as in the Jaeger fault test); ``off``: no tracing. Drift cycles are off (as in
 tests/test_faults.py), so the drift buffer fills to ``GUARDED_DRIFT_BUFFER_ROWS`` and stays there.
 
 Prints the curve every ``--every`` seconds: seconds since the measurement started, calls so far, the
@@ -64,7 +65,7 @@ def _anon_mb(pid: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["closed", "sink", "off"], default="closed")
+    ap.add_argument("--mode", choices=["closed", "sink", "stop", "off"], default="closed")
     ap.add_argument("--port", type=int, default=4999, help="the closed OTLP port (mode closed)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rate", type=float, default=120.0, help="calls per second, all threads together")
@@ -81,7 +82,7 @@ def main() -> None:
     sink = None
     if args.mode == "closed":
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"http://127.0.0.1:{args.port}/v1/traces"
-    elif args.mode == "sink":
+    elif args.mode in ("sink", "stop"):
         sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
         threading.Thread(target=sink.serve_forever, daemon=True).start()
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"http://127.0.0.1:{sink.server_port}/v1/traces"
@@ -120,6 +121,10 @@ def main() -> None:
         for t in threads:
             t.start()
         time.sleep(args.warmup)
+        if args.mode == "stop" and sink is not None:
+            sink.shutdown()
+            sink.server_close()  # the port refuses connections from now on
+            sink = None
         worker = _worker(server.proc.pid)
         t0, c0, r0 = time.monotonic(), calls[0], worker.memory_info().rss / 2**20
         print(f"mode={args.mode} rate={args.rate:g}/s env={args.env} worker pid {worker.pid}, "

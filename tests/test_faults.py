@@ -48,10 +48,12 @@ def test_jaeger_stopped_mid_load(artifacts, tmp_path):
         env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": jaeger.traces_endpoint,
                "OTEL_RESOURCE_ATTRIBUTES": f"gs.test.run={run_id}", "OTEL_BSP_SCHEDULE_DELAY": "100",
                "GUARDED_STATE_DIR": str(tmp_path), "GUARDED_LATENCY_SLO_MS": "2000",
-               # a queue that fills within the outage (~250 calls/s here), so the plateau is visible; and
-               # no drift cycles during the measurement: their working memory swings by ~30 MB per cycle
-               # (window tests, the sequential alarm), bounded but noise for this test of the exporter
-               "OTEL_BSP_MAX_QUEUE_SIZE": "512", "GUARDED_DRIFT_INTERVAL_S": "3600"}
+               # a queue that fills within the outage (~250 calls/s here), so the plateau is visible; no
+               # drift cycles during the measurement: their working memory swings by ~30 MB per cycle
+               # (window tests, the sequential alarm), bounded but noise for this test of the exporter; and
+               # a drift buffer that is full before the outage (200 rows; ~1.4 KB a row), for the same reason
+               "OTEL_BSP_MAX_QUEUE_SIZE": "512", "GUARDED_DRIFT_INTERVAL_S": "3600",
+               "GUARDED_DRIFT_BUFFER_ROWS": "200"}
         with BentoServer("services.cancer:CancerClassifier", free_port(), env=env, cwd=ROOT) as server:
             url = server.url + "/predict"
             before = drive(url, {"inputs": X[:1].tolist()}, seconds=4, concurrency=4)
@@ -85,15 +87,14 @@ def test_jaeger_stopped_mid_load(artifacts, tmp_path):
             growth = max(samples) - rss_before
             print(f"RSS before outage {rss_before:.1f} MB, max during outage {max(samples):.1f} MB "
                   f"({outage.ok} calls in {outage.seconds:.0f} s)")
-            # The batch span processor's queue is bounded (512 spans here): spans are dropped, not hoarded.
-            # Measured here (this commit and the one before this session's merges alike): with drift cycles
-            # off, RSS grows steadily through the 12 s outage, about 8 KB per call, while the Python heap
-            # grows about 0.8 KB per call (the drift buffer, bounded); a drift cycle gives it back. It does
-            # not level off within 12 s, so this test bounds the growth per call (a regression, e.g. spans
-            # hoarded, would be tens of KB per call), not a plateau; the cause is an open finding.
-            assert growth < 40, f"server RSS grew {growth:.1f} MB during the Jaeger outage ({outage.ok} calls)"
-            per_call_kb = growth * 1024 / max(outage.ok, 1)
-            assert per_call_kb < 16, f"server RSS grew {per_call_kb:.1f} KB per call during the outage"
+            # While the collector is down the exporter holds at most its queue plus the batch it retries
+            # (512 + 512 spans here, ~3.6 KB each, ~3.7 MB: tests/test_exporter_outage.py checks the bound).
+            # Measured here (a loaded 2-core host, 1100 to 1300 calls): 6.1 and 7.8 MB in all. Before
+            # services/cancer.py called release_request_timers(), BentoML's request-timeout timers kept
+            # every request's context (server span included) for the 30 s timeout: ~8 KB per call through
+            # the whole outage (12.4 MB over 1217 calls here; ~2 MB/s at 230 calls/s). load_tests/outage_rss.py
+            # prints both curves (GUARDED_RELEASE_TIMERS=0 and =1) over 60 s.
+            assert growth < 12, f"server RSS grew {growth:.1f} MB during the Jaeger outage ({outage.ok} calls)"
 
             jaeger.start()  # same ports, empty memory store: whatever arrives now was exported after the outage
             after = drive(url, {"inputs": X[:2].tolist()}, seconds=3, concurrency=2)
