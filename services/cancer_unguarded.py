@@ -17,10 +17,14 @@ import bentoml
 import numpy as np
 
 from guarded_serving.serving.bentoml import tracing_config_from_env
+from guarded_serving.serving.timeout import release_request_timers
 from services.features import prepare
 from services.train import load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
+
+if os.environ.get("GUARDED_RELEASE_TIMERS", "1") != "0":  # as the guarded service does: like for like
+    release_request_timers()
 
 
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30})
