@@ -7,8 +7,9 @@ captures a copy of the request's context variables, and with them BentoML's serv
 context stay in memory until the timer fires, ``timeout`` seconds after the request arrived,
 long after the response went out. RSS then climbs for ``timeout`` seconds of traffic and
 levels off at about ``rate x timeout x 6-8 KB`` (measured on the example: about 6 KB per call
-with tracing off, 8 KB with it on; at 230 calls/s and a 30 s timeout, 40 to 55 MB). That is a
-bound, not a leak, but a large one, and it moves with the request rate.
+with tracing off, 8 KB with the collector down; at 99 calls/s and a 30 s timeout it levelled off
+28 MB up, ``load_tests/outage_rss.py``). That is a bound, not a leak, but a large one, and it
+moves with the request rate.
 
 :func:`release_request_timers` swaps in :class:`ReleasingTimeoutMiddleware` (BentoML's
 middleware with two changes: the timer runs in an empty context, and it is cancelled when the
