@@ -21,12 +21,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_ood_fpr import ALPHAS, _band, sets  # noqa: E402
+from bench_ood_fpr import ALPHAS, _band, sets
 
-from guarded_serving.edge_cases import CombinedDetector, ConformalCalibrator  # noqa: E402
-from guarded_serving.edge_cases.combined import TAIL_THRESHOLD  # noqa: E402
-from guarded_serving.edge_cases.mahalanobis import MahalanobisDetector  # noqa: E402
-from guarded_serving.edge_cases.tail import TailDetector  # noqa: E402
+from guarded_serving.edge_cases import CombinedDetector, ConformalCalibrator
+from guarded_serving.edge_cases.combined import TAIL_THRESHOLD
+from guarded_serving.edge_cases.mahalanobis import MahalanobisDetector
+from guarded_serving.edge_cases.tail import TailDetector
 
 
 def make_parts(X):
@@ -92,7 +92,7 @@ class EmpModel:
         return -lp
 
 
-RULES = ("tail part", "mahalanobis", "rank (current)", "minp oof", "minp oof ebeta", "cauchy oof",
+RULES = ("tail part", "mahalanobis", "default (library)", "minp oof", "minp oof ebeta", "cauchy oof",
          "fisher oof", "minp cal-loo", "minp oof w.7", "minp in-sample", "minp oof q.05", "max std (old)",
          "emp oof k10", "emp oof k3", "emp oof nat", "emp in-sample", "emp cal-loo", "emp oof k10 w.7", "emp oof10", "emp oof20")
 
@@ -109,7 +109,7 @@ def evaluate(fit, cal, test, bad, seed):
     conformal("tail part", Sc[:, 0], St[:, 0], Sb[:, 0])
     conformal("mahalanobis", Sc[:, 1], St[:, 1], Sb[:, 1])
     d = CombinedDetector().fit(fit, calibration=cal)
-    conformal("rank (current)", d.calibration_scores_, d.outlyingness(test), d.outlyingness(bad))
+    conformal("default (library)", d.calibration_scores_, d.outlyingness(test), d.outlyingness(bad))
     oof = oof_scores(fit, seed=seed)
     for name, kw, null in (("minp oof", {}, oof), ("minp oof ebeta", {"beta": "nat"}, oof),
                            ("minp oof q.05", {"q": 0.05}, oof), ("minp in-sample", {}, scores(parts, fit))):

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .combined import TAIL_THRESHOLD, CombinedDetector, NullTail, cross_fitted_scores
+from .combined import TAIL_THRESHOLD, CombinedDetector, part_nulls
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector, shrunk_covariance
 from .profile import Profile, new_header
@@ -243,16 +243,15 @@ class ProfileBuilder:
         parts = ["tail", "mahalanobis"]
         cal_scores = {"tail": tail.outlyingness(cal), "mahalanobis": mah.outlyingness(cal),
                       "knn": knn.outlyingness(cal), "tail_part": tail_part.outlyingness(cal)}
-        # each part's null: out-of-fold scores of fitting rows (kNN on fewer rows: its queries cost more)
+        # each part's null, from fitting rows only: out-of-fold scores (kNN: leave-one-out on its reference)
         cat = self.categorical
-        null = cross_fitted_scores(sample, lambda A: [
-            TailDetector(categorical=cat, threshold=TAIL_THRESHOLD).fit(A),
-            MahalanobisDetector(categorical=cat).fit(A)], random_state=self._seed)
-        null_knn = cross_fitted_scores(sample, lambda A: [
-            KNNDetector(categorical=cat, n_neighbors=self.knn_neighbors).fit(A)], max_rows=1000,
-            random_state=self._seed)
-        nulls = {"tail_part": NullTail.from_scores(null[:, 0]), "mahalanobis": NullTail.from_scores(null[:, 1]),
-                 "knn": NullTail.from_scores(null_knn[:, 0])}
+
+        def refit(A: np.ndarray, names: Sequence[str]) -> list[Any]:
+            return [TailDetector(categorical=cat, threshold=TAIL_THRESHOLD).fit(A) if n == "tail" else
+                    MahalanobisDetector(categorical=cat).fit(A) for n in names]
+
+        nulls = part_nulls(sample, {"tail": tail_part, "mahalanobis": mah, "knn": knn}, refit, random_state=self._seed)
+        nulls = {"tail_part": nulls["tail"], "mahalanobis": nulls["mahalanobis"], "knn": nulls["knn"]}
         comb = CombinedDetector.from_parts({"tail": tail_part, "mahalanobis": mah},
                                            np.column_stack([cal_scores["tail_part"], cal_scores["mahalanobis"]]),
                                            {"tail": nulls["tail_part"], "mahalanobis": nulls["mahalanobis"]},

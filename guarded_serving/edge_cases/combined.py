@@ -41,7 +41,7 @@ from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
 from .tail import TailDetector
 
-__all__ = ["NULL_FOLDS", "PARTS", "CombinedDetector", "NullTail", "cross_fitted_scores", "parse_parts"]
+__all__ = ["NULL_FOLDS", "PARTS", "CombinedDetector", "NullTail", "cross_fitted_scores", "parse_parts", "part_nulls"]
 
 PARTS = ("tail", "mahalanobis", "knn")
 TAIL_THRESHOLD = float(np.log(100.0))
@@ -51,7 +51,9 @@ NULL_ROWS = 5000
 NULL_FIT_ROWS = 20000
 #: Exceedances behind the exponential tail past the largest null score; most knots kept.
 NULL_TAIL = 10
+NULL_KNN_ROWS = 1000
 NULL_KNOTS = 2048
+_PY_ROWS = 16
 
 
 class NullTail:
@@ -72,11 +74,15 @@ class NullTail:
             raise ValueError("null knots must be a finite (2, n) array and beta positive")
         self.x, self.lp = knots[0].copy(), knots[1].copy()
         self.beta = float(beta)
-        self.slope = np.zeros_like(self.x)
-        if len(self.x) > 1:
-            self.slope[:-1] = np.diff(self.lp) / np.diff(self.x)
         self.top, self.lptop, self.inv_beta = float(self.x[-1]), float(self.lp[-1]), 1.0 / self.beta
-        self._x, self._lp, self._slope = self.x.tolist(), self.lp.tolist(), self.slope.tolist()
+        # segment j = #{knots <= s}: below the first knot no evidence; between knots j-1 and j the
+        # log-linear interpolation; past the last the exponential tail (slope -1/beta)
+        slope = np.diff(self.lp) / np.diff(self.x) if len(self.x) > 1 else np.zeros(0)
+        self._bx = np.r_[self.x[0], self.x]
+        self._blp = np.r_[0.0, self.lp]
+        self._bsl = np.r_[0.0, slope, -self.inv_beta]
+        self._x, self._bxl, self._blpl, self._bsll = (self.x.tolist(), self._bx.tolist(), self._blp.tolist(),
+                                                      self._bsl.tolist())
 
     @classmethod
     def from_scores(cls, scores: Any, *, tail: int = NULL_TAIL, max_knots: int = NULL_KNOTS) -> NullTail:
@@ -103,27 +109,20 @@ class NullTail:
         return np.vstack([self.x, self.lp])
 
     def evidence(self, s: np.ndarray) -> np.ndarray:
-        """``-log P_null(S >= s)`` of each score (0 below every null score)."""
+        """``-log P_null(S >= s)`` of each score (0 below every null score; ``inf`` for ``inf``)."""
         s = np.asarray(s, dtype=np.float64)
-        j = np.searchsorted(self.x, s, side="right") - 1
-        below = j < 0
-        np.maximum(j, 0, out=j)
-        with np.errstate(invalid="ignore"):
-            lp = self.lp[j] + self.slope[j] * (s - self.x[j])
-            past = s > self.top
-            if past.any():
-                lp[past] = self.lptop - (s[past] - self.top) * self.inv_beta
-        lp[below] = 0.0
-        return -lp
+        if s.ndim == 1 and len(s) <= _PY_ROWS:  # a few rows: Python floats beat numpy's per-call cost
+            return np.array([self.evidence_one(v) for v in s.tolist()])
+        j = np.searchsorted(self.x, s, side="right")
+        d = s - self._bx[j]
+        d *= self._bsl[j]
+        d += self._blp[j]
+        return np.negative(d, out=d)
 
     def evidence_one(self, s: float) -> float:
         """``evidence`` of one score (the same arithmetic, in Python floats)."""
-        if s > self.top:
-            return -(self.lptop - (s - self.top) * self.inv_beta)
-        j = bisect_right(self._x, s) - 1
-        if j < 0:
-            return -0.0
-        return -(self._lp[j] + self._slope[j] * (s - self._x[j]))
+        j = bisect_right(self._x, s)
+        return -((s - self._bxl[j]) * self._bsll[j] + self._blpl[j])
 
 
 def cross_fitted_scores(X: np.ndarray, fit: Callable[[np.ndarray], list[BaseDetector]], *, folds: int = NULL_FOLDS,
@@ -145,6 +144,8 @@ def cross_fitted_scores(X: np.ndarray, fit: Callable[[np.ndarray], list[BaseDete
             continue
         dets = fit(X[tr])
         out.append(np.column_stack([d.outlyingness(X[te]) for d in dets]))
+    if not out:  # too few rows to hold any out: an empty null (no evidence below the first score)
+        return np.empty((0, len(fit(X))))
     return np.vstack(out)
 
 
@@ -158,6 +159,23 @@ def parse_parts(name: str) -> tuple[str, ...] | None:
     if not parts or any(p not in PARTS for p in parts) or len(set(parts)) != len(parts):
         return None
     return parts
+
+
+def part_nulls(X: np.ndarray, detectors: dict[str, BaseDetector],
+               fit: Callable[[np.ndarray, Sequence[str]], list[BaseDetector]], *, random_state: int = 0
+               ) -> dict[str, NullTail]:
+    """Each part's null from the fitting rows ``X``: out-of-fold scores of the parts, refitted by
+    ``fit(rows, names)`` on the other folds, except kNN, whose null is the leave-one-out score of
+    ``NULL_KNN_ROWS`` of its fitted reference rows (a query costs more than a refit)."""
+    names = list(detectors)
+    folded = [n for n in names if n != "knn"]
+    out: dict[str, NullTail] = {}
+    if folded:
+        null = cross_fitted_scores(X, lambda A: fit(A, folded), random_state=random_state)
+        out.update({n: NullTail.from_scores(null[:, k]) for k, n in enumerate(folded)})
+    if "knn" in detectors:
+        out["knn"] = NullTail.from_scores(detectors["knn"].train_outlyingness(NULL_KNN_ROWS))  # type: ignore[attr-defined]
+    return {n: out[n] for n in names}
 
 
 class CombinedDetector(BaseDetector):
@@ -197,10 +215,10 @@ class CombinedDetector(BaseDetector):
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
 
-    def fit_parts(self, X: np.ndarray) -> list[BaseDetector]:
-        """The parts, fitted on ``X`` (in the order of ``parts``)."""
+    def fit_parts(self, X: np.ndarray, names: Sequence[str] | None = None) -> list[BaseDetector]:
+        """The parts ``names`` (default: ``parts``), fitted on ``X``, in that order."""
         dets: list[BaseDetector] = []
-        for name in self.parts:
+        for name in self.parts if names is None else names:
             if name == "tail":
                 dets.append(TailDetector(categorical=self.categorical, threshold=self.tail_threshold).fit(X))
             elif name == "mahalanobis":
@@ -228,8 +246,7 @@ class CombinedDetector(BaseDetector):
         if len(X) < 4 or len(cal) < 1:
             raise ValueError(f"too few rows: {len(X)} to fit (need at least 4) and {len(cal)} to calibrate")
         dets = dict(zip(self.parts, self.fit_parts(X)))
-        null = cross_fitted_scores(X, self.fit_parts, random_state=self.random_state)
-        nulls = {n: NullTail.from_scores(null[:, k]) for k, n in enumerate(self.parts)}
+        nulls = part_nulls(X, dets, self.fit_parts, random_state=self.random_state)
         return self._set_state(dets, np.column_stack([dets[n].outlyingness(cal) for n in self.parts]), nulls)
 
     @classmethod
@@ -298,9 +315,7 @@ class CombinedDetector(BaseDetector):
         """``outlyingness`` of a single validated row (float64, shape (1, n_features)), as a float."""
         best = -float("inf")
         for f, ev in zip(self._one, self._ev_one):
-            v = ev(f(X))
-            if v > best:
-                best = v
+            best = max(best, ev(f(X)))
         return best
 
     def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
