@@ -94,7 +94,7 @@ class EmpModel:
 
 RULES = ("tail part", "mahalanobis", "default (library)", "minp oof", "minp oof ebeta", "cauchy oof",
          "fisher oof", "minp cal-loo", "minp oof w.7", "minp in-sample", "minp oof q.05", "max std (old)",
-         "emp oof k10", "emp oof k3", "emp oof nat", "emp in-sample", "emp cal-loo", "emp oof k10 w.7", "emp oof10", "emp oof20")
+         "emp oof k10", "emp oof k3", "emp oof nat", "emp in-sample", "emp cal-loo", "emp oof k10 w.7", "emp oof10", "emp oof20", "emp hmp", "emp fisher", "emp w.6")
 
 
 def evaluate(fit, cal, test, bad, seed):
@@ -139,6 +139,9 @@ def evaluate(fit, cal, test, bad, seed):
         conformal(name, *(e.max(axis=1) for e in E))
         if name == "emp oof k10":
             conformal("emp oof k10 w.7", *(np.maximum(e[:, 0] + np.log(.7), e[:, 1] + np.log(.3)) for e in E))
+            conformal("emp w.6", *(np.maximum(e[:, 0] + np.log(.6), e[:, 1] + np.log(.4)) for e in E))
+            conformal("emp hmp", *(np.logaddexp(e[:, 0], e[:, 1]) for e in E))
+            conformal("emp fisher", *(e.sum(axis=1) for e in E))
     for name, folds in (("emp oof10", 10), ("emp oof20", 20)):
         null = oof_scores(fit, folds=folds, seed=seed)
         ms = [EmpModel(null[:, k]) for k in range(2)]
