@@ -144,7 +144,7 @@ def main(argv=None):
     print(f"{'data set':<36} {'detector':<28} {'AUROC':>6} {'in-dist flag@1%':>15} {'OOD flag@1%':>11}")
     for ds, fit, cal, test, ood in datasets(rng):
         for name, make in dets:
-            if name.startswith("default"):  # ranks its parts on the calibration rows (leave one out)
+            if name.startswith("default"):  # calibrated on its own combined scores of the calibration rows
                 d = make().fit(fit, calibration=cal)
                 c = ConformalCalibrator(d.calibration_scores_)
             else:

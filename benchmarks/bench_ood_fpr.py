@@ -3,8 +3,7 @@
     PYTHONPATH=. nice -n 10 python benchmarks/bench_ood_fpr.py [--seeds 10] [--quick]
 
 For every set and seed, every detector is fitted on the same fitting rows, calibrated on the
-same held-out calibration rows (conformal p-values; the default detector through its own
-leave-one-out rank calibration on those rows) and scored on the same test rows, row by row
+same held-out calibration rows (conformal p-values) and scored on the same test rows, row by row
 (each peer's score of a row does not depend on the other test rows). Reported per set and
 detector, mean ± standard deviation over seeds:
 
@@ -27,7 +26,7 @@ Sets (seeded per seed):
   and 1 in, 2 out; fit 70, calibrate 40, test 20), and river's Shuttle when installed (fit
   5,000 normal rows, calibrate 1,000, test 1,000 vs 1,000 anomalies; 5 seeds).
 
-Detectors: ``default`` (tail part + Mahalanobis, combined by calibration rank), its parts
+Detectors: ``default`` (tail part + Mahalanobis, combined by null evidence), its parts
 ``tail part`` (the thresholded tail score) and ``mahalanobis``, the plain ``tail`` score;
 peers on standardised features: LOF (novelty, 20 neighbours), MCD (scikit-learn MinCovDet
 Mahalanobis), Ledoit-Wolf Mahalanobis (scikit-learn LedoitWolf), kNN (mean distance to 5
@@ -145,7 +144,7 @@ class Ours:
             try:
                 self.d = CombinedDetector().fit(X, calibration=cal)
                 self.c = ConformalCalibrator(self.d.calibration_scores_)
-            except TypeError:  # a checkout before the rank combination (BENCH_ROOT): calibrate its scores
+            except TypeError:  # a checkout before issue 16 (BENCH_ROOT): calibrate its scores
                 self.d = CombinedDetector().fit(X)
                 self.c = ConformalCalibrator(self.d.outlyingness(cal))
         else:

@@ -68,16 +68,52 @@ def test_calibration_scores_match_the_rebuilt_detector():
     assert 0.003 <= (p <= 0.01).mean() <= 0.02
 
 
-def test_explicit_calibration_rows_rank_the_parts():
-    """fit(X, calibration=C) fits the parts on every row of X and ranks them on C (leave one out)."""
+def test_explicit_calibration_rows_calibrate_the_combination_only():
+    """fit(X, calibration=C) fits the parts and their nulls on X alone; C only calibrates the combination."""
     rng = np.random.default_rng(5)
     X, C = rng.normal(size=(800, 4)), rng.normal(size=(200, 4))
     d = CombinedDetector().fit(X, calibration=C)
     assert d.part_calibration_.shape == (200, 2) and d.calibration_scores_.shape == (200,)
     assert d.detectors_["mahalanobis"].location_ == pytest.approx(X.mean(axis=0))
-    # a calibration row's own score counts the other rows only: the most extreme row in a part is past them
-    top = int(np.argmax(d.part_calibration_[:, 1]))
-    assert d.calibration_scores_[top] > 0
+    np.testing.assert_array_equal(d.calibration_scores_, d.evidence(d.part_calibration_).max(axis=1))
+    other = CombinedDetector().fit(X, calibration=rng.normal(size=(50, 4)) * 3)
+    for name in d.parts:  # the nulls do not depend on the calibration rows
+        np.testing.assert_array_equal(d.nulls_[name].knots(), other.nulls_[name].knots())
+
+
+def test_null_evidence_is_continuous_and_does_not_saturate():
+    """A part's evidence grows with its score, also far past every fitting and calibration row."""
+    from guarded_serving.edge_cases.combined import NullTail
+
+    null = NullTail.from_scores(np.random.default_rng(0).chisquare(4, size=1000))
+    s = np.linspace(0, 200, 2001)
+    e = null.evidence(s)
+    assert (np.diff(e) >= 0).all() and e[0] == 0.0
+    assert null.evidence(np.array([60.0]))[0] < null.evidence(np.array([80.0]))[0] < null.evidence(
+        np.array([1e4]))[0]
+    assert [null.evidence_one(float(v)) for v in s[::50]] == e[::50].tolist()
+    assert null.evidence(np.array([np.inf]))[0] == np.inf
+
+
+@pytest.mark.parametrize("parts", [("tail", "mahalanobis"), ("tail", "mahalanobis", "knn"), ("mahalanobis", "knn")])
+def test_clean_flag_rate_is_the_configured_rate(parts):
+    """Any combination keeps the conformal guarantee: over fresh calibration sets, clean rows are flagged at
+    the configured rate (exactly floor(a (n + 1)) / (n + 1) in expectation)."""
+    from guarded_serving.edge_cases import ConformalCalibrator
+
+    rng = np.random.default_rng(9)
+    d = CombinedDetector(parts=parts).fit(rng.gamma(2.0, size=(1000, 5)), calibration=rng.gamma(2.0, size=(50, 5)))
+    flags = np.zeros(2)
+    draws, n_cal, n_test = 40, 199, 1000
+    for _ in range(draws):
+        c = ConformalCalibrator(d.outlyingness(rng.gamma(2.0, size=(n_cal, 5))))
+        p = c.p_values(d.outlyingness(rng.gamma(2.0, size=(n_test, 5))))
+        flags += [(p <= 0.01).mean(), (p <= 0.05).mean()]
+    for a, rate in zip((0.01, 0.05), flags / draws):
+        expected = np.floor(a * (n_cal + 1)) / (n_cal + 1)
+        # spread of the mean: calibration sets (Beta) and test rows
+        se = np.sqrt(a * (1 - a) * (1 / (n_cal + 2) + 1 / n_test) / draws)
+        assert abs(rate - expected) <= 4 * se
 
 
 def test_part_p_values_are_each_parts_conformal_p_value():
@@ -102,14 +138,16 @@ def test_parse_parts():
     assert parse_parts("tail") is None and parse_parts("tail+tail") is None and parse_parts("tail+forest") is None
 
 
-def test_outlyingness_is_the_best_part_rank_score():
-    """outlyingness equals the largest of the parts' rank scores, for rows inside and past the calibration rows."""
+def test_outlyingness_is_the_largest_part_evidence():
+    """outlyingness equals the largest of the parts' null evidence, for rows inside and past the calibration rows,
+    on the batch, small-batch and single-row paths."""
     rng = np.random.default_rng(7)
     X, C = rng.normal(size=(800, 4)), rng.normal(size=(200, 4))
     d = CombinedDetector(parts=("tail", "mahalanobis", "knn")).fit(X, calibration=C)
     T = rng.normal(size=(300, 4))
     T[::7, 0] = 9.0
     T[::11, 1] = -30.0
-    np.testing.assert_allclose(d.outlyingness(T), d.rank_scores(d.part_scores(T)).max(axis=1))
+    np.testing.assert_allclose(d.outlyingness(T), d.evidence(d.part_scores(T)).max(axis=1))
     np.testing.assert_allclose(d.outlyingness_small(T[:50]), d.outlyingness(T[:50]))
-    assert d.outlyingness_one(T[7:8]) == pytest.approx(d.outlyingness(T[7:8])[0])
+    for i in (0, 7, 11, 12):
+        assert d.outlyingness_one(T[i:i + 1]) == d.outlyingness(T[i:i + 1])[0]

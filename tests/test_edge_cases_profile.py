@@ -60,3 +60,17 @@ def test_truncated_garbage_and_wrong_format(saved, tmp_path):
     with pytest.raises(ProfileError, match="guarded-serving-profile/99"):
         load_profile(w)
     assert zipfile.is_zipfile(path)
+
+
+def test_format_2_profile_is_refused_with_a_rebuild_message(saved, tmp_path):
+    """A format-2 profile (no parts' nulls) is refused, naming both formats and how to rebuild it."""
+    _, path, _ = saved
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith("null_")}
+    h = json.loads(str(arrays["header"]))
+    h["format"] = "guarded-serving-profile/2"
+    arrays["header"] = np.array(json.dumps(h))
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    with pytest.raises(ProfileError, match=r"'guarded-serving-profile/2'.*guarded-serving-profile/3.*rebuild it"):
+        load_profile(old)

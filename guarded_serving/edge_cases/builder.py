@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .combined import TAIL_THRESHOLD, CombinedDetector
+from .combined import TAIL_THRESHOLD, CombinedDetector, part_nulls
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector, shrunk_covariance
 from .profile import Profile, new_header
@@ -110,6 +110,7 @@ class ProfileBuilder:
         self.reference_size, self.knn_neighbors = reference_size, knn_neighbors
         self.max_categories, self.source = max_categories, source
         self._rng = np.random.default_rng(seed)
+        self._seed = seed
         self._fit = _BottomK(sample_size)
         self._cal = _BottomK(calibration_size)
         self.held_out_calibration = bool(held_out_calibration)
@@ -242,8 +243,18 @@ class ProfileBuilder:
         parts = ["tail", "mahalanobis"]
         cal_scores = {"tail": tail.outlyingness(cal), "mahalanobis": mah.outlyingness(cal),
                       "knn": knn.outlyingness(cal), "tail_part": tail_part.outlyingness(cal)}
+        # each part's null, from fitting rows only: out-of-fold scores (kNN: leave-one-out on its reference)
+        cat = self.categorical
+
+        def refit(A: np.ndarray, names: Sequence[str]) -> list[Any]:
+            return [TailDetector(categorical=cat, threshold=TAIL_THRESHOLD).fit(A) if n == "tail" else
+                    MahalanobisDetector(categorical=cat).fit(A) for n in names]
+
+        nulls = part_nulls(sample, {"tail": tail_part, "mahalanobis": mah, "knn": knn}, refit, random_state=self._seed)
+        nulls = {"tail_part": nulls["tail"], "mahalanobis": nulls["mahalanobis"], "knn": nulls["knn"]}
         comb = CombinedDetector.from_parts({"tail": tail_part, "mahalanobis": mah},
                                            np.column_stack([cal_scores["tail_part"], cal_scores["mahalanobis"]]),
+                                           {"tail": nulls["tail_part"], "mahalanobis": nulls["mahalanobis"]},
                                            categorical=self.categorical)
         arrays: dict[str, np.ndarray] = {
             "levels": levels, "quantiles": q, "minimum": mn, "maximum": mx, "missing_rate": missing,
@@ -254,6 +265,8 @@ class ProfileBuilder:
             "cal_tail": cal_scores["tail"], "cal_mahalanobis": cal_scores["mahalanobis"],
             "cal_knn": cal_scores["knn"], "cal_tail_part": cal_scores["tail_part"],
             "cal_combined": comb.calibration_scores_,
+            **{f"null_{k}": v.knots() for k, v in nulls.items()},
+            "null_beta": np.array([nulls[k].beta for k in ("tail_part", "mahalanobis", "knn")]),
         }
         if ref_pred is not None:
             arrays["reference_predictions"] = np.ascontiguousarray(ref_pred)
@@ -262,7 +275,7 @@ class ProfileBuilder:
             n_calibration=int(len(cal)), n_rows_total=int(self.n_total), shrinkage=float(shrink),
             knn_neighbors=int(self.knn_neighbors), source=self.source,
             calibration="held out" if self.held_out_calibration else f"random {self.calibration_fraction:g} of rows",
-            combined={"parts": parts, "tail_threshold": TAIL_THRESHOLD, "method": "calibration-rank"})
+            combined={"parts": parts, "tail_threshold": TAIL_THRESHOLD, "method": "null-evidence"})
         return Profile(header, arrays)
 
 

@@ -37,7 +37,7 @@ class EdgeCaseSettings(Section):
         ``fallback(rows) -> results`` for flagged rows; required by ``edge_policy="fallback"``.
     edge_detector : str, default="combined"
         Which of the profile's detectors scores rows: ``"combined"`` (tail + Mahalanobis,
-        combined by calibration rank), ``"tail"``, ``"mahalanobis"``, ``"knn"``, or parts
+        combined by their null evidence), ``"tail"``, ``"mahalanobis"``, ``"knn"``, or parts
         joined by ``+`` (e.g. ``"tail+mahalanobis+knn"``), combined the same way.
     """
 

@@ -1,37 +1,37 @@
-"""The default detector: tail + Mahalanobis (and optionally kNN), combined by their calibration ranks.
+"""The default detector: tail + Mahalanobis (and optionally kNN), combined by their tail probabilities.
 
 Each part scores a row (higher = stranger). The parts do not share a scale, and a scale
-learned on the fitting rows misleads: the thresholded tail part is zero on almost every
-fitting row but not on held-out rows (a value just outside a small training range), so
-adding or maxing standardised scores let a few clean calibration rows set the threshold
-and the combination flagged far fewer rows than its own Mahalanobis part. Instead, every
-part is put on the scale of its own **calibration rows** (held out from fitting):
+learned on the fitting rows' own scores misleads: the thresholded tail part is zero on
+almost every fitting row but not on held-out rows (a value just outside a small training
+range), so adding or maxing standardised scores let a few clean calibration rows set the
+threshold. Ranking each part among the calibration rows (the previous rule) is balanced
+but coarse: with 250 calibration rows a part's rank saturates at 1/251, so at 1% only two
+ranks are left to share.
 
-``v_k(x) = -#{calibration rows whose part-k score is >= the row's}``, and when no
-calibration row reaches the row's score, ``v_k = g_k(s) - g_k(max)`` > 0: how far past the
-most extreme calibration row it lies, in nats (``g`` = the score itself for the tail part,
-whose scores are sums of ``-log`` tail probabilities; ``d2 / 2`` for Mahalanobis and
-``d^2 / 2`` for kNN, their log-density scale under a Gaussian).
+Instead every part's score becomes a **continuous tail probability under a null fitted on
+the fitting rows alone**: the part is cross-fitted (``NULL_FOLDS`` folds; each fold's rows
+scored by the part fitted on the other rows, so the null sees held-out behaviour such as a
+value just outside the range), and ``e_k(s) = -log P_null(S_k >= s)`` is read off the
+empirical survival of those out-of-fold scores, log-linearly interpolated between them and,
+beyond the largest, extended by an exponential tail (mean excess of the top ``NULL_TAIL``
+scores): rows far beyond every fitting row get ever larger evidence, no saturation.
 
-The combined outlyingness is ``max_k v_k``: the row's best part rank (a min-p over parts).
-Its conformal p-value compares it with the calibration rows' own combined outlyingness,
-each computed against the *other* calibration rows (leave one out). Adding the scored row
-to the calibration set can only lower those (a count grows, a maximum rises), so the
-p-value is at least the exact conformal p-value of this rank statistic over the
-calibration rows plus the scored row: ``P(p <= alpha) <= alpha`` on in-distribution rows,
-whatever the parts and however they depend on each other. A row far past the calibration
-rows in any one part gets the smallest reachable p-value ``1 / (n + 1)``; a row at rank
-``r`` in its best part gets about ``r / (n + 1)`` times the number of parts that are
-independent of it (Bonferroni when they are independent, no loss when they agree).
+The combined outlyingness is ``max_k e_k`` (a min-p over the parts). It is a fixed function
+of the row, learned without the calibration rows, so the usual split-conformal p-value
+against the calibration rows' combined outlyingness is exact: ``P(p <= alpha) <= alpha`` on
+in-distribution rows, whatever the parts and however they depend on each other (also for a
+user's combination such as ``"tail+mahalanobis+knn"``). How the budget ``alpha`` is shared
+among the parts follows from the calibration rows themselves; a row found by one part
+alone is flagged at about ``alpha / k`` of that part when the parts are independent.
 
-Cost: the parts' scores, then one binary search per part into its sorted calibration
-scores (a single row: Python ``bisect`` on a list).
+Cost: the parts' scores, then per part one binary search into its null's knots and a
+linear interpolation (a single row: Python ``bisect`` on a list).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,12 +41,112 @@ from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
 from .tail import TailDetector
 
-__all__ = ["PARTS", "CombinedDetector", "parse_parts"]
+__all__ = ["NULL_FOLDS", "PARTS", "CombinedDetector", "NullTail", "cross_fitted_scores", "parse_parts", "part_nulls"]
 
 PARTS = ("tail", "mahalanobis", "knn")
 TAIL_THRESHOLD = float(np.log(100.0))
-#: Each part's score on a nats scale (for the distance past the most extreme calibration row).
-_NATS = {"tail": 1.0, "mahalanobis": 0.5, "knn": None}  # knn: d^2 / 2
+#: Folds of the cross-fit behind each part's null; most rows scored out of fold, rows per refit.
+NULL_FOLDS = 5
+NULL_ROWS = 5000
+NULL_FIT_ROWS = 20000
+#: Exceedances behind the exponential tail past the largest null score; most knots kept.
+NULL_TAIL = 10
+NULL_KNN_ROWS = 1000
+NULL_KNOTS = 2048
+_PY_ROWS = 16
+
+
+class NullTail:
+    """``-log`` of a part's tail probability under its null (out-of-fold scores of fitting rows).
+
+    Parameters
+    ----------
+    knots : ndarray of shape (2, n_knots)
+        Increasing distinct null scores and ``log P(S >= score)`` at each.
+    beta : float
+        Scale of the exponential tail past the largest knot.
+    """
+
+    def __init__(self, knots: Any, beta: float) -> None:
+        knots = np.asarray(knots, dtype=np.float64)
+        if knots.ndim != 2 or knots.shape[0] != 2 or knots.shape[1] < 1 or not np.isfinite(knots).all() \
+                or not beta > 0:
+            raise ValueError("null knots must be a finite (2, n) array and beta positive")
+        self.x, self.lp = knots[0].copy(), knots[1].copy()
+        self.beta = float(beta)
+        self.top, self.lptop, self.inv_beta = float(self.x[-1]), float(self.lp[-1]), 1.0 / self.beta
+        # segment j = #{knots <= s}: below the first knot no evidence; between knots j-1 and j the
+        # log-linear interpolation; past the last the exponential tail (slope -1/beta)
+        slope = np.diff(self.lp) / np.diff(self.x) if len(self.x) > 1 else np.zeros(0)
+        self._bx = np.r_[self.x[0], self.x]
+        self._blp = np.r_[0.0, self.lp]
+        self._bsl = np.r_[0.0, slope, -self.inv_beta]
+        self._x, self._bxl, self._blpl, self._bsll = (self.x.tolist(), self._bx.tolist(), self._blp.tolist(),
+                                                      self._bsl.tolist())
+
+    @classmethod
+    def from_scores(cls, scores: Any, *, tail: int = NULL_TAIL, max_knots: int = NULL_KNOTS) -> NullTail:
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        m = len(s)
+        fin = np.sort(s[np.isfinite(s)])
+        if not len(fin):
+            return cls(np.zeros((2, 1)), 1.0)
+        v, first = np.unique(fin, return_index=True)
+        ge = m - first  # rows at or above each distinct score (infinite scores count above all)
+        lp = np.log(ge / (m + 1.0))
+        if len(v) > max_knots:  # every top knot, the rest evenly
+            half = max_knots // 2
+            keep = np.unique(np.r_[np.linspace(0, len(v) - half - 1, half).astype(np.intp),
+                                   np.arange(len(v) - half, len(v))])
+            v, lp = v[keep], lp[keep]
+        k = max(min(tail, len(fin) - 1), 1)
+        beta = float((fin[-k:] - fin[-k - 1]).mean()) if len(fin) > 1 else 0.0
+        if not beta > 0:
+            beta = float(np.ptp(fin)) / len(fin) if np.ptp(fin) > 0 else 1.0
+        return cls(np.vstack([v, lp]), beta)
+
+    def knots(self) -> np.ndarray:
+        return np.vstack([self.x, self.lp])
+
+    def evidence(self, s: np.ndarray) -> np.ndarray:
+        """``-log P_null(S >= s)`` of each score (0 below every null score; ``inf`` for ``inf``)."""
+        s = np.asarray(s, dtype=np.float64)
+        if s.ndim == 1 and len(s) <= _PY_ROWS:  # a few rows: Python floats beat numpy's per-call cost
+            return np.array([self.evidence_one(v) for v in s.tolist()])
+        j = np.searchsorted(self.x, s, side="right")
+        d = s - self._bx[j]
+        d *= self._bsl[j]
+        d += self._blp[j]
+        return np.negative(d, out=d)
+
+    def evidence_one(self, s: float) -> float:
+        """``evidence`` of one score (the same arithmetic, in Python floats)."""
+        j = bisect_right(self._x, s)
+        return -((s - self._bxl[j]) * self._bsll[j] + self._blpl[j])
+
+
+def cross_fitted_scores(X: np.ndarray, fit: Callable[[np.ndarray], list[BaseDetector]], *, folds: int = NULL_FOLDS,
+                        max_rows: int = NULL_ROWS, max_fit_rows: int = NULL_FIT_ROWS, random_state: int = 0
+                        ) -> np.ndarray:
+    """Out-of-fold part scores of (at most ``max_rows``) rows of ``X``: each fold scored by the
+    parts ``fit`` fits on the other rows (at most ``max_fit_rows`` of them). Shape (m, n_parts)."""
+    rng = np.random.default_rng(random_state)
+    n = len(X)
+    idx = rng.permutation(n)
+    pool = idx[:max(max_rows, max_fit_rows)]
+    scored = pool[:max_rows]
+    folds = max(2, min(folds, len(scored)))
+    out: list[np.ndarray] = []
+    for f in range(folds):
+        te = scored[f::folds]
+        tr = np.setdiff1d(pool, te)[:max_fit_rows] if len(pool) > max_fit_rows else np.setdiff1d(pool, te)
+        if len(tr) < 2 or not len(te):
+            continue
+        dets = fit(X[tr])
+        out.append(np.column_stack([d.outlyingness(X[te]) for d in dets]))
+    if not out:  # too few rows to hold any out: an empty null (no evidence below the first score)
+        return np.empty((0, len(fit(X))))
+    return np.vstack(out)
 
 
 def parse_parts(name: str) -> tuple[str, ...] | None:
@@ -61,13 +161,25 @@ def parse_parts(name: str) -> tuple[str, ...] | None:
     return parts
 
 
-def _nats(name: str, s: Any) -> Any:
-    f = _NATS[name]
-    return s * f if f is not None else s * s * 0.5
+def part_nulls(X: np.ndarray, detectors: dict[str, BaseDetector],
+               fit: Callable[[np.ndarray, Sequence[str]], list[BaseDetector]], *, random_state: int = 0
+               ) -> dict[str, NullTail]:
+    """Each part's null from the fitting rows ``X``: out-of-fold scores of the parts, refitted by
+    ``fit(rows, names)`` on the other folds, except kNN, whose null is the leave-one-out score of
+    ``NULL_KNN_ROWS`` of its fitted reference rows (a query costs more than a refit)."""
+    names = list(detectors)
+    folded = [n for n in names if n != "knn"]
+    out: dict[str, NullTail] = {}
+    if folded:
+        null = cross_fitted_scores(X, lambda A: fit(A, folded), random_state=random_state)
+        out.update({n: NullTail.from_scores(null[:, k]) for k, n in enumerate(folded)})
+    if "knn" in detectors:
+        out["knn"] = NullTail.from_scores(detectors["knn"].train_outlyingness(NULL_KNN_ROWS))  # type: ignore[attr-defined]
+    return {n: out[n] for n in names}
 
 
 class CombinedDetector(BaseDetector):
-    """Best calibration rank over the parts (see the module docstring).
+    """Largest null evidence over the parts (see the module docstring).
 
     Parameters
     ----------
@@ -78,18 +190,19 @@ class CombinedDetector(BaseDetector):
     tail_threshold : float, default=log(100)
         ``threshold`` of the tail part.
     calibration_fraction : float, default=0.2
-        Share of ``fit``'s rows held out to calibrate the parts when ``fit`` gets no
-        ``calibration`` rows.
+        Share of ``fit``'s rows held out to calibrate when ``fit`` gets no ``calibration`` rows.
     random_state : int, default=0
+        Seeds the calibration split and the null's folds.
 
     Attributes
     ----------
     detectors_ : dict of str -> fitted detector
+    nulls_ : dict of str -> NullTail
+        Each part's null (out-of-fold scores of the fitting rows).
     part_calibration_ : ndarray of shape (n_calibration, n_parts)
         Each part's score on each calibration row.
     calibration_scores_ : ndarray of shape (n_calibration,)
-        The combined outlyingness of each calibration row against the others (what the
-        conformal p-values compare with).
+        The combined outlyingness of each calibration row (what the conformal p-values compare with).
     """
 
     def __init__(self, *, parts: Sequence[str] = ("tail", "mahalanobis"), categorical: Sequence[int] = (),
@@ -102,9 +215,21 @@ class CombinedDetector(BaseDetector):
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
 
+    def fit_parts(self, X: np.ndarray, names: Sequence[str] | None = None) -> list[BaseDetector]:
+        """The parts ``names`` (default: ``parts``), fitted on ``X``, in that order."""
+        dets: list[BaseDetector] = []
+        for name in self.parts if names is None else names:
+            if name == "tail":
+                dets.append(TailDetector(categorical=self.categorical, threshold=self.tail_threshold).fit(X))
+            elif name == "mahalanobis":
+                dets.append(MahalanobisDetector(categorical=self.categorical).fit(X))
+            else:
+                dets.append(KNNDetector(categorical=self.categorical, n_neighbors=self.n_neighbors).fit(X))
+        return dets
+
     def fit(self, X: Any, y: Any = None, *, calibration: Any = None) -> CombinedDetector:
-        """Fit every part on ``X`` and rank them on ``calibration`` (held-out rows; default: a
-        random ``calibration_fraction`` of ``X``, the parts then fit on the rest)."""
+        """Fit every part and its null on ``X`` and calibrate on ``calibration`` (held-out rows;
+        default: a random ``calibration_fraction`` of ``X``, the parts then fit on the rest)."""
         bad = [p for p in self.parts if p not in PARTS]
         if bad or not self.parts or len(set(self.parts)) != len(self.parts):
             raise ValueError(f"parts={self.parts!r} is invalid: expected a non-empty subset of {PARTS}")
@@ -118,93 +243,52 @@ class CombinedDetector(BaseDetector):
             X, cal = X[~to_cal], X[to_cal]
         else:
             cal = check_matrix(calibration, n_features=X.shape[1], what="calibration")
-        if len(X) < 2 or len(cal) < 1:
-            raise ValueError(f"too few rows: {len(X)} to fit and {len(cal)} to calibrate")
-        dets: dict[str, BaseDetector] = {}
-        for name in self.parts:
-            if name == "tail":
-                d: Any = TailDetector(categorical=self.categorical, threshold=self.tail_threshold).fit(X)
-            elif name == "mahalanobis":
-                d = MahalanobisDetector(categorical=self.categorical).fit(X)
-            else:
-                d = KNNDetector(categorical=self.categorical, n_neighbors=self.n_neighbors).fit(X)
-            dets[name] = d
-        return self._set_state(dets, np.column_stack([dets[n].outlyingness(cal) for n in self.parts]))
+        if len(X) < 4 or len(cal) < 1:
+            raise ValueError(f"too few rows: {len(X)} to fit (need at least 4) and {len(cal)} to calibrate")
+        dets = dict(zip(self.parts, self.fit_parts(X)))
+        nulls = part_nulls(X, dets, self.fit_parts, random_state=self.random_state)
+        return self._set_state(dets, np.column_stack([dets[n].outlyingness(cal) for n in self.parts]), nulls)
 
     @classmethod
-    def from_parts(cls, detectors: dict[str, BaseDetector], part_calibration: Any, **params: Any
-                   ) -> CombinedDetector:
-        """Rebuild a fitted combination from fitted parts and their scores on the calibration rows
-        (ndarray of shape (n_calibration, n_parts), columns in the order of ``detectors``)."""
+    def from_parts(cls, detectors: dict[str, BaseDetector], part_calibration: Any, nulls: dict[str, NullTail],
+                   **params: Any) -> CombinedDetector:
+        """Rebuild a fitted combination from fitted parts, their nulls and their scores on the
+        calibration rows (ndarray of shape (n_calibration, n_parts), columns in the order of ``detectors``)."""
         self = cls(parts=tuple(detectors), **params)
-        return self._set_state(dict(detectors), np.asarray(part_calibration, dtype=np.float64))
+        return self._set_state(dict(detectors), np.asarray(part_calibration, dtype=np.float64), dict(nulls))
 
-    def _set_state(self, detectors: dict[str, BaseDetector], part_calibration: np.ndarray) -> CombinedDetector:
+    def _set_state(self, detectors: dict[str, BaseDetector], part_calibration: np.ndarray,
+                   nulls: dict[str, NullTail]) -> CombinedDetector:
         self.detectors_ = {n: detectors[n] for n in self.parts}
+        self.nulls_ = {n: nulls[n] for n in self.parts}
         self.n_features_in_ = next(iter(self.detectors_.values())).n_features_in_
         cal = part_calibration.reshape(len(part_calibration), len(self.parts))
         if not len(cal) or not np.isfinite(cal).all():
             raise ValueError("part calibration scores must be a non-empty matrix of finite numbers")
         self.part_calibration_ = cal
         self._sorted = [np.sort(cal[:, k]) for k in range(len(self.parts))]
-        self._lists = [s.tolist() for s in self._sorted]
         self._n = len(cal)
-        self._top = [(float(s[-1]), float(_nats(n, s[-1]))) for n, s in zip(self.parts, self._sorted)]
-        self.calibration_scores_ = self._leave_one_out()
+        self._nulls = list(self.nulls_.values())
+        self._ev_one = [nl.evidence_one for nl in self._nulls]
+        self.calibration_scores_ = self.evidence(cal).max(axis=1)
         self._one = [d.outlyingness_one for d in self.detectors_.values()]
         self._small = [d.outlyingness_small for d in self.detectors_.values()]
         self._fused = _fuse(self.detectors_) if self.parts == ("tail", "mahalanobis") else None
         self._set_offset(self.calibration_scores_)
         return self
 
-    def _leave_one_out(self) -> np.ndarray:
-        """Each calibration row's combined outlyingness against the other calibration rows."""
-        cal, n = self.part_calibration_, self._n
-        out = np.full(n, -np.inf)
-        for k, name in enumerate(self.parts):
-            col, srt = cal[:, k], self._sorted[k]
-            others_ge = n - np.searchsorted(srt, col, side="left") - 1  # the row itself counted once
-            v = -others_ge.astype(np.float64)
-            top = others_ge == 0
-            if top.any():  # the unique maximum: its distance past the second largest, in nats
-                second = srt[-2] if n > 1 else srt[-1]
-                v[top] = _nats(name, col[top]) - _nats(name, second) if n > 1 else 0.0
-            np.maximum(out, v, out=out)
-        return out
-
     # -- scoring ----------------------------------------------------------------------------------
-    def rank_scores(self, S: np.ndarray) -> np.ndarray:
-        """Each part's calibration rank score ``v_k`` (module docstring) from raw part scores
-        ``S`` of shape (n_rows, n_parts)."""
-        n = self._n
-        out = np.empty_like(S)
-        for k, name in enumerate(self.parts):
-            s = S[:, k]
-            ge = n - np.searchsorted(self._sorted[k], s, side="left")
-            v = -ge.astype(np.float64)
-            past = ge == 0
-            if past.any():
-                v[past] = _nats(name, s[past]) - self._top[k][1]
-            out[:, k] = v
-        return out
+    def evidence(self, S: np.ndarray) -> np.ndarray:
+        """Each part's null evidence ``e_k = -log P_null(S_k >= s)`` (module docstring) from raw part
+        scores ``S`` of shape (n_rows, n_parts)."""
+        S = np.asarray(S, dtype=np.float64).reshape(-1, len(self.parts))
+        return np.column_stack([nl.evidence(S[:, k]) for k, nl in enumerate(self._nulls)])
 
     def _best(self, scores: list[np.ndarray]) -> np.ndarray:
-        """``max_k v_k`` from each part's raw scores (a list of 1-D arrays): the best part's rank,
-        ``-#{calibration rows at least as strange}`` = position - n, from one binary search per
-        part; rows past every calibration row in some part get the largest distance past."""
-        n = self._n
-        pos = np.searchsorted(self._sorted[0], scores[0], side="left")
+        """``max_k e_k`` from each part's raw scores (a list of 1-D arrays)."""
+        out = self._nulls[0].evidence(scores[0])
         for k in range(1, len(scores)):
-            np.maximum(pos, np.searchsorted(self._sorted[k], scores[k], side="left"), out=pos)
-        out = (pos - n).astype(np.float64)
-        if pos.max() == n:  # past every calibration row in some part (rare)
-            past = np.flatnonzero(pos == n)
-            best = np.full(len(past), -np.inf)
-            for k, name in enumerate(self.parts):
-                sk = scores[k][past]
-                e = np.where(sk > self._top[k][0], _nats(name, sk) - self._top[k][1], -np.inf)
-                np.maximum(best, e, out=best)
-            out[past] = best
+            np.maximum(out, self._nulls[k].evidence(scores[k]), out=out)
         return out
 
     def part_scores(self, X: Any) -> np.ndarray:
@@ -221,7 +305,7 @@ class CombinedDetector(BaseDetector):
                                 for k in range(len(self.parts))])
 
     def outlyingness(self, X: Any) -> np.ndarray:
-        """Best calibration rank score over the parts. Higher = stranger."""
+        """Largest null evidence over the parts. Higher = stranger."""
         self._check_fitted()
         if type(X) is not np.ndarray or X.dtype != np.float64 or X.ndim != 2:
             X = check_matrix(X, n_features=self.n_features_in_)
@@ -230,12 +314,8 @@ class CombinedDetector(BaseDetector):
     def outlyingness_one(self, X: np.ndarray) -> float:
         """``outlyingness`` of a single validated row (float64, shape (1, n_features)), as a float."""
         best = -float("inf")
-        n = self._n
-        for f, lst, (top, top_nats), name in zip(self._one, self._lists, self._top, self.parts):
-            s = f(X)
-            ge = n - bisect_left(lst, s)
-            v = -float(ge) if ge else _nats(name, s) - top_nats
-            best = max(best, v)
+        for f, ev in zip(self._one, self._ev_one):
+            best = max(best, ev(f(X)))
         return best
 
     def outlyingness_small(self, X: np.ndarray) -> np.ndarray:

@@ -43,11 +43,10 @@ def lead_parts(profile: Any, X: np.ndarray, detector: str = "combined") -> tuple
     det = profile.detector(detector)
     if isinstance(det, CombinedDetector):
         S = det.part_scores(X)
-        R = det.rank_scores(S)
-        best = R.argmax(axis=1)
+        best = det.evidence(S).argmax(axis=1)
         if "tail" in det.parts:  # past every calibration row in the tail part too: the values say why
             t = det.parts.index("tail")
-            best = np.where(R[:, t] > 0, t, best)
+            best = np.where(S[:, t] > det._sorted[t][-1], t, best)
         return ([det.parts[k] for k in best], S[np.arange(len(X)), best], [det._sorted[k] for k in best])
     cal = np.sort(profile.arrays[f"cal_{detector}"])
     return [detector] * len(X), det.outlyingness(X), [cal] * len(X)

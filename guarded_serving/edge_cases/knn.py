@@ -92,8 +92,10 @@ class KNNDetector(BaseDetector):
         """``outlyingness`` of a single row, as a float."""
         return float(self.outlyingness(X)[0])
 
-    def train_outlyingness(self) -> np.ndarray:
-        """Leave-one-out outlyingness of the reference rows (each row's own distance dropped)."""
+    def train_outlyingness(self, max_rows: int | None = None) -> np.ndarray:
+        """Leave-one-out outlyingness of the reference rows (each row's own distance dropped;
+        the first ``max_rows`` of them if given)."""
         self._check_fitted()
-        d, _ = self.tree_.query(self.tree_.data, k=self._k + 1)
+        data = self.tree_.data if max_rows is None else self.tree_.data[:max_rows]
+        d, _ = self.tree_.query(data, k=self._k + 1)
         return d.reshape(len(d), -1)[:, 1:].mean(axis=1)

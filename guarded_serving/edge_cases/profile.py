@@ -1,18 +1,18 @@
 """The reference profile: what the edge-case detectors learned from training data, and its file format.
 
-File format ``guarded-serving-profile/2``
+File format ``guarded-serving-profile/3``
 -----------------------------------------
 One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
 
 ``header``
     A 0-d unicode array holding a JSON object:
-    ``format`` ("guarded-serving-profile/1"), ``created`` (UTC ISO time),
+    ``format`` ("guarded-serving-profile/3"), ``created`` (UTC ISO time),
     ``n_features``, ``feature_names``, ``categorical`` (column indices),
     ``n_rows`` (rows the detectors were fitted on), ``n_calibration`` (held-out
     rows behind the calibration scores), ``n_rows_total``, ``shrinkage``
     (Ledoit-Wolf intensity), ``knn_neighbors``, ``combined`` (``parts`` of the
     default detector, ``tail_threshold`` of its tail part, ``method``
-    "calibration-rank"), ``calibration`` (how the calibration rows were chosen:
+    "null-evidence"), ``calibration`` (how the calibration rows were chosen:
     a random fraction of the rows, or held out), ``source`` (free text),
     ``content_sha256`` (SHA-256 over every array below, in name order: name,
     dtype, shape and bytes), and ``has_reference_predictions``.
@@ -37,8 +37,11 @@ One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
     Each detector's outlyingness on the held-out calibration rows, in one row
     order (aligned across detectors, so any combination of parts can be
     calibrated): ``cal_tail_part`` is the thresholded tail part of combinations,
-    ``cal_combined`` the default combination's leave-one-out rank score
-    (:mod:`.combined`).
+    ``cal_combined`` the default combination's outlyingness (:mod:`.combined`).
+``null_tail_part``, ``null_mahalanobis``, ``null_knn`` (2, n_knots), ``null_beta`` (3,)
+    Each combinable part's null, from out-of-fold scores of fitting rows (never the
+    calibration rows): distinct scores and the log of the share of rows at or above
+    each, and the scale of the exponential tail past the largest (in that order).
 
 Categorical features are numeric codes in the feature matrix (e.g. 0, 1, 2);
 the profile records which codes training saw and how often.
@@ -62,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .combined import CombinedDetector, parse_parts
+from .combined import CombinedDetector, NullTail, parse_parts
 from .conformal import ConformalCalibrator
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
@@ -70,11 +73,13 @@ from .tail import TailDetector
 
 __all__ = ["FORMAT", "DETECTORS", "Profile", "ProfileError", "load_profile"]
 
-FORMAT = "guarded-serving-profile/2"
+FORMAT = "guarded-serving-profile/3"
 DETECTORS = ("combined", "tail", "mahalanobis", "knn")
 _ARRAYS = ("levels", "quantiles", "minimum", "maximum", "missing_rate", "cat_values", "cat_freqs", "cat_offsets",
            "mean", "covariance", "std", "reference", "cal_tail", "cal_mahalanobis", "cal_knn", "cal_tail_part",
-           "cal_combined")
+           "cal_combined",
+           "null_tail_part", "null_mahalanobis", "null_knn", "null_beta")
+_NULLS = ("tail_part", "mahalanobis", "knn")
 
 
 class ProfileError(ConfigError):
@@ -184,6 +189,7 @@ class Profile:
         parts_names = parse_parts(name) if name != "combined" else tuple(h["combined"]["parts"])
         threshold = float(h["combined"]["tail_threshold"])
         parts: dict[str, Any] = {}
+        nulls: dict[str, NullTail] = {}
         cols = []
         for n in parts_names:  # type: ignore[union-attr]
             if n == "tail":  # combinations use the thresholded tail part
@@ -194,7 +200,9 @@ class Profile:
             else:
                 parts[n] = self.detector(n)
                 cols.append(a[f"cal_{n}"])
-        return CombinedDetector.from_parts(parts, np.column_stack(cols), categorical=self.categorical,
+            key = "tail_part" if n == "tail" else n
+            nulls[n] = NullTail(a[f"null_{key}"], float(a["null_beta"][_NULLS.index(key)]))
+        return CombinedDetector.from_parts(parts, np.column_stack(cols), nulls, categorical=self.categorical,
                                            tail_threshold=threshold)
 
     # -- file format -------------------------------------------------------------------------
@@ -256,8 +264,8 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     fmt = header.get("format") if isinstance(header, dict) else None
     if fmt != FORMAT:
         raise ProfileError(f"profile {str(path)!r} has format {fmt!r}; this version reads {FORMAT!r}: rebuild it "
-                           "with `guarded-serving profile` (format 2 stores aligned calibration scores, which the "
-                           "default detector's rank combination needs)")
+                           "with `guarded-serving profile` (format 3 stores each part's null from out-of-fold "
+                           "scores of the fitting rows, which the default detector's combination needs)")
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
         raise ProfileError(f"profile {str(path)!r} lacks arrays {missing}: the file is incomplete")
