@@ -163,11 +163,11 @@ class Guard:
         self._view: InputView | None = None
         if not (needed or explicit):
             return None  # no component reads features: the input is not inspected at all
-        self._limits: tuple[Any, Any] | None = None
+        self._limits: tuple[Any, Any, float] | None = None  # (low, high, ranges): read once per call
         ranges = config.implausible_ranges
         if (ranges is not None and schema is not None and schema.minimum is not None
                 and schema.maximum is not None and schema.view is None):
-            self._limits = plausible_limits(schema.minimum, schema.maximum, ranges)
+            self._limits = (*plausible_limits(schema.minimum, schema.maximum, ranges), float(ranges))
             self._limit_names = tuple(schema.feature_names)
         nan_mask = schema.nan_allowed if schema is not None else None
         allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
@@ -358,8 +358,8 @@ class Guard:
                     self._component_failed("view", "transform", exc)
                 limits = self._limits
                 if limits is not None and call.inputs is not None:
-                    check_plausible(call.inputs, limits[0], limits[1], name or "input",
-                                    self.config.implausible_ranges, self._limit_names)
+                    check_plausible(call.inputs, limits[0], limits[1], name or "input", limits[2],
+                                    self._limit_names)
         for hook in self._before:
             try:
                 hook(call)
