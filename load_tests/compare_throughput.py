@@ -179,12 +179,14 @@ def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple
         return rps, p50, p99, fails, cpu_ms
 
 
-def _start_both(env: dict, stack: contextlib.ExitStack) -> dict[str, BentoServer]:
+def _start_both(env: dict, stack: contextlib.ExitStack, twin: str = "plain") -> dict[str, BentoServer]:
     """Both services up at once on two loopback ports (each with a state directory of its own)."""
     servers = {}
     for kind in ("guarded", "unguarded"):
         state = stack.enter_context(tempfile.TemporaryDirectory(prefix="gs-state-"))
-        servers[kind] = BentoServer(TARGETS[kind], free_port(), env={**env, "GUARDED_STATE_DIR": state}, cwd=ROOT)
+        extra = {"GUARDED_TWIN_SERVING": "1"} if kind == "unguarded" and twin == "serving" else {}
+        servers[kind] = BentoServer(TARGETS[kind], free_port(), env={**env, **extra, "GUARDED_STATE_DIR": state},
+                                    cwd=ROOT)
     for server in servers.values():
         stack.callback(server.__exit__, None, None, None)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -196,7 +198,7 @@ def _start_both(env: dict, stack: contextlib.ExitStack) -> dict[str, BentoServer
 def interleaved(mode: str, env: dict, args: argparse.Namespace, body: dict) -> dict:
     """Both services up, the load alternating between them in ABBA slices; per-pair ratios."""
     with contextlib.ExitStack() as stack:
-        servers = _start_both(env, stack)
+        servers = _start_both(env, stack, args.twin)
         urls = {k: s.url + "/predict" for k, s in servers.items()}
         pids = {k: s.proc.pid for k, s in servers.items()}
         for kind in ("guarded", "unguarded"):
@@ -256,7 +258,8 @@ def _spread(xs: list[float]) -> str:
 def report_interleaved(results: dict, args: argparse.Namespace) -> None:
     env_txt = ", env " + " ".join(args.env) if args.env else ""
     print(f"\ninterleaved: both services up, {args.pairs} pairs of {args.slice:g} s slices per mode (ABBA), "
-          f"threads driver, concurrency {args.concurrency}{env_txt}, {args.rows} row(s)/request")
+          f"threads driver, concurrency {args.concurrency}{env_txt}, {args.rows} row(s)/request, "
+          f"twin {args.twin}")
     print(f"{'tracing':<8} {'variant':<10} {'rps (med)':>10} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/req':>11}")
     for mode, res in results.items():
         for kind in ("unguarded", "guarded"):
@@ -281,6 +284,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--slice", type=float, default=2.5, help="interleaved: seconds of load per slice (default 2.5)")
     ap.add_argument("--threads", action="store_true",
                     help="interleaved: also print each worker's CPU per request by thread")
+    ap.add_argument("--twin", choices=("plain", "serving"), default="plain",
+                    help="interleaved: the unguarded twin as plain BentoML (default) or with the guarded example's "
+                         "serving setup minus the guard (RequestLimits, bounded metric labels, stored signature)")
     ap.add_argument("--sequential", action="store_true",
                     help="the earlier method: one service at a time (implied by --seconds, --rounds, --driver locust)")
     ap.add_argument("--seconds", type=float, default=None, help="sequential: measured seconds per variant (default 15)")
