@@ -25,8 +25,15 @@ read. Two ratios per pair:
   ratio a CPU-bound server would show, and it does not depend on what else the
   host is doing.
 
-``--threads`` adds the guarded worker's CPU per request by thread (thread
-names from ``py-spy dump`` when py-spy is installed, else native ids).
+``--threads`` adds each worker's CPU per request by thread (thread names from
+``py-spy dump`` when py-spy is installed, else native ids). ``--twin serving``
+serves the unguarded twin with the guarded example's serving setup minus the
+guard (``RequestLimits``, bounded metric labels, a stored API signature): the
+plain twin (default) lacks them, and they make BentoML's main thread do a little
+less per request, to the guarded service's credit.
+
+Runtime: about 2.5 minutes per tracing mode with the defaults (start-up of both
+services, 2 x 3 s warm-up, 20 pairs x 2 x 2.5 s), about 5 minutes for both.
 
 Sequential (``--sequential``, the earlier method): for each tracing mode it serves the guarded example (services.cancer) and its
 unguarded twin (services.cancer_unguarded) one after the other with `bentoml
