@@ -163,11 +163,11 @@ class Guard:
         self._view: InputView | None = None
         if not (needed or explicit):
             return None  # no component reads features: the input is not inspected at all
-        self._limits: tuple[Any, Any] | None = None
+        self._limits: tuple[Any, Any, float] | None = None  # (low, high, ranges): read once per call
         ranges = config.implausible_ranges
         if (ranges is not None and schema is not None and schema.minimum is not None
                 and schema.maximum is not None and schema.view is None):
-            self._limits = plausible_limits(schema.minimum, schema.maximum, ranges)
+            self._limits = (*plausible_limits(schema.minimum, schema.maximum, ranges), float(ranges))
             self._limit_names = tuple(schema.feature_names)
         nan_mask = schema.nan_allowed if schema is not None else None
         allow_nan: Any = True if config.allow_nan else (nan_mask if nan_mask is not None else False)
@@ -358,8 +358,8 @@ class Guard:
                     self._component_failed("view", "transform", exc)
                 limits = self._limits
                 if limits is not None and call.inputs is not None:
-                    check_plausible(call.inputs, limits[0], limits[1], name or "input",
-                                    self.config.implausible_ranges, self._limit_names)
+                    check_plausible(call.inputs, limits[0], limits[1], name or "input", limits[2],
+                                    self._limit_names)
         for hook in self._before:
             try:
                 hook(call)
@@ -414,9 +414,9 @@ class Guard:
             if exported:
                 self._annotate(span, call, exc, outcome, latency_ms, violated, anomalous)
             elif host is not None and not anomalous and host.get_span_context().trace_flags.sampled:
-                # an ordinary call under a server span: its attributes, no span of its own
-                host.set_attributes(self._static_attrs)
-                self._annotate(host, call, None, outcome, latency_ms, violated, False)
+                # an ordinary call under a server span: its attributes (the static ones too, in the same
+                # set_attributes call), no span of its own
+                self._annotate(host, call, None, outcome, latency_ms, violated, False, self._static_attrs)
             if anomalous and not exported and self._tracer is not None:
                 if span is not None:  # end the unsampled span first: the export's parent is the caller's
                     span, live = None, span
@@ -438,10 +438,13 @@ class Guard:
             otel_context.detach(token)
 
     def _annotate(self, span: Any, call: Call, exc: BaseException | None, outcome: str,
-                  latency_ms: float, violated: bool, anomalous: bool) -> None:
+                  latency_ms: float, violated: bool, anomalous: bool, static: dict[str, Any] | None = None) -> None:
         # one set_attributes call: the SDK takes its lock and validates once per call, not per attribute
-        attrs: dict[str, Any] = {A.LATENCY_MS: latency_ms, A.SLO_VIOLATED: violated, A.OUTCOME: outcome,
-                                 A.ANOMALOUS: anomalous}
+        attrs: dict[str, Any] = {} if static is None else dict(static)
+        attrs[A.LATENCY_MS] = latency_ms
+        attrs[A.SLO_VIOLATED] = violated
+        attrs[A.OUTCOME] = outcome
+        attrs[A.ANOMALOUS] = anomalous
         attrs[A.REQUEST_ID] = call.request_id
         full = anomalous or self._full_spans
         for c in self._span_sources if not full else self._components:

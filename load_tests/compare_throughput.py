@@ -1,9 +1,41 @@
 """Guarded vs unguarded throughput of the example, tracing off and on, on this machine.
 
-    PYTHONPATH=. python load_tests/compare_throughput.py [--seconds 15] [--concurrency 8]
-        [--rounds 1] [--tracing off,on] [--driver threads|locust] [--env KEY=VALUE ...]
+    PYTHONPATH=. python load_tests/compare_throughput.py [--pairs 20] [--slice 2.5] [--concurrency 8]
+        [--tracing off,on] [--env KEY=VALUE ...] [--threads]
+    PYTHONPATH=. python load_tests/compare_throughput.py --sequential [--seconds 15] [--rounds 1]
+        [--driver threads|locust] ...
 
-For each tracing mode it serves the guarded example (services.cancer) and its
+Interleaved (the default): for each tracing mode both services (the guarded
+example services.cancer and its unguarded twin services.cancer_unguarded) are up
+at the same time on two loopback ports, each is warmed up, and the same bounded
+load (flat-out POST /predict, one row of 30 features, ``--concurrency`` client
+threads) alternates between them in short slices, ``--pairs`` pairs of
+``--slice`` seconds each, in ABBA order (pair 1 guarded then unguarded, pair 2
+unguarded then guarded, ...). Each pair gives a ratio; slow drift in the host's
+load (other jobs on a shared machine) hits both halves of a pair alike and
+cancels out, so the medians and spreads of the per-pair ratios are what to
+read. Two ratios per pair:
+
+- rps ratio: guarded / unguarded requests per second within the pair;
+- CPU ratio: unguarded / guarded server CPU per request (user + system of the
+  server's process tree from /proc, exited children included), where each
+  server's CPU is taken over the whole pair (its own slice and the other's), so
+  its background work (drift, performance, sampler threads) is charged to it
+  even when it runs while the other service is being driven. This is the rps
+  ratio a CPU-bound server would show, and it does not depend on what else the
+  host is doing.
+
+``--threads`` adds each worker's CPU per request by thread (thread names from
+``py-spy dump`` when py-spy is installed, else native ids). ``--twin serving``
+serves the unguarded twin with the guarded example's serving setup minus the
+guard (``RequestLimits``, bounded metric labels, a stored API signature): the
+plain twin (default) lacks them, and they make BentoML's main thread do a little
+less per request, to the guarded service's credit.
+
+Runtime: about 2.5 minutes per tracing mode with the defaults (start-up of both
+services, 2 x 3 s warm-up, 20 pairs x 2 x 2.5 s), about 5 minutes for both.
+
+Sequential (``--sequential``, the earlier method): for each tracing mode it serves the guarded example (services.cancer) and its
 unguarded twin (services.cancer_unguarded) one after the other with `bentoml
 serve` on 127.0.0.1, warms each up, drives it with the same bounded loopback
 load (flat-out POST /predict, one row of 30 features), stops it, and prints
@@ -24,7 +56,12 @@ absolute numbers.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import csv
+import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,9 +74,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from guarded_serving.serving.process import BentoServer  # noqa: E402
-from guarded_serving.testing import free_port  # noqa: E402
-from load_tests.client import drive  # noqa: E402
+from guarded_serving.serving.process import BentoServer
+from guarded_serving.testing import free_port
+from load_tests.client import drive
 
 TARGETS = {"guarded": "services.cancer:CancerClassifier",
            "unguarded": "services.cancer_unguarded:CancerClassifierUnguarded"}
@@ -93,6 +130,45 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=float), q)) if xs else float("nan")
+
+
+def worker_pid(server: BentoServer) -> int:
+    """The pid of the server's (single) API worker: the descendant with the most threads."""
+    root = psutil.Process(server.proc.pid)
+    procs = [root, *root.children(recursive=True)]
+    return max(procs, key=lambda p: p.num_threads()).pid
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by native thread id, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Native thread id -> Python thread name, from ``py-spy dump`` (empty when py-spy is missing)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return {}
+    try:
+        txt = subprocess.run([spy, "dump", "--pid", str(pid), "--nonblocking"], check=False, capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    # 'Thread 6977 (idle): "guard-integrity"': the native thread id, then the Python thread's name
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', txt, re.MULTILINE)}
+
+
 def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple[float, float, float, int, float]:
     """Serve ``kind``, warm up, drive; return (rps, p50 ms, p99 ms, failures, server CPU ms per request)."""
     with tempfile.TemporaryDirectory(prefix="gs-state-") as state, \
@@ -110,18 +186,132 @@ def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple
         return rps, p50, p99, fails, cpu_ms
 
 
+def _start_both(env: dict, stack: contextlib.ExitStack, twin: str = "plain") -> dict[str, BentoServer]:
+    """Both services up at once on two loopback ports (each with a state directory of its own)."""
+    servers = {}
+    for kind in ("guarded", "unguarded"):
+        state = stack.enter_context(tempfile.TemporaryDirectory(prefix="gs-state-"))
+        extra = {"GUARDED_TWIN_SERVING": "1"} if kind == "unguarded" and twin == "serving" else {}
+        servers[kind] = BentoServer(TARGETS[kind], free_port(), env={**env, **extra, "GUARDED_STATE_DIR": state},
+                                    cwd=ROOT)
+    for server in servers.values():
+        stack.callback(server.__exit__, None, None, None)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for fut in [pool.submit(server.start) for server in servers.values()]:
+            fut.result()
+    return servers
+
+
+def interleaved(mode: str, env: dict, args: argparse.Namespace, body: dict) -> dict:
+    """Both services up, the load alternating between them in ABBA slices; per-pair ratios."""
+    with contextlib.ExitStack() as stack:
+        servers = _start_both(env, stack, args.twin)
+        urls = {k: s.url + "/predict" for k, s in servers.items()}
+        pids = {k: s.proc.pid for k, s in servers.items()}
+        for kind in ("guarded", "unguarded"):
+            drive(urls[kind], body, seconds=args.warmup, concurrency=args.concurrency)
+        workers = {k: worker_pid(s) for k, s in servers.items()} if args.threads else {}
+        threads0 = {k: thread_cpu_s(pid) for k, pid in workers.items()}
+        pairs: list[dict] = []
+        lat: dict[str, list] = {"guarded": [], "unguarded": []}
+        fails = {"guarded": 0, "unguarded": 0}
+        for i in range(args.pairs):
+            order = ("guarded", "unguarded") if i % 2 == 0 else ("unguarded", "guarded")
+            cpu0 = {k: tree_cpu_s(pid) for k, pid in pids.items()}
+            runs = {}
+            for kind in order:
+                runs[kind] = drive(urls[kind], body, seconds=args.slice, concurrency=args.concurrency)
+                lat[kind].append(runs[kind].latencies_ms)
+                fails[kind] += runs[kind].failures
+            # each server's CPU over the whole pair: background work done during the other's slice is its own
+            cpu = {k: (tree_cpu_s(pid) - cpu0[k]) * 1000.0 for k, pid in pids.items()}
+            pair = {"order": order, "rps": {k: r.rps for k, r in runs.items()}, "n": {k: r.ok for k, r in runs.items()},
+                    "cpu_ms": cpu}
+            pair["cpu_per_req"] = {k: cpu[k] / max(pair["n"][k], 1) for k in runs}
+            pair["rps_ratio"] = pair["rps"]["guarded"] / pair["rps"]["unguarded"] if pair["rps"]["unguarded"] else float("nan")
+            pair["cpu_ratio"] = pair["cpu_per_req"]["unguarded"] / pair["cpu_per_req"]["guarded"]
+            pairs.append(pair)
+            print(f"  tracing {mode:<3} pair {i + 1:2d} {'GU' if order[0] == 'guarded' else 'UG'}  rps guarded "
+                  f"{pair['rps']['guarded']:6.1f} unguarded {pair['rps']['unguarded']:6.1f} ratio "
+                  f"{pair['rps_ratio']:.3f} | CPU ms/req guarded {pair['cpu_per_req']['guarded']:.3f} unguarded "
+                  f"{pair['cpu_per_req']['unguarded']:.3f} ratio {pair['cpu_ratio']:.3f}", flush=True)
+        by_thread: dict[str, dict[str, float]] = {}
+        for kind, pid in workers.items():
+            names = thread_names(pid)
+            end = thread_cpu_s(pid)
+            n = sum(p["n"][kind] for p in pairs)
+            acc: dict[str, float] = {}
+            for tid, t in end.items():
+                name = names.get(tid, f"tid {tid}")
+                name = "AnyIO worker thread(s)" if name.startswith("AnyIO worker") else name
+                acc[name] = acc.get(name, 0.0) + (t - threads0[kind].get(tid, 0.0)) * 1000.0 / max(n, 1)
+            by_thread[kind] = acc
+    allat = {k: np.concatenate(v) if v else np.array([]) for k, v in lat.items()}
+    total_n = {k: sum(p["n"][k] for p in pairs) for k in ("guarded", "unguarded")}
+    total_cpu = {k: sum(p["cpu_ms"][k] for p in pairs) for k in ("guarded", "unguarded")}
+    return {"pairs": pairs, "fails": fails, "by_thread": by_thread,
+            "p50": {k: _pct(list(v), 50) for k, v in allat.items()},
+            "p99": {k: _pct(list(v), 99) for k, v in allat.items()},
+            "rps": {k: statistics.median(p["rps"][k] for p in pairs) for k in ("guarded", "unguarded")},
+            "cpu_per_req": {k: total_cpu[k] / max(total_n[k], 1) for k in total_n},
+            "rps_ratios": [p["rps_ratio"] for p in pairs], "cpu_ratios": [p["cpu_ratio"] for p in pairs]}
+
+
+def _spread(xs: list[float]) -> str:
+    return (f"median {statistics.median(xs):.3f}, IQR {_pct(xs, 25):.3f}-{_pct(xs, 75):.3f}, "
+            f"10-90% {_pct(xs, 10):.3f}-{_pct(xs, 90):.3f}, min-max {min(xs):.3f}-{max(xs):.3f}")
+
+
+def report_interleaved(results: dict, args: argparse.Namespace) -> None:
+    env_txt = ", env " + " ".join(args.env) if args.env else ""
+    print(f"\ninterleaved: both services up, {args.pairs} pairs of {args.slice:g} s slices per mode (ABBA), "
+          f"threads driver, concurrency {args.concurrency}{env_txt}, {args.rows} row(s)/request, "
+          f"twin {args.twin}")
+    print(f"{'tracing':<8} {'variant':<10} {'rps (med)':>10} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/req':>11}")
+    for mode, res in results.items():
+        for kind in ("unguarded", "guarded"):
+            print(f"{mode:<8} {kind:<10} {res['rps'][kind]:10.1f} {res['p50'][kind]:8.2f} {res['p99'][kind]:8.2f} "
+                  f"{res['fails'][kind]:7d} {res['cpu_per_req'][kind]:11.3f}")
+        for key, label in (("rps_ratios", "rps ratio"), ("cpu_ratios", "CPU ratio")):
+            xs = res[key]
+            res[key.replace("_ratios", "_median")] = med = statistics.median(xs)
+            verdict = "meets" if med >= TARGET_RATIO else "MISSES"
+            print(f"{mode:<8} {label:<10} {_spread(xs)}; {verdict} the >= {TARGET_RATIO:.0%} target")
+        total = res["cpu_per_req"]["unguarded"] / res["cpu_per_req"]["guarded"]
+        print(f"{mode:<8} {'CPU total':<10} {total:.3f}   unguarded/guarded CPU per request over all pairs together")
+        for kind, acc in res["by_thread"].items():
+            parts = ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(acc.items(), key=lambda kv: -kv[1])
+                              if ms >= 0.005)
+            print(f"{mode:<8} {kind:<10} worker CPU ms/req by thread: {parts}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per variant (default 15)")
+    ap.add_argument("--pairs", type=int, default=20, help="interleaved: pairs of slices per mode (default 20)")
+    ap.add_argument("--slice", type=float, default=2.5, help="interleaved: seconds of load per slice (default 2.5)")
+    ap.add_argument("--threads", action="store_true",
+                    help="interleaved: also print each worker's CPU per request by thread")
+    ap.add_argument("--twin", choices=("plain", "serving"), default="plain",
+                    help="interleaved: the unguarded twin as plain BentoML (default) or with the guarded example's "
+                         "serving setup minus the guard (RequestLimits, bounded metric labels, stored signature)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="the earlier method: one service at a time (implied by --seconds, --rounds, --driver locust)")
+    ap.add_argument("--seconds", type=float, default=None, help="sequential: measured seconds per variant (default 15)")
     ap.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per variant (default 3)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=None, help="sequential: rounds (default 1)")
     ap.add_argument("--tracing", default="off,on", help="comma list of off,on (default both)")
-    ap.add_argument("--driver", choices=("threads", "locust"), default="threads")
+    ap.add_argument("--driver", choices=("threads", "locust"), default=None, help="sequential: load driver")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for both servers, e.g. GUARDED_PROFILE=none (repeatable)")
     args = ap.parse_args(argv)
+    args.sequential = args.sequential or any(x is not None for x in (args.seconds, args.rounds, args.driver))
+    args.seconds = 15.0 if args.seconds is None else args.seconds
+    args.rounds = 1 if args.rounds is None else args.rounds
+    args.driver = args.driver or "threads"
+    if args.pairs < 1 or args.slice <= 0:
+        ap.error(f"--pairs={args.pairs} --slice={args.slice:g}: expected at least one pair of slices longer than 0 s")
     modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
     if not set(modes) <= {"off", "on"}:
         ap.error(f"--tracing={args.tracing!r} is invalid: expected a comma list of 'off' and 'on'")
@@ -146,6 +336,9 @@ def main(argv: list[str] | None = None) -> dict:
                     jaeger = shared_jaeger()
                 env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = jaeger.traces_endpoint
                 env["OTEL_TRACES_SAMPLER_ARG"] = "1.0"
+            if not args.sequential:
+                results[mode] = interleaved(mode, env, args, body)
+                continue
             runs: dict[str, list] = {"guarded": [], "unguarded": []}
             for rnd in range(args.rounds):
                 order = ("guarded", "unguarded") if rnd % 2 == 0 else ("unguarded", "guarded")
@@ -165,6 +358,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             stop_shared_jaeger()
 
+    if not args.sequential:
+        report_interleaved(results, args)
+        return results
     env_txt = ", env " + " ".join(args.env) if args.env else ""
     print(f"\n{args.driver} driver, concurrency {args.concurrency}{env_txt}, {args.rows} row(s)/request, "
           f"{args.seconds:g} s per variant, {args.rounds} round(s) (median)")

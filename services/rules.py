@@ -69,12 +69,24 @@ class RangeRule(Component):
         self.labels_ = labels
         self.low_, self.high_ = np.array(lows), np.array(highs)
         self.violations = {lab: 0 for lab in labels}
+        # the single-row path: (column, low, high) as Python numbers, no array temporaries
+        self._one = [(int(c), lo, hi) for c, lo, hi in zip(cols, lows, highs)]
 
     # -- request path ---------------------------------------------------------------
     def before_call(self, call: Call) -> None:
         x = call.inputs
         if x is None:
             return
+        if len(x) == 1:  # the common single-row request: a few float comparisons
+            row = x[0]
+            for c, lo, hi in self._one:
+                v1 = row[c]
+                if not lo <= v1 <= hi and not np.isnan(v1):  # NaN breaks no rule, as in the array path
+                    break
+            else:
+                with self._lock:
+                    self.rows_checked += 1
+                return
         v = x[:, self.columns_]
         bad = (v < self.low_) | (v > self.high_)
         with self._lock:

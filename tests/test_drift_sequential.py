@@ -132,6 +132,22 @@ def _corr_rows(rng, n, rho):
 
 
 class TestOnlineRanks:
+    def test_passes_of_update_do_not_change_the_capital(self):
+        """update() works in passes of _CHUNK rows carrying the brackets over: one call of 1,000 rows,
+        ten calls of 100 and row-sized calls give the same capital path and the same alarm row."""
+        rng = np.random.default_rng(3)
+        ref = rng.normal(size=(400, 3))
+        X = np.vstack([rng.normal(size=(300, 3)), rng.normal(0.8, 1.0, size=(700, 3))])
+        whole = OnlineConformalMartingale(random_state=1).fit(ref)
+        whole.update(X)
+        for sizes in ((100,) * 10, (1, 127, 128, 129, 615)):
+            parts = OnlineConformalMartingale(random_state=1).fit(ref)
+            for a, b in zip(np.cumsum((0,) + sizes[:-1]), np.cumsum(sizes)):
+                parts.update(X[a:b])
+            assert parts.alarm_at_ == whole.alarm_at_ is not None
+            assert parts.log10_capital_ == pytest.approx(whole.log10_capital_, rel=1e-9, abs=1e-9)
+            assert parts.log10_max_ == pytest.approx(whole.log10_max_, rel=1e-9, abs=1e-9)
+
     def test_p_values_equal_brute_force_ranks(self):
         """Block-wise ranks equal brute-force ranks against the bag half plus all earlier rows, ties included."""
         rng = np.random.default_rng(10)

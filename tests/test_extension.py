@@ -39,6 +39,21 @@ def test_rule_by_name_and_index_flags_and_exports(profile):
     assert span.attributes["guard.anomalous"] is True
 
 
+def test_single_row_path_agrees_with_the_batch_path(profile):
+    """A one-row call (its own float path) flags, counts and explains exactly as a row of a batch;
+    a missing value breaks no rule."""
+    g, predict, exporter = _guarded(profile, allow_nan=True)
+    predict(np.array([[10.0, 10.0, 100.0]]))  # on the upper bound: allowed
+    predict(np.array([[np.nan, 10.0, 10.0]]))
+    # (the edge-case check may flag these rows and export their spans; the rule must not have)
+    assert not any("rules.broken" in s.attributes for s in exporter.get_finished_spans())
+    predict(np.array([[10.0, 10.0, 100.5]]))
+    span = exporter.get_finished_spans()[-1]
+    assert span.attributes["rules.broken"] == ("2",) and span.attributes["rules.rows"] == (0,)
+    assert "2=100.5 outside [0, 100]" in span.attributes["rules.first"]
+    assert g.stats()["rules"] == {"rows_checked": 3, "violations": {"radius": 0, "2": 1}}
+
+
 def test_rule_shows_in_health_and_stats(profile):
     """Its check appears in health (degraded past its rate) and its counters in stats."""
     g, predict, _ = _guarded(profile)

@@ -238,6 +238,10 @@ def _logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 # -- the conformal test martingale on online ranks (exact with a finite reference) ----------------
+#: Rows per pass of :meth:`OnlineConformalMartingale.update`: the (rows, columns, bets) temporaries of a
+#: pass stay in the L2 cache (128 x 30 x 15 float64 is 460 KB); the brackets carry over between passes.
+_CHUNK = 128
+
 def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int,
                 blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per column: betting functions mixed over start times (see the module docstring).
@@ -627,8 +631,9 @@ class OnlineConformalMartingale:
     def update(self, X: np.ndarray) -> bool:
         """Consume stream rows in order; return whether the alarm is raised (latched)."""
         p = self.p_values(X)
-        for a in range(0, p.shape[0], 1024):
-            pa = p[a:a + 1024]
+        step = _CHUNK
+        for a in range(0, p.shape[0], step):
+            pa = p[a:a + step]
             logf = _bet_logf(pa, self._deltas, self._scales)
             for j, (cut, lo, hi) in self._cat_steps.items():
                 logf[:, j, :] = np.where(pa[:, j, None] <= cut, lo, hi)
