@@ -42,12 +42,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from guarded_serving.drift.joint import JointShiftTest
-from guarded_serving.drift.sequential import ConformalMartingale, OnlineConformalMartingale, conformal_p_values
+from guarded_serving.drift.sequential import (
+    ConformalMartingale,
+    OnlineConformalMartingale,
+    conformal_p_values,
+)
 from guarded_serving.drift.windows import WindowTest
 
 PRE = 5000
@@ -136,7 +140,7 @@ def fixed_reference_alarm(x: np.ndarray, ref: np.ndarray, cat: list[int]) -> int
     if cat:
         vals, counts = np.unique(r, return_counts=True)
         freq = dict(zip(vals.tolist(), (counts / counts.sum()).tolist()))
-        score = lambda a: -np.log(np.array([freq.get(c, 1e-9) for c in a.tolist()]))  # noqa: E731
+        score = lambda a: -np.log(np.array([freq.get(c, 1e-9) for c in a.tolist()]))
         p = conformal_p_values(score(r), score(v), rng)[:, None]
     else:
         p = np.column_stack([conformal_p_values(r, v), conformal_p_values(-r, -v)])
@@ -227,6 +231,28 @@ def false_alarms(runs: int, n: int, only: list[str] | None = None) -> None:
             print(f"| {name} | {kind} | {hits}{of} (no reference) | | | {time.perf_counter() - t0:.0f} |", flush=True)
     print(f"\n(window on the {D_MULTI}-feature streams: the latest 2,000 rows every 1,000 rows, 5 tests per run, "
           f"to bound the run time of the joint test's permutations)")
+    if not only or any("long".startswith(o) or o.startswith("long") for o in only):
+        long_streams(runs)
+
+
+def long_streams(runs: int, lengths: tuple[int, ...] = (20_000, 200_000, 1_000_000)) -> None:
+    """P(any false alarm) as the clean stream grows: ours (reference 2,000, level 0.01) and ADWIN (delta 0.002)."""
+    print(f"\n## False alarms on longer clean N(0,1) streams: runs with an alarm within the first n rows, of {runs}\n")
+    print("| detector | " + " | ".join(f"n = {n:,}" for n in lengths) + " | time (s) |")
+    print("|---|" + "---|" * len(lengths) + "---|")
+    dets: dict[str, Callable[[np.ndarray, np.ndarray], int | None]] = {
+        "sequential (ours), alpha 0.01": lambda x, ref: sequential_alarm(x[:, None], ref, [], batch=10_000),
+        "ADWIN (delta 0.002)": lambda x, ref: river_first(river_detectors()["ADWIN"], x),
+    }
+    for name, det in dets.items():
+        t0 = time.perf_counter()
+        firsts = []
+        for r in range(runs):
+            rng = np.random.default_rng(50_000 + r)
+            x = rng.normal(size=max(lengths))
+            firsts.append(det(x, rng.normal(size=(2000, 1))))
+        cells = [str(sum(f is not None and f < n for f in firsts)) for n in lengths]
+        print(f"| {name} | " + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 def delays(runs: int, only: list[str] | None = None) -> None:
