@@ -348,9 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run)")
     ap.add_argument("--only", choices=("cost", "false-alarms", "delays"), help="one table")
     ap.add_argument("--scenarios", help="comma list of scenario / stream name prefixes (delays, false alarms)")
+    ap.add_argument("--change-at", type=int, default=5000, help="row of the change in the delay table (default 5000)")
     ap.add_argument("--detectors", help="comma list of our detectors for the false-alarm table "
                     "(e.g. 'sequential (ours)')")
     args = ap.parse_args(argv)
+    global PRE
+    PRE = args.change_at
     t0 = time.perf_counter()
     if args.only in (None, "cost"):
         cost(5 if args.quick else 20)
