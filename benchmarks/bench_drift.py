@@ -24,7 +24,11 @@ own reference (the 10-feature streams: 5,000 rows). A run counts once if the det
 alarms anywhere in it (river's detectors and the sequential alarm are stopped at their
 first alarm). KSWIN runs the first 20 runs only (about 0.25-1 ms per row in river).
 
-Delay: 20 runs per scenario, change at row 5,000, 10,000 rows after it, reference of
+Long clean streams (``--scenarios long`` alone): P(any false alarm) within 20,000 /
+200,000 / 1,000,000 rows, ours (reference 2,000, alpha 0.01) and ADWIN (delta 0.002),
+100 runs of 10^6 N(0,1) rows each (~6 min for ours on the 2-core box).
+
+Delay: 20 runs per scenario, change at row 5,000 (``--change-at`` moves it), 10,000 rows after it, reference of
 2,000 rows drawn from the pre-change distribution. Detected = first alarm at or after
 the change; the delay is rows from the change to it. A run whose latched sequential
 alarm fired before the change counts as a false alarm, not a detection. KSWIN keeps
