@@ -89,6 +89,9 @@ SCENARIOS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
     "sd x1.5 (variance x2.25)": lambda x, r: x * 1.5,
     "variance x1.5 (sd x1.22)": lambda x, r: x * np.sqrt(1.5),
     "linear drift (mean +1 sd per 10,000 rows)": lambda x, r: x + (np.arange(len(x)) / 10_000.0)[:, None],
+    "mean +1 sd": lambda x, r: x + 1.0,
+    "mean +2 sd": lambda x, r: x + 2.0,
+    "sd x3": lambda x, r: x * 3.0,
 }
 
 
