@@ -24,7 +24,11 @@ own reference (the 10-feature streams: 5,000 rows). A run counts once if the det
 alarms anywhere in it (river's detectors and the sequential alarm are stopped at their
 first alarm). KSWIN runs the first 20 runs only (about 0.25-1 ms per row in river).
 
-Delay: 20 runs per scenario, change at row 5,000, 10,000 rows after it, reference of
+Long clean streams (``--scenarios long`` alone): P(any false alarm) within 20,000 /
+200,000 / 1,000,000 rows, ours (reference 2,000, alpha 0.01) and ADWIN (delta 0.002),
+100 runs of 10^6 N(0,1) rows each (~6 min for ours on the 2-core box).
+
+Delay: 20 runs per scenario, change at row 5,000 (``--change-at`` moves it), 10,000 rows after it, reference of
 2,000 rows drawn from the pre-change distribution. Detected = first alarm at or after
 the change; the delay is rows from the change to it. A run whose latched sequential
 alarm fired before the change counts as a false alarm, not a detection. KSWIN keeps
@@ -42,12 +46,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from guarded_serving.drift.joint import JointShiftTest
-from guarded_serving.drift.sequential import ConformalMartingale, OnlineConformalMartingale, conformal_p_values
+from guarded_serving.drift.sequential import (
+    ConformalMartingale,
+    OnlineConformalMartingale,
+    conformal_p_values,
+)
 from guarded_serving.drift.windows import WindowTest
 
 PRE = 5000
@@ -81,6 +89,9 @@ SCENARIOS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
     "sd x1.5 (variance x2.25)": lambda x, r: x * 1.5,
     "variance x1.5 (sd x1.22)": lambda x, r: x * np.sqrt(1.5),
     "linear drift (mean +1 sd per 10,000 rows)": lambda x, r: x + (np.arange(len(x)) / 10_000.0)[:, None],
+    "mean +1 sd": lambda x, r: x + 1.0,
+    "mean +2 sd": lambda x, r: x + 2.0,
+    "sd x3": lambda x, r: x * 3.0,
 }
 
 
@@ -136,7 +147,7 @@ def fixed_reference_alarm(x: np.ndarray, ref: np.ndarray, cat: list[int]) -> int
     if cat:
         vals, counts = np.unique(r, return_counts=True)
         freq = dict(zip(vals.tolist(), (counts / counts.sum()).tolist()))
-        score = lambda a: -np.log(np.array([freq.get(c, 1e-9) for c in a.tolist()]))  # noqa: E731
+        score = lambda a: -np.log(np.array([freq.get(c, 1e-9) for c in a.tolist()]))
         p = conformal_p_values(score(r), score(v), rng)[:, None]
     else:
         p = np.column_stack([conformal_p_values(r, v), conformal_p_values(-r, -v)])
@@ -227,6 +238,28 @@ def false_alarms(runs: int, n: int, only: list[str] | None = None) -> None:
             print(f"| {name} | {kind} | {hits}{of} (no reference) | | | {time.perf_counter() - t0:.0f} |", flush=True)
     print(f"\n(window on the {D_MULTI}-feature streams: the latest 2,000 rows every 1,000 rows, 5 tests per run, "
           f"to bound the run time of the joint test's permutations)")
+    if not only or any("long".startswith(o) or o.startswith("long") for o in only):
+        long_streams(runs)
+
+
+def long_streams(runs: int, lengths: tuple[int, ...] = (20_000, 200_000, 1_000_000)) -> None:
+    """P(any false alarm) as the clean stream grows: ours (reference 2,000, level 0.01) and ADWIN (delta 0.002)."""
+    print(f"\n## False alarms on longer clean N(0,1) streams: runs with an alarm within the first n rows, of {runs}\n")
+    print("| detector | " + " | ".join(f"n = {n:,}" for n in lengths) + " | time (s) |")
+    print("|---|" + "---|" * len(lengths) + "---|")
+    dets: dict[str, Callable[[np.ndarray, np.ndarray], int | None]] = {
+        "sequential (ours), alpha 0.01": lambda x, ref: sequential_alarm(x[:, None], ref, [], batch=10_000),
+        "ADWIN (delta 0.002)": lambda x, ref: river_first(river_detectors()["ADWIN"], x),
+    }
+    for name, det in dets.items():
+        t0 = time.perf_counter()
+        firsts = []
+        for r in range(runs):
+            rng = np.random.default_rng(50_000 + r)
+            x = rng.normal(size=max(lengths))
+            firsts.append(det(x, rng.normal(size=(2000, 1))))
+        cells = [str(sum(f is not None and f < n for f in firsts)) for n in lengths]
+        print(f"| {name} | " + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 def delays(runs: int, only: list[str] | None = None) -> None:
@@ -322,9 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run)")
     ap.add_argument("--only", choices=("cost", "false-alarms", "delays"), help="one table")
     ap.add_argument("--scenarios", help="comma list of scenario / stream name prefixes (delays, false alarms)")
+    ap.add_argument("--change-at", type=int, default=5000, help="row of the change in the delay table (default 5000)")
     ap.add_argument("--detectors", help="comma list of our detectors for the false-alarm table "
                     "(e.g. 'sequential (ours)')")
     args = ap.parse_args(argv)
+    global PRE
+    PRE = args.change_at
     t0 = time.perf_counter()
     if args.only in (None, "cost"):
         cost(5 if args.quick else 20)

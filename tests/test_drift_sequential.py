@@ -39,7 +39,7 @@ class TestGuarantee:
         """Every betting function integrates to 1 over [0, 1], and the start-time prior plus its tail is 1."""
         m = ConformalMartingale().fit()
         for e in m._eps:
-            assert integrate.quad(lambda u: e * u ** (e - 1), 0, 1)[0] == pytest.approx(1.0, abs=1e-6)
+            assert integrate.quad(lambda u, e=e: e * u ** (e - 1), 0, 1)[0] == pytest.approx(1.0, abs=1e-6)
         for c, lo, hi in zip(m._cut, m._log_lo, m._log_hi):
             assert c * np.exp(lo) + (1 - c) * np.exp(hi) == pytest.approx(1.0, abs=1e-12) and lo >= 0 >= hi
         t = np.arange(1, 100001, dtype=float)
@@ -245,9 +245,40 @@ class TestOnlineRanks:
         m = OnlineConformalMartingale().fit(rng.normal(size=(100, 2)))
         assert m.blocks_.min() >= 1 and m.blocks_.max() <= 256 and m.blocks_.shape == (m.n_columns_, 15)
 
+    @pytest.mark.parametrize("offset,exponent", [(30.0, 2.0), (5.0, 0.5)])
+    def test_weighted_offset_prior_equals_brute_force(self, offset, exponent):
+        """Unequal bet weights and the start-time prior g(j) = (ln c / ln(j - 1 + c))^q: the capital is the weighted
+        sum over bets of (block starts' prior x product + tail), in batches of any size; the prior sums to 1."""
+        rng = np.random.default_rng(22)
+        n, blocks = 50, np.array([[1, 3, 8]])
+        w = np.array([0.6, 0.3, 0.1])
+        logf = rng.normal(0, 0.5, size=(n, 1, 3))
+        lw = np.log(w)[None]
+        first = _sr_mixture(logf[:17], None, 0, blocks, lw, offset, exponent)
+        got = np.concatenate([first[0], _sr_mixture(logf[17:], first[1], 17, blocks, lw, offset, exponent)[0]])
+
+        def g(j):
+            return (np.log(offset) / np.log(j - 1.0 + offset)) ** exponent
+
+        j = np.arange(1, 200001, dtype=float)
+        assert (g(j) - g(j + 1)).sum() + g(200001.0) == pytest.approx(1.0, abs=1e-12) and (g(j) > g(j + 1)).all()
+        for t in range(1, n + 1):
+            cap = 0.0
+            for k, b in enumerate(blocks[0]):
+                starts = range(1, t + 1, b)
+                c = sum((g((s - 1) // b + 1) - g((s - 1) // b + 2)) * np.exp(logf[s - 1:t, 0, k].sum()) for s in starts)
+                cap += w[k] * (c + g((t - 1) // b + 2))
+            assert got[t - 1, 0] == pytest.approx(np.log(cap), abs=1e-9)
+        m = OnlineConformalMartingale().fit(rng.normal(size=(100, 2)))
+        assert np.exp(m._log_w).sum(axis=1) == pytest.approx(np.ones(m.n_columns_))
+
     @pytest.mark.parametrize("kwargs,match", [({"alpha": 0}, "alpha="), ({"n_bins": 1}, "n_bins="),
                                               ({"deltas": (-0.5,)}, "deltas="), ({"joint_weight": 1.0}, "joint_weight="),
-                                              ({"categorical": [5]}, "categorical=")])
+                                              ({"categorical": [5]}, "categorical="),
+                                              ({"delta_weights": (1.0, 2.0)}, "delta_weights="),
+                                              ({"scale_weights": (1, 1, 1, 1, 0)}, "scale_weights="),
+                                              ({"start_offset": 1.0}, "start_offset="),
+                                              ({"start_exponent": 0}, "start_exponent=")])
     def test_bad_parameters_are_rejected(self, kwargs, match):
         """Invalid settings raise a ValueError naming the parameter."""
         with pytest.raises(ValueError, match=match):
