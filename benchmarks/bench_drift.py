@@ -312,8 +312,9 @@ def delays(runs: int, only: list[str] | None = None) -> None:
 
 
 # -- like for like: river's detectors calibrated to our false-alarm level --------------------------
-ADWIN_GRID = (2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 2e-7, 1e-7, 1e-8, 1e-9)
-PH_GRID = (50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 350.0, 400.0, 500.0, 600.0, 800.0, 1000.0, 1500.0, 2000.0)
+ADWIN_GRID = (2e-3, 1e-3, 7e-4, 5e-4, 4e-4, 3e-4, 2.5e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4, 8e-5, 6e-5, 5e-5, 4e-5, 3e-5,
+              2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 1e-7, 1e-8)
+PH_GRID = (50.0, 100.0, 200.0, 300.0, 400.0, 450.0, 500.0, 550.0, 600.0, 700.0, 800.0, 1000.0, 1500.0, 2000.0)
 CAL_SEED, CHECK_SEED = 70_000, 50_000  # calibration seeds; the check uses the long-stream table's seeds
 
 
@@ -336,12 +337,15 @@ def calibrate(name: str, grid: tuple[float, ...], runs: int, horizons: tuple[int
     not rerun.
     """
     h_max = max(horizons)
-    streams = [np.random.default_rng(CAL_SEED + r).normal(size=h_max) for r in range(runs)]
+
+    def stream(r: int) -> np.ndarray:  # regenerated per use: 500 streams of 10^6 rows would take 4 GB
+        return np.random.default_rng(CAL_SEED + r).normal(size=h_max)
+
     alive = list(range(runs))  # runs that alarmed within h_max at the previous setting
     counts: dict[float, list[int]] = {}
     t0 = time.perf_counter()
     for g in grid:
-        firsts = {r: river_first(_river(name, g), streams[r]) for r in alive}
+        firsts = {r: river_first(_river(name, g), stream(r)) for r in alive}
         alive = [r for r, f in firsts.items() if f is not None]
         counts[g] = [sum(firsts[r] < h for r in alive) for h in horizons]  # type: ignore[operator]
         if all(c <= level * runs for c in counts[g]):
@@ -473,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--change-at", type=int, default=5000, help="row of the change in the delay table (default 5000)")
     ap.add_argument("--detectors", help="comma list of our detectors for the false-alarm table "
                     "(e.g. 'sequential (ours)')")
-    ap.add_argument("--cal-runs", type=int, default=200, help="clean runs to calibrate river's detectors (matched)")
+    ap.add_argument("--cal-runs", type=int, default=500, help="clean runs to calibrate river's detectors (matched)")
     ap.add_argument("--horizons", default="200000,1000000",
                     help="comma list of horizons river's detectors are calibrated for (matched)")
     ap.add_argument("--no-check", action="store_true", help="matched: skip the check on separate seeds")
