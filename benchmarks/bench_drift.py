@@ -35,6 +35,17 @@ alarm fired before the change counts as a false alarm, not a detection. KSWIN ke
 only its last 100 rows, so it is fed only the last 1,000 rows before the change
 (to bound its run time: ~0.25 ms per row in river).
 
+Matched level (``--only matched``, not part of the default run): river's ADWIN (delta) and
+PageHinkley (threshold) calibrated to the sequential alarm's level. For each horizon (200,000 and
+1,000,000 rows for ADWIN, 200,000 for PageHinkley) the loosest setting on a grid whose false alarms
+within the horizon are <= 1% of ``--cal-runs`` (500) clean N(0,1) runs, seeds 70,000 on; then a
+check on 100 separate clean runs (seeds 50,000 on, the long-stream table's) within 20,000 / 200,000
+/ 1,000,000 rows, and the delay table (mean, variance, linear drift, category scenarios, 20 runs)
+with ours (alpha 0.01), ADWIN at its default delta and the calibrated detectors. A horizon-matched
+detector is still a weaker promise than ours: its false alarms keep growing past the horizon,
+ours are bounded by alpha over an unbounded stream. ``--no-check`` skips the check (for a second
+``--change-at``), ``--no-ph`` leaves PageHinkley out.
+
 Costs: one window test (100 features x 10,000 rows), one joint test (2,000 window
 rows vs 2,000 reference rows, a clean window and a shifted one; and the served
 example's 30 features x 500 rows), the sequential alarm per 1,000 rows. Figures depend
@@ -311,6 +322,125 @@ def delays(runs: int, only: list[str] | None = None) -> None:
         print(f"| {kind} | " + " | ".join(cells) + " |", flush=True)
 
 
+# -- like for like: river's detectors calibrated to our false-alarm level --------------------------
+ADWIN_GRID = (2e-3, 1e-3, 7e-4, 5e-4, 4e-4, 3e-4, 2.5e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4, 8e-5, 6e-5, 5e-5, 4e-5, 3e-5,
+              2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 1e-7, 1e-8)
+PH_GRID = (50.0, 100.0, 200.0, 300.0, 400.0, 450.0, 500.0, 550.0, 600.0, 700.0, 800.0, 1000.0, 1500.0, 2000.0)
+CAL_SEED, CHECK_SEED = 70_000, 50_000  # calibration seeds; the check uses the long-stream table's seeds
+
+
+def _river(name: str, param: float) -> Callable[[], object]:
+    from river import drift
+
+    if name == "ADWIN":
+        return lambda: drift.ADWIN(delta=param)
+    return lambda: drift.PageHinkley(threshold=param)
+
+
+def calibrate(name: str, grid: tuple[float, ...], runs: int, horizons: tuple[int, ...],
+              level: float = 0.01) -> dict[int, float]:
+    """The loosest grid value whose clean-run false-alarm rate within each horizon is <= ``level``.
+
+    ``grid`` runs from the most to the least alarming setting. Before its first alarm a detector's
+    state does not depend on delta (ADWIN) or the threshold (PageHinkley), and a smaller delta /
+    larger threshold only removes cuts, so the first alarm row is monotone along the grid: a run
+    that stays clean within the longest horizon at one setting stays clean at the next ones and is
+    not rerun.
+    """
+    h_max = max(horizons)
+
+    def stream(r: int) -> np.ndarray:  # regenerated per use: 500 streams of 10^6 rows would take 4 GB
+        return np.random.default_rng(CAL_SEED + r).normal(size=h_max)
+
+    alive = list(range(runs))  # runs that alarmed within h_max at the previous setting
+    counts: dict[float, list[int]] = {}
+    t0 = time.perf_counter()
+    for g in grid:
+        firsts = {r: river_first(_river(name, g), stream(r)) for r in alive}
+        alive = [r for r, f in firsts.items() if f is not None]
+        counts[g] = [sum(firsts[r] < h for r in alive) for h in horizons]  # type: ignore[operator]
+        if all(c <= level * runs for c in counts[g]):
+            break
+    ok = {h: [g for g in counts if counts[g][i] <= level * runs] for i, h in enumerate(horizons)}
+    if not all(ok.values()):
+        raise SystemExit(f"{name}: no setting in the grid reaches {level:.0%} false alarms; extend the grid")
+    chosen = {h: v[0] for h, v in ok.items()}
+    pname = "delta" if name == "ADWIN" else "threshold"
+    print(f"\n{name} calibration: runs with a false alarm within n rows, of {runs} clean N(0,1) runs "
+          f"(seeds {CAL_SEED:,}-{CAL_SEED + runs - 1:,}; {time.perf_counter() - t0:.0f} s)\n")
+    print(f"| {pname} | " + " | ".join(f"n = {h:,}" for h in horizons) + " |")
+    print("|---|" + "---|" * len(horizons))
+    for g, c in counts.items():
+        print(f"| {g:g} | " + " | ".join(str(v) for v in c) + " |")
+    print(f"\nchosen (<= {level:.0%} of calibration runs): "
+          + ", ".join(f"{pname} {chosen[h]:g} for n = {h:,}" for h in horizons), flush=True)
+    return chosen
+
+
+def matched(cal_runs: int, check_runs: int, delay_runs: int, horizons: tuple[int, ...],
+            only: list[str] | None = None, ph: bool = True, check: bool = True) -> None:
+    """River's ADWIN (and PageHinkley) calibrated to <= 1% false alarms within a horizon, beside ours."""
+    print("\n## Matched false-alarm level: river's detectors calibrated to <= 1% false alarms within a horizon\n")
+    dets: dict[str, Callable[[], object]] = {"ADWIN, delta 0.002 (default)": _river("ADWIN", 0.002)}
+    for h, d in calibrate("ADWIN", ADWIN_GRID, cal_runs, horizons).items():
+        dets[f"ADWIN, delta {d:g} (<= 1% within {h:,})"] = _river("ADWIN", d)
+    if ph:
+        ph_h = (min(horizons),)
+        for h, t in calibrate("PageHinkley", PH_GRID, cal_runs, ph_h).items():
+            dets[f"PageHinkley, threshold {t:g} (<= 1% within {h:,})"] = _river("PageHinkley", t)
+    lengths = (20_000, 200_000, 1_000_000)
+    if check:
+        _check(dets, check_runs, lengths)
+    _matched_delays(dets, delay_runs, only)
+
+
+def _check(dets: dict[str, Callable[[], object]], check_runs: int, lengths: tuple[int, ...]) -> None:
+    print(f"\nCheck on separate seeds ({CHECK_SEED:,}-{CHECK_SEED + check_runs - 1:,}, the long-stream table's): "
+          f"runs with an alarm within the first n rows, of {check_runs}\n")
+    print("| detector | " + " | ".join(f"n = {n:,}" for n in lengths) + " | time (s) |")
+    print("|---|" + "---|" * len(lengths) + "---|")
+    for name, factory in dets.items():
+        t0 = time.perf_counter()
+        firsts = [river_first(factory, np.random.default_rng(CHECK_SEED + r).normal(size=max(lengths)))
+                  for r in range(check_runs)]
+        cells = [str(sum(f is not None and f < n for f in firsts)) for n in lengths]
+        print(f"| {name} | " + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |", flush=True)
+
+
+def _matched_delays(dets: dict[str, Callable[[], object]], delay_runs: int, only: list[str] | None) -> None:
+    kinds = [k for k in SCENARIOS if not k.startswith(("mean +1", "mean +2", "sd x3"))] + ["category share 0.2 -> 0.4"]
+    if only:
+        kinds = [k for k in kinds if any(k.startswith(o) for o in only)]
+    names = ["sequential (ours), alpha 0.01"] + list(dets)
+    print(f"\n### Delay at matched level (change at row {PRE:,}, {POST:,} rows after it, {delay_runs} runs; "
+          "streams as in the delay table)\n")
+    print("Each cell: detected / runs, median delay, 90th percentile; [k] = runs with an alarm before the change.\n")
+    print("| scenario | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for kind in kinds:
+        res: dict[str, tuple[list[int], int]] = {nm: ([], 0) for nm in names}
+        for r in range(delay_runs):
+            ref, x, cat = make_run(kind, np.random.default_rng(100 + r), 2000)
+            firsts: dict[str, int | None] = {names[0]: sequential_alarm(x, ref, cat, batch=STEP)}
+            for nm, factory in dets.items():
+                f = river_first(factory, x[:, 0])
+                firsts[nm] = f if f is None or f >= PRE else river_first(factory, x[:, 0], PRE)
+                if f is not None and f < PRE:
+                    res[nm] = (res[nm][0], res[nm][1] + 1)
+            s = firsts[names[0]]
+            if s is not None and s < PRE:
+                res[names[0]] = (res[names[0]][0], res[names[0]][1] + 1)
+                firsts[names[0]] = None  # the sequential alarm latches: a false alarm, not a detection
+            for nm, f in firsts.items():
+                if f is not None and f >= PRE:
+                    res[nm][0].append(f - PRE)
+        cells = []
+        for nm in names:
+            d, fa = res[nm]
+            cells.append(f"{len(d)}/{delay_runs}, {_pct(d, 50)}, {_pct(d, 90)}" + (f" [{fa}]" if fa else ""))
+        print(f"| {kind} | " + " | ".join(cells) + " |", flush=True)
+
+
 def cost(reps: int) -> None:
     rng = np.random.default_rng(1)
     print("\n## Cost per background cycle\n")
@@ -353,11 +483,16 @@ def cost(reps: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run)")
-    ap.add_argument("--only", choices=("cost", "false-alarms", "delays"), help="one table")
+    ap.add_argument("--only", choices=("cost", "false-alarms", "delays", "matched"), help="one table")
     ap.add_argument("--scenarios", help="comma list of scenario / stream name prefixes (delays, false alarms)")
     ap.add_argument("--change-at", type=int, default=5000, help="row of the change in the delay table (default 5000)")
     ap.add_argument("--detectors", help="comma list of our detectors for the false-alarm table "
                     "(e.g. 'sequential (ours)')")
+    ap.add_argument("--cal-runs", type=int, default=500, help="clean runs to calibrate river's detectors (matched)")
+    ap.add_argument("--horizons", default="200000,1000000",
+                    help="comma list of horizons river's detectors are calibrated for (matched)")
+    ap.add_argument("--no-check", action="store_true", help="matched: skip the check on separate seeds")
+    ap.add_argument("--no-ph", action="store_true", help="matched: ADWIN only, no calibrated PageHinkley")
     args = ap.parse_args(argv)
     global PRE
     PRE = args.change_at
@@ -372,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         false_alarms(10 if args.quick else 100, 5000 if args.quick else 20_000, only)
     if args.only in (None, "delays"):
         delays(3 if args.quick else 20, only)
+    if args.only == "matched":
+        matched(20 if args.quick else args.cal_runs, 10 if args.quick else 100, 3 if args.quick else 20,
+                tuple(int(h) for h in args.horizons.split(",")), only, ph=not args.no_ph, check=not args.no_check)
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
     return 0
 
