@@ -68,7 +68,7 @@ def one_round(rate: float, seconds: float, history: int) -> dict[str, float]:
         fill_history(Path(state) / "outcomes-breast_cancer.sqlite", history)
     for m in [m for m in sys.modules if m == "services.cancer"]:
         del sys.modules[m]
-    import services.cancer as cancer
+    from services import cancer
     from services.features import prepare
     from services.train import load_model
 
@@ -81,7 +81,7 @@ def one_round(rate: float, seconds: float, history: int) -> dict[str, float]:
         return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
 
     with np.load(cancer.ARTIFACT_DIR / "reference.npz") as z:
-        X = np.asarray(z[[k for k in z.files if z[k].ndim == 2][0]], dtype=np.float64)
+        X = np.asarray(z[next(k for k in z.files if z[k].ndim == 2)], dtype=np.float64)
     rows = [X[i:i + 1].copy() for i in range(len(X))]
     guard.start()
     try:
