@@ -29,16 +29,16 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from ._private import private_file
 
 __all__ = ["LabelOutcome", "OutcomeStore", "PredictionRecord", "SQLiteOutcomeStore"]
 
 
-@dataclass(frozen=True)
-class PredictionRecord:
-    """One answered row, as stored for joining with its label later."""
+class PredictionRecord(NamedTuple):
+    """One answered row, as stored for joining with its label later (a tuple in column order: the
+    SQLite store writes records as they are, one per answered row, without building anything more)."""
 
     request_id: str
     row: int
@@ -269,11 +269,9 @@ class SQLiteOutcomeStore(OutcomeStore):
             return 0
 
         def txn(conn: sqlite3.Connection) -> int:
-            conn.executemany(
+            conn.executemany(  # records are tuples in column order
                 "INSERT OR IGNORE INTO predictions(request_id, row, ts, version, segment, kind, predicted, view, "
-                "inputs) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(r.request_id, r.row, r.ts, r.version, r.segment, r.kind, r.predicted, r.view, r.inputs)
-                 for r in records])
+                "inputs) VALUES (?,?,?,?,?,?,?,?,?)", records)
             return self._join_pending(conn)
 
         return int(self._txn(txn))  # type: ignore[arg-type]
