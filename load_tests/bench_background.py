@@ -10,7 +10,7 @@ stores in a temporary directory, tracing off), optionally fills the outcome stor
 tens of millions), then calls the guarded model with one-row requests at ``--rate`` calls/s for
 ``--seconds`` and reads each thread's CPU time from ``/proc/self/task/<tid>/schedstat``.
 Prints, per round and as medians (with min-max), the CPU microseconds per request of the
-calling (model) thread and of each background thread (``drift-*``, ``performance-*``, ...).
+calling (model) thread, guarded and (a 5 s baseline first) unguarded, and of each background thread (``drift-*``, ``performance-*``, ...).
 """
 
 from __future__ import annotations
@@ -75,10 +75,11 @@ def one_round(rate: float, seconds: float, history: int) -> dict[str, float]:
     guard = cancer.guard
     model = load_model(cancer.ARTIFACT_DIR, read=guard.open_artifact)
 
-    @guard
-    def predict(inputs: np.ndarray) -> dict:
+    def plain(inputs: np.ndarray) -> dict:
         proba = model.predict_proba(prepare(inputs))[:, 1]
         return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+
+    predict = guard(plain)
 
     with np.load(cancer.ARTIFACT_DIR / "reference.npz") as z:
         X = np.asarray(z[next(k for k in z.files if z[k].ndim == 2)], dtype=np.float64)
@@ -90,25 +91,33 @@ def one_round(rate: float, seconds: float, history: int) -> dict[str, float]:
             predict(rows[i % len(rows)])
         time.sleep(1.0)
         main = threading.current_thread().name
-        c0, t0 = thread_cpu_ns(), time.monotonic()
-        n, nxt = 0, time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            predict(rows[n % len(rows)])
-            n += 1
-            nxt += period
-            d = nxt - time.monotonic()
-            if d > 0:
-                time.sleep(d)
+        def drive(fn: object, secs: float) -> int:
+            t0 = time.monotonic()
+            n, nxt = 0, t0
+            while time.monotonic() - t0 < secs:
+                fn(rows[n % len(rows)])  # type: ignore[operator]
+                n += 1
+                nxt += period
+                d = nxt - time.monotonic()
+                if d > 0:
+                    time.sleep(d)
+            return n
+
+        b0 = time.thread_time()
+        nb = drive(plain, min(5.0, seconds))  # the same calls unguarded: the model's own CPU per call
+        base_us = (time.thread_time() - b0) * 1e6 / nb
+        c0 = thread_cpu_ns()
+        n = drive(predict, seconds)
         time.sleep(0.5)
         c1 = thread_cpu_ns()
     finally:
         guard.stop()
-    out = {"requests": float(n)}
+    out = {"requests": float(n), "model thread, unguarded calls (baseline)": base_us}
     for name, ns in c1.items():
         d = ns - c0.get(name, 0)
         if d <= 0:
             continue
-        key = "model (calling thread)" if name == main else name
+        key = "model thread, guarded calls" if name == main else name
         out[key] = d / 1e3 / n
     return out
 
