@@ -1,7 +1,7 @@
 """What the guard's background threads cost per served request, in process (the example's guard).
 
     PYTHONPATH=. nice -n 10 python load_tests/bench_background.py [--rate 300] [--seconds 20]
-        [--history 200000] [--rounds 3]
+        [--history 200000] [--rounds 3] [--sequential-max-rows N]
 
 Builds the example service's :class:`~guarded_serving.Guard` (``services.cancer``: drift,
 performance with its expectation and label-free estimate, edge cases, Prometheus metrics; SQLite
@@ -60,7 +60,7 @@ def fill_history(path: Path, n: int) -> None:
     store.close()
 
 
-def one_round(rate: float, seconds: float, history: int) -> dict[str, float]:
+def one_round(rate: float, seconds: float, history: int, seq_max: int | None = None) -> dict[str, float]:
     state = tempfile.mkdtemp(prefix="gs-bench-bg-")
     os.environ["GUARDED_STATE_DIR"] = state
     os.environ.setdefault("GUARDED_MANIFEST", "none")
@@ -73,6 +73,10 @@ def one_round(rate: float, seconds: float, history: int) -> dict[str, float]:
     from services.train import load_model
 
     guard = cancer.guard
+    if seq_max is not None:  # what-if: a lower drift_sequential_max_rows (the example does not expose it)
+        for c in guard._components:
+            if c.name == "drift":
+                c.sequential_max_rows = seq_max
     model = load_model(cancer.ARTIFACT_DIR, read=guard.open_artifact)
 
     def plain(inputs: np.ndarray) -> dict:
@@ -128,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--history", type=int, default=200_000, help="predictions stored before the run")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sequential-max-rows", type=int, default=None,
+                    help="override the example's drift_sequential_max_rows (default: as configured, 1,000)")
     args = ap.parse_args(argv)
-    results = [one_round(args.rate, args.seconds, args.history) for _ in range(args.rounds)]
+    results = [one_round(args.rate, args.seconds, args.history, args.sequential_max_rows)
+               for _ in range(args.rounds)]
     names = sorted({k for r in results for k in r if k != "requests"},
                    key=lambda k: -statistics.median(r.get(k, 0.0) for r in results))
     print(f"{args.rounds} round(s) of {args.seconds:g} s at {args.rate:g} one-row calls/s, "
