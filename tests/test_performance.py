@@ -198,6 +198,68 @@ class TestOutcomeStore:
         assert [r[2] for r in latest] == [1.0, 0.0] and [r[4] for r in latest] == [None, 0.0]
         assert np.frombuffer(latest[0][3]).tolist() == [0.2, 0.8]
 
+    def test_coverage_counts_follow_every_write_and_expiry(self, store_factory):
+        """Coverage and counts (kept incrementally) equal a recount of the stored rows after a random mix of
+        predictions (regressor rows and unanswered rows too), retried flushes, labels before and after their
+        prediction, conflicts and retention."""
+        st = store_factory(retention_s=100.0, pending_s=50.0)
+        rng = np.random.default_rng(11)
+        now = 1_000_000.0
+        kept: dict[tuple[str, int], tuple] = {}  # (rid, row) -> (version, class or None, ts)
+        labelled: set[tuple[str, int]] = set()
+        for step in range(12):
+            t = now + step * 20.0
+            recs = []
+            for _ in range(40):
+                rid, kind = new_request_id(), ("classification" if rng.random() < 0.8 else "regression")
+                pred = None if rng.random() < 0.1 else float(rng.integers(0, 3))
+                recs.append(PredictionRecord(rid, 0, t, str(rng.integers(1, 3)), "*", kind, pred))
+                kept[(rid, 0)] = (recs[-1].version, pred if kind == "classification" else None, t)
+            early = [r for r in recs if rng.random() < 0.3]  # labels sent before their prediction is stored
+            st.add_labels([(r.request_id, 0, 1.0, True) for r in early], _ok, now=t)
+            st.add_predictions(recs)
+            st.add_predictions(recs[:10])  # a retried flush: stored once
+            labelled |= {(r.request_id, 0) for r in early}
+            late = [r for r in recs if (r.request_id, 0) not in labelled and rng.random() < 0.4]
+            st.add_labels([(r.request_id, 0, 0.0, True) for r in late] + [(r.request_id, 0, 2.0, True)
+                                                                            for r in late[:3]], _ok, now=t)
+            labelled |= {(r.request_id, 0) for r in late}
+            st.expire(t)
+            kept = {k: v for k, v in kept.items() if v[2] >= t - 100.0}
+            labelled &= set(kept)
+            want: dict[tuple, list[int]] = {}
+            for k, (ver, cls, _) in kept.items():
+                c = want.setdefault((ver, "*", cls), [0, 0])
+                c[0] += 1
+                c[1] += k in labelled
+            assert sorted(st.coverage(), key=repr) == sorted(((*k, n, m) for k, (n, m) in want.items()), key=repr)
+            counts = st.counts()
+            assert (counts["predictions"], counts["labels"]) == (len(kept), len(labelled))
+
+    def test_coverage_of_a_file_from_before_is_counted_once(self, tmp_path):
+        """A store file written before coverage was kept incrementally gets its counts from its rows on first
+        open, then follows new writes."""
+        import sqlite3
+
+        db = tmp_path / "o.sqlite"
+        st = SQLiteOutcomeStore(db)
+        rid = new_request_id()
+        st.add_predictions([_record(rid, 0), _record(rid, 1, predicted=0.0)])
+        st.add_labels([(rid, 0, 1.0, True)], _ok)
+        st.close()
+        conn = sqlite3.connect(db)  # as an older version left it: no coverage table, no triggers
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP TABLE coverage")
+        conn.execute("DELETE FROM meta WHERE key='coverage'")
+        conn.commit()
+        conn.close()
+        st = SQLiteOutcomeStore(db)
+        assert sorted(st.coverage()) == [("1", "*", 0.0, 1, 0), ("1", "*", 1.0, 1, 1)]
+        st.add_predictions([_record(new_request_id())])
+        assert sorted(st.coverage()) == [("1", "*", 0.0, 1, 0), ("1", "*", 1.0, 2, 1)]
+        assert SQLiteOutcomeStore(db).counts()["predictions"] == 3
+
     def test_labels_survive_kill_9(self, tmp_path):
         """A process that recorded labels and is killed with SIGKILL loses none of them."""
         db = tmp_path / "o.sqlite"

@@ -63,7 +63,7 @@ __all__ = ["PerformanceComponent"]
 _log = logging.getLogger("guarded_serving.performance")
 ALL = "*"  # the segment that pools every segment
 _EXPIRE_EVERY_S = 60.0
-_FULL_EVERY_S = 5.0  # coverage and counts scan the stored predictions: not every cycle
+_FULL_EVERY_S = 5.0  # coverage, counts (kept by the store: O(groups)) and the label-free estimate: not every cycle
 
 
 def _resolve(spec: Any) -> Any:
@@ -377,8 +377,8 @@ class PerformanceComponent(Component):
 
     def evaluate(self, *, full: bool = True) -> None:
         """Consume new outcomes, refresh (``full``, or when labels arrived) the label-free estimate and
-        (``full``) coverage and counts (they scan the stored predictions: the worker does a full
-        evaluation every 5 s), rebuild the checks."""
+        (``full``) coverage and counts (counters the store keeps as rows are written and expired;
+        the worker does a full evaluation every 5 s), rebuild the checks."""
         store = self._open_store()
         with self._eval_lock:
             new = 0

@@ -29,16 +29,16 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from ._private import private_file
 
 __all__ = ["LabelOutcome", "OutcomeStore", "PredictionRecord", "SQLiteOutcomeStore"]
 
 
-@dataclass(frozen=True)
-class PredictionRecord:
-    """One answered row, as stored for joining with its label later."""
+class PredictionRecord(NamedTuple):
+    """One answered row, as stored for joining with its label later (a tuple in column order: the
+    SQLite store writes records as they are, one per answered row, without building anything more)."""
 
     request_id: str
     row: int
@@ -148,6 +148,39 @@ CREATE INDEX IF NOT EXISTS labels_seq ON labels(seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+# Coverage kept as counts per (version, segment, predicted class), maintained by triggers as rows are
+# inserted, joined and deleted (by any writer of the file), so reading it is O(groups), not O(history).
+# has_cls = 0: a regressor's row or a row without an answer (class None); cls is then 0.
+_KEY = ("{t}.kind = 'classification' AND {t}.predicted IS NOT NULL, "
+        "CASE WHEN {t}.kind = 'classification' THEN COALESCE({t}.predicted, 0) ELSE 0 END")
+_LABEL_JOINED = ("UPDATE coverage SET n_lab = n_lab {op} 1 WHERE (version, segment, has_cls, cls) IN "
+                 "(SELECT p.version, p.segment, " + _KEY.format(t="p") + " FROM predictions p "
+                 "WHERE p.request_id = {t}.request_id AND p.row = {t}.row);")
+_COVERAGE = [
+    ("CREATE TABLE IF NOT EXISTS coverage (version TEXT NOT NULL, segment TEXT NOT NULL, has_cls INTEGER NOT NULL, "
+     "cls REAL NOT NULL, n INTEGER NOT NULL, n_lab INTEGER NOT NULL, PRIMARY KEY (version, segment, has_cls, cls)) "
+     "WITHOUT ROWID"),
+    "DELETE FROM coverage",
+    "INSERT INTO coverage(version, segment, has_cls, cls, n, n_lab) SELECT p.version, p.segment, "
+    + _KEY.format(t="p") + ", COUNT(*), COUNT(l.seq) FROM predictions p LEFT JOIN labels l ON "
+    "l.request_id = p.request_id AND l.row = p.row AND l.seq IS NOT NULL GROUP BY 1, 2, 3, 4",
+    "CREATE TRIGGER IF NOT EXISTS coverage_prediction_in AFTER INSERT ON predictions BEGIN "
+    "INSERT INTO coverage(version, segment, has_cls, cls, n, n_lab) VALUES (new.version, new.segment, "
+    + _KEY.format(t="new") + ", 1, 0) ON CONFLICT(version, segment, has_cls, cls) DO UPDATE SET n = n + 1; END",
+    # a prediction deleted before its joined label (expire deletes the labels first) takes the label's count along
+    "CREATE TRIGGER IF NOT EXISTS coverage_prediction_out AFTER DELETE ON predictions BEGIN "
+    "UPDATE coverage SET n = n - 1, n_lab = n_lab - (SELECT COUNT(*) FROM labels l WHERE l.request_id = "
+    "old.request_id AND l.row = old.row AND l.seq IS NOT NULL) WHERE (version, segment, has_cls, cls) = "
+    "(old.version, old.segment, " + _KEY.format(t="old") + "); END",
+    "CREATE TRIGGER IF NOT EXISTS coverage_label_joined AFTER UPDATE OF seq ON labels "
+    "WHEN old.seq IS NULL AND new.seq IS NOT NULL BEGIN " + _LABEL_JOINED.format(op="+", t="new") + " END",
+    "CREATE TRIGGER IF NOT EXISTS coverage_label_in AFTER INSERT ON labels WHEN new.seq IS NOT NULL BEGIN "
+    + _LABEL_JOINED.format(op="+", t="new") + " END",
+    "CREATE TRIGGER IF NOT EXISTS coverage_label_out AFTER DELETE ON labels WHEN old.seq IS NOT NULL BEGIN "
+    + _LABEL_JOINED.format(op="-", t="old") + " END",
+    "INSERT INTO meta(key, value) VALUES('coverage', 1)",
+]
+
 
 class SQLiteOutcomeStore(OutcomeStore):
     """Predictions and labels in one SQLite file (WAL; safe for the workers of one host).
@@ -194,6 +227,16 @@ class SQLiteOutcomeStore(OutcomeStore):
             except sqlite3.OperationalError as exc:  # another worker added it first
                 if "duplicate column" not in str(exc):
                     raise
+        if conn.execute("SELECT 1 FROM meta WHERE key='coverage'").fetchone() is None:
+            conn.execute("BEGIN IMMEDIATE")  # once per file: counts from the rows there, then triggers keep them
+            try:
+                if conn.execute("SELECT 1 FROM meta WHERE key='coverage'").fetchone() is None:  # no other worker
+                    for stmt in _COVERAGE:
+                        conn.execute(stmt)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -226,11 +269,9 @@ class SQLiteOutcomeStore(OutcomeStore):
             return 0
 
         def txn(conn: sqlite3.Connection) -> int:
-            conn.executemany(
+            conn.executemany(  # records are tuples in column order
                 "INSERT OR IGNORE INTO predictions(request_id, row, ts, version, segment, kind, predicted, view, "
-                "inputs) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(r.request_id, r.row, r.ts, r.version, r.segment, r.kind, r.predicted, r.view, r.inputs)
-                 for r in records])
+                "inputs) VALUES (?,?,?,?,?,?,?,?,?)", records)
             return self._join_pending(conn)
 
         return int(self._txn(txn))  # type: ignore[arg-type]
@@ -321,11 +362,10 @@ class SQLiteOutcomeStore(OutcomeStore):
             (int(seq), int(limit)))
 
     def coverage(self) -> list[tuple]:
+        # kept by triggers (see _COVERAGE): O(groups), however many predictions are stored
         return self._read(
-            "SELECT p.version, p.segment, CASE WHEN p.kind = 'classification' THEN p.predicted END, COUNT(*), "
-            "COUNT(l.seq) FROM predictions p "
-            "LEFT JOIN labels l ON l.request_id = p.request_id AND l.row = p.row AND l.seq IS NOT NULL "
-            "GROUP BY 1, 2, 3")
+            "SELECT version, segment, CASE WHEN has_cls THEN cls END, SUM(n), SUM(n_lab) FROM coverage "
+            "GROUP BY 1, 2, 3 HAVING SUM(n) > 0")
 
     def latest(self, version: str, n: int) -> list[tuple]:
         return self._read(
@@ -336,7 +376,7 @@ class SQLiteOutcomeStore(OutcomeStore):
 
     def counts(self) -> dict[str, int]:
         rows = self._read(
-            "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels WHERE seq IS NOT NULL), "
+            "SELECT (SELECT COALESCE(SUM(n), 0) FROM coverage), (SELECT COALESCE(SUM(n_lab), 0) FROM coverage), "
             "(SELECT COUNT(*) FROM labels WHERE seq IS NULL), "
             "(SELECT COALESCE(MAX(value), 0) FROM meta WHERE key='pending_dropped')")
         p, lab, pend, dropped = rows[0]
