@@ -186,14 +186,15 @@ class Guard:
             return self._view.transform
         numbers = NumberView(n_features=self._n_features, allow_nan=allow_nan, max_rows=config.max_batch_rows,
                              feature_names=names or None)
+        limits = self._limits
+        if (limits is not None and self._n_features is not None and limits[0].shape == (self._n_features,)
+                and np.isfinite(limits[0]).all() and np.isfinite(limits[1]).all()):
+            # a float64 matrix (numbers to either reader below) whose every value lies within the finite
+            # plausibility limits is finite and plausible: the number view returns it unchanged and
+            # check_plausible passes it, so one comparison stands for both (Guard._prepare)
+            self._fast_limits = (limits[0], limits[1], self._n_features, config.max_batch_rows)
         if config.input_kind == "numbers" or config.n_features is not None:
             self._view = numbers
-            limits = self._limits
-            if (limits is not None and self._n_features is not None and limits[0].shape == (self._n_features,)
-                    and np.isfinite(limits[0]).all() and np.isfinite(limits[1]).all()):
-                # a float64 matrix whose every value lies within the (finite) plausibility limits is finite
-                # and plausible: the view would return it unchanged, so one comparison stands for both checks
-                self._fast_limits = (limits[0], limits[1], self._n_features, config.max_batch_rows)
             return numbers.transform
         read = numbers.transform
 

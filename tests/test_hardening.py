@@ -89,6 +89,34 @@ class TestClientErrorsAreNotModelErrors:
         predict(X)
         assert len(seen) == 2
 
+    @pytest.mark.parametrize("n_features", [None, 30])
+    def test_rows_within_the_limits_reach_the_model_as_sent_and_others_get_the_full_checks(self, n_features):
+        """A float64 matrix inside the plausibility limits (their edges included) is passed on as is (one
+        comparison stands for the finiteness and plausibility checks); NaN, inf, values beyond the limits
+        and other dtypes still get the full checks and their messages."""
+        g = Guard(name="m", profile=PROFILE, drift=False, n_features=n_features)
+        seen = []
+
+        @g
+        def predict(inputs):
+            seen.append(inputs)
+            return len(inputs)
+
+        X = _X()[:2].copy()
+        assert predict(X) == 2 and seen[-1] is X
+        lo, hi, _ = g._limits
+        edges = np.vstack([lo, hi])
+        assert predict(edges) == 2 and seen[-1] is edges
+        for value, message in ((np.nan, "is NaN"), (np.inf, "is inf"), (hi[3] * 2 + 1, "training ranges")):
+            bad = X.copy()
+            bad[1, 3] = value
+            with pytest.raises(InvalidInputError) as info:
+                predict(bad)
+            assert "row 1, feature 3" in str(info.value) and message in str(info.value)
+        ints = np.clip(np.rint(X), np.ceil(lo), np.floor(hi)).astype(np.int64)
+        assert predict(ints) == 2 and seen[-1] is ints  # checked through the view, passed on as sent
+        assert g.stats()["invalid_inputs"] == 3 and len(seen) == 3
+
     def test_implausible_ranges_none_disables_the_check(self):
         g = Guard(name="m", profile=PROFILE, drift=False, implausible_ranges=None)
         f = g(lambda inputs: "ran")
