@@ -58,6 +58,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("guarded_serving")
 _MISSING = object()
 _F64 = np.dtype(np.float64)
+_ALL = np.logical_and.reduce  # ndarray.all() without its Python-level wrapper (numpy._core._methods)
 _perf_ns = time.perf_counter_ns
 _HOOKS = ("before_call", "after_call")
 
@@ -362,7 +363,7 @@ class Guard:
             fast = self._fast_limits
             if (fast is not None and type(value) is np.ndarray and value.dtype == _F64 and value.ndim == 2
                     and value.shape[1] == fast[2] and 0 < value.shape[0] <= fast[3]
-                    and ((value >= fast[0]) & (value <= fast[1])).all()):
+                    and _ALL((value >= fast[0]) & (value <= fast[1]), axis=None)):
                 call.inputs = value  # within the limits: what the view and the plausibility check pass as is
             elif value is not _MISSING:
                 try:
