@@ -38,7 +38,6 @@ against PyOD when installed).
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import sys
 import time
@@ -57,6 +56,9 @@ from guarded_serving.edge_cases import (
     TailDetector,
 )
 from guarded_serving.edge_cases.combined import TAIL_THRESHOLD
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ood import _shuttle  # Shuttle without its anomaly column, read as bench_ood reads it
 
 ALPHAS = (0.01, 0.05)
 CORRUPTIONS = ("in_range_unusual", "unit_x1000", "unit_div1000", "sentinel_-999", "sentinel_0", "stuck_min",
@@ -96,16 +98,6 @@ def corrupt(X, kind, rng, fit):
     elif kind == "sign_flip":
         X[rows, j] = -X[rows, j]
     return X
-
-
-def _shuttle():
-    from river.datasets import Shuttle
-
-    with gzip.open(Shuttle().path, "rt") as fh:
-        header = fh.readline().strip().split(",")
-        data = np.loadtxt(fh, delimiter=",")
-    k = header.index("anomaly")
-    return np.delete(data, k, axis=1), data[:, k].astype(int)
 
 
 def sets(seed, with_shuttle):
