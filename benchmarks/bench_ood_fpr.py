@@ -57,8 +57,9 @@ from guarded_serving.edge_cases import (
 )
 from guarded_serving.edge_cases.combined import TAIL_THRESHOLD
 
+# Shuttle without its anomaly column, read as bench_ood reads it
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ood import _shuttle  # Shuttle without its anomaly column, read as bench_ood reads it
+from bench_ood import _shuttle
 
 ALPHAS = (0.01, 0.05)
 CORRUPTIONS = ("in_range_unusual", "unit_x1000", "unit_div1000", "sentinel_-999", "sentinel_0", "stuck_min",
