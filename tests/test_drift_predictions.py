@@ -43,19 +43,3 @@ class TestDrift:
         pd = PredictionDrift().fit(np.random.default_rng(2).uniform(size=100))
         with pytest.raises(ValueError, match="1-D"):
             pd.columns(np.ones((5, 3)))
-
-
-def test_probability_lists_equal_the_extractor_call_by_call():
-    """The flush's one-conversion path gives what default_output_extractor gives call by call, and steps
-    aside (None) for any call it does not cover."""
-    from guarded_serving.drift.component import _probability_lists
-
-    x1, x2 = np.zeros((1, 3)), np.zeros((2, 3))
-    group = [(x1, {"label": [1], "probability": [0.9]}, None), (x2, {"probability": [0.2, None]}, None)]
-    want = np.concatenate([default_output_extractor(r) for _, r, _ in group])
-    np.testing.assert_array_equal(_probability_lists(group), want)
-    two = [(x2, {"probability": [[0.1, 0.9], [0.6, 0.4]]}, None)]
-    np.testing.assert_array_equal(_probability_lists(two), default_output_extractor(two[0][1]))
-    for other in ({"scores": [0.5]}, [0.5], {"probability": [0.5, 0.5]}, {"probability": ["high"]},
-                  {"probability": []}):
-        assert _probability_lists([group[0], (x1, other, None)]) is None

@@ -536,12 +536,8 @@ class DriftComponent(Component):
                 rows = quantise(rows, self.store_digits)
             streams: dict[str, np.ndarray] = {self._streams["inputs"]: rows}
             raw, pvs = [], []
-            fast = self._pd is not None and self.output_extractor is default_output_extractor
-            outs_fast = _probability_lists(group) if fast else None
-            if outs_fast is not None:
-                raw = [outs_fast]
             for x, result, pv in group:
-                if self._pd is not None and outs_fast is None:
+                if self._pd is not None:
                     try:
                         o = self.output_extractor(result)
                         if o is not None and len(o) == len(x):
@@ -549,7 +545,7 @@ class DriftComponent(Component):
                     except Exception:  # an output we cannot read is skipped (and counted), not fatal
                         self._unreadable_outputs += 1
                 if pv is not None:
-                    p = pv if type(pv) is np.ndarray and pv.ndim == 1 else np.asarray(pv, dtype=float).reshape(-1)
+                    p = np.asarray(pv, dtype=float).reshape(-1)
                     if len(p) == len(x):
                         pvs.append(p)
             if raw:
@@ -742,25 +738,6 @@ class DriftComponent(Component):
             span.add_event("guard.drift.window", {k: v for k, v in ev.items() if v != ()})
         finally:
             span.end()
-
-
-def _probability_lists(group: list[tuple[np.ndarray, Any, Any]]) -> np.ndarray | None:
-    """The calls' outputs in one conversion, for the usual served result (a dict whose ``"probability"``
-    is a list with one entry per row): what :func:`default_output_extractor` gives call by call,
-    concatenated; None when any call differs (the caller then reads them one by one)."""
-    vals: list[Any] = []
-    for x, result, _ in group:
-        if type(result) is not dict:
-            return None
-        p = result.get("probability")
-        if type(p) is not list or not p or len(p) != x.shape[0]:
-            return None
-        vals.extend(p)
-    try:
-        a = np.array(vals, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return a if a.ndim in (1, 2) and a.size else None
 
 
 def _window_check(name: str, what: str, r: WindowReport | None, pooled: int, note: str = "") -> H.CheckResult:
