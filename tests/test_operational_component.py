@@ -217,6 +217,29 @@ def test_a_model_that_slows_down_is_named_latency_trend():
     assert last[-1].attributes["guard.latency.trend"] > 0
 
 
+@pytest.mark.parametrize("min_rise, status", [(0.05, "ok"), (0.0, "degraded")])
+def test_a_significant_but_tiny_trend_is_reported_not_degraded(min_rise, status):
+    """A 0.30 ms model creeping up by 0.02 ms across the window is a significant trend (Mann-Kendall) but 0.02% of a
+    100 ms budget: ok by default, its rise said in the reason; with trend_min_rise=0 any significant rise degrades."""
+    op = OperationalHealth(gc_tracking=False, hardware_interval_s=None, trend_window=512, trend_min_rise=min_rise)
+    g, _ = _guard(op, latency_slo_ms=100)
+    g.start()
+    try:
+        rng = np.random.default_rng(5)
+        for i, v in enumerate(0.30 + rng.gamma(2.0, 0.002, size=512)):
+            op.trend.append(float(v) + 0.02 * i / 512)
+        op.trend.update()
+        check = g.health()["checks"]["runtime.latency_trend"]
+    finally:
+        g.stop()
+    assert op.trend.result.rising, op.trend.describe()  # the test does see the creep
+    assert check["status"] == status, check
+    assert check["details"]["material"] is (status == "degraded")
+    assert check["details"]["rise_ms"] == pytest.approx(0.02, abs=0.01)
+    if status == "ok":
+        assert "under 5% of the 100 ms budget" in check["reason"] and "not a problem" in check["reason"]
+
+
 def test_a_steady_model_has_no_latency_trend():
     """With trendless latencies in the ring, the trend check is ok and a slow call is not put on a trend."""
     op = OperationalHealth(gc_tracking=False, hardware_interval_s=None, trend_window=256)
@@ -325,7 +348,7 @@ def test_dependencies_from_config_are_checked_at_start():
 @pytest.mark.parametrize("kw", [
     {"hardware_interval_s": 0}, {"hardware_thresholds": {"nope": 1}}, {"gpu": "yes"},
     {"dependencies": "numpy"}, {"probes": [{"name": "x"}]}, {"readiness_policy": {"x": "no"}},
-    {"probes": [{"name": "a", "tcp": "h:1"}, {"name": "a", "tcp": "h:2"}]},
+    {"probes": [{"name": "a", "tcp": "h:1"}, {"name": "a", "tcp": "h:2"}]}, {"trend_min_rise": -1},
 ])
 def test_bad_operational_config_is_rejected(kw):
     """Invalid operational settings raise ConfigError at construction."""
@@ -334,7 +357,7 @@ def test_bad_operational_config_is_rejected(kw):
 
 
 @pytest.mark.parametrize("kw", [{"gc_cause_share": 0}, {"gc_cause_share": 1.5}, {"trend_window": 4},
-                                {"trend_alpha": 0.9}])
+                                {"trend_alpha": 0.9}, {"trend_min_rise": -0.1}, {"trend_min_rise": 11}])
 def test_bad_cause_settings_are_rejected(kw):
     """Invalid GC share or trend settings raise ConfigError at construction."""
     with pytest.raises(ConfigError):

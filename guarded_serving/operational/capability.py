@@ -150,6 +150,11 @@ class OperationalSettings(Section):
         Recent model latencies the latency-trend test reads (``None``: no trend test).
     trend_alpha : float, default=0.001
         False-alarm level of one trend test (Mann-Kendall on block medians).
+    trend_min_rise : float, default=0.05
+        Smallest fitted rise across the trend window, as a share of the latency budget,
+        that makes ``runtime.latency_trend`` degraded: a significant trend smaller than
+        that (a 0.30 ms model rising 0.01 ms under a 100 ms budget) is reported, not a
+        problem.
     exit_with_parent : bool, default=False
         Watch the parent process (:mod:`.parent`): when it dies (``kill -9`` of ``bentoml serve``)
         this worker stops serving and exits, freeing the port. Turn it on in serving workers.
@@ -173,6 +178,7 @@ class OperationalSettings(Section):
     gc_cause_share: float = 0.5
     trend_window: int | None = 1024
     trend_alpha: float = 0.001
+    trend_min_rise: float = 0.05
     exit_with_parent: bool = False
 
     @property
@@ -213,6 +219,7 @@ class OperationalSettings(Section):
         if self.trend_window is not None:
             check_integer("trend_window", self.trend_window, lo=64, hi=1_000_000)
         check_number("trend_alpha", self.trend_alpha, lo=0, hi=0.5, lo_open=True, hi_open=True)
+        check_number("trend_min_rise", self.trend_min_rise, lo=0, hi=10)
         if not isinstance(self.readiness_policy, dict) or not all(
                 isinstance(k, str) and isinstance(v, bool) for k, v in self.readiness_policy.items()):
             fail("readiness_policy", self.readiness_policy, "a dict of check name (or prefix) -> True/False")

@@ -94,6 +94,9 @@ class OperationalHealth(Component):
         sampler's tick); ``None`` turns the test off.
     trend_alpha : float, default=0.001
         False-alarm level of one trend test (:class:`~.trend.LatencyTrend`).
+    trend_min_rise : float, default=0.05
+        Smallest fitted rise across the window, as a share of the latency budget, that
+        makes a significant trend a ``degraded`` verdict (smaller ones are reported only).
     """
 
     name = "operational"
@@ -106,7 +109,7 @@ class OperationalHealth(Component):
                  dependency_interval_s: float = 300.0, import_timeout_s: float = 30.0,
                  probes: Sequence[Any] = (), probe_backoff_max_s: float = 60.0, gc_tracking: bool = True,
                  readiness_policy: Mapping[str, bool] | None = None, gc_cause_share: float = 0.5,
-                 trend_window: int | None = 1024, trend_alpha: float = 0.001,
+                 trend_window: int | None = 1024, trend_alpha: float = 0.001, trend_min_rise: float = 0.05,
                  exit_with_parent: bool = False) -> None:
         if thresholds is None or isinstance(thresholds, Mapping):
             thresholds = Thresholds().with_overrides(thresholds or {})
@@ -129,6 +132,10 @@ class OperationalHealth(Component):
             raise ConfigError(f"gc_cause_share={gc_cause_share!r} is invalid: expected a share of the time over "
                               "budget in (0, 1]")
         self.gc_cause_share = float(gc_cause_share)
+        if not 0.0 <= trend_min_rise <= 10.0:
+            raise ConfigError(f"trend_min_rise={trend_min_rise!r} is invalid: expected a share of the latency budget "
+                              "in [0, 10]")
+        self.trend_min_rise = float(trend_min_rise)
         try:
             self.trend = LatencyTrend(window=trend_window, alpha=trend_alpha) if trend_window else None
         except ValueError as exc:
@@ -161,7 +168,7 @@ class OperationalHealth(Component):
                            for p in cfg.probes],
                    probe_backoff_max_s=cfg.probe_backoff_max_s, gc_tracking=cfg.gc_tracking,
                    readiness_policy=cfg.readiness_policy, gc_cause_share=cfg.gc_cause_share,
-                   trend_window=cfg.trend_window, trend_alpha=cfg.trend_alpha,
+                   trend_window=cfg.trend_window, trend_alpha=cfg.trend_alpha, trend_min_rise=cfg.trend_min_rise,
                    exit_with_parent=cfg.exit_with_parent)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -334,17 +341,24 @@ class OperationalHealth(Component):
                            "budget to them", details, False)
 
     def _trend_check(self) -> CheckResult:
-        """``runtime.latency_trend``: degraded while the last trend test says the model's latency is rising."""
+        """``runtime.latency_trend``: degraded while the last trend test says the model's latency is rising
+        by a material amount (at least ``trend_min_rise`` of the budget across the window)."""
         t = self.trend
         assert t is not None
         r = t.result
-        details = {**r.as_dict(), "window": t.window, "tests": t.tests, "slo_ms": self._slo_ms}
+        floor = self.trend_min_rise * self._slo_ms
+        material = r.rising and r.rise_ms >= floor
+        details = {**r.as_dict(), "window": t.window, "tests": t.tests, "slo_ms": self._slo_ms,
+                   "rise_ms": r.rise_ms, "min_rise_ms": floor, "material": material}
         reason = t.describe()
-        if r.rising:
+        if material:
             over = r.end_ms is not None and r.end_ms > self._slo_ms
             where = f"; the latest calls are fitted at {r.end_ms:.1f} ms, over the {self._slo_ms:g} ms budget" \
                 if over else f"; still within the {self._slo_ms:g} ms budget"
             return CheckResult("runtime.latency_trend", H.DEGRADED, reason + where, details, False)
+        if r.rising:  # significant, but too small to matter to anyone waiting for the answer
+            reason += (f"; a rise of {r.rise_ms:.3g} ms across the window, under {self.trend_min_rise:.0%} of the "
+                       f"{self._slo_ms:g} ms budget ({floor:.3g} ms): reported, not a problem")
         return CheckResult("runtime.latency_trend", H.OK if r.calls else H.UNAVAILABLE, reason, details, False)
 
     def checks(self) -> Iterable[CheckResult]:
