@@ -98,6 +98,25 @@ def slow_calls(r: Replay) -> Verdict:
                    f"(guard.latency.cause: {', '.join(causes) or 'n/a'})")
 
 
+def slowing_model(r: Replay, n: int = 200, top_ms: float = 80.0) -> Verdict:
+    """The model itself gets slower call after call (0 -> ``top_ms`` ms of added delay over ``n`` calls), still
+    within its budget: the trend test names it (``runtime.latency_trend``) before any call breaches the SLO."""
+    slo = r.stats()["latency_ms"]["slo"]
+    for i in range(n):
+        r.post("predict_chaos", {"inputs": r.X_test[i % 50:i % 50 + 1].tolist(), "delay_ms": top_ms * i / n})
+
+    def degraded() -> dict[str, Any] | None:
+        c = r.health()["checks"].get("runtime.latency_trend")
+        return c if c and c["status"] == "degraded" else None
+
+    check = wait_until(degraded, 15.0, 0.5)  # tested on the hardware sampler's tick (5 s)
+    if not check:
+        c = r.health()["checks"].get("runtime.latency_trend") or {}
+        return Verdict(False, f"runtime.latency_trend {c.get('status')}: {c.get('reason')}")
+    return Verdict(True, f"{n} calls ramping 0 -> {top_ms:g} ms under the {slo:g} ms budget: "
+                         f"runtime.latency_trend degraded: {check['reason']}")
+
+
 def model_errors(r: Replay) -> Verdict:
     before = r.stats()
     codes = [r.post("predict_chaos", {"inputs": r.X_test[:1].tolist(), "fail": True}).status_code
@@ -379,6 +398,7 @@ def client_attacks(r: Replay) -> Verdict:
 SCENARIOS: list[Scenario] = [
     Scenario("normal traffic", "baseline", normal_traffic),
     Scenario("slow model calls", "operational: latency SLO breach", slow_calls),
+    Scenario("model slowing down", "operational: the model's own latency creeps up", slowing_model),
     Scenario("model raises", "software: model error", model_errors),
     Scenario("malformed input", "input: NaN, inf, shape, type, empty", bad_input),
     Scenario("hostile client", "operational: client errors must not flip readiness", client_attacks),
