@@ -39,6 +39,7 @@ from bentoml.exceptions import InvalidArgument
 
 from guarded_serving import Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
+from guarded_serving.serving.timeout import release_request_timers
 from services.train_digits import DEFAULT_DIR, load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_DIGITS_DIR") or DEFAULT_DIR)
@@ -72,6 +73,12 @@ guard = Guard(
     performance_output_field="label",
     performance_store=str(STATE_DIR / "outcomes-digits.sqlite"),
 )
+
+
+# BentoML's request timeout holds each request's context (server span included) for the 30 s timeout after the
+# answer; release it when the request ends (as services/cancer.py does; GUARDED_RELEASE_TIMERS=0 keeps BentoML's)
+if os.environ.get("GUARDED_RELEASE_TIMERS", "1") != "0":
+    release_request_timers()
 
 
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30})
