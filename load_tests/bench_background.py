@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -66,11 +67,9 @@ def one_round(rate: float, seconds: float, history: int, seq_max: int | None = N
     os.environ.setdefault("GUARDED_MANIFEST", "none")
     if history:
         fill_history(Path(state) / "outcomes-breast_cancer.sqlite", history)
-    for m in [m for m in sys.modules if m == "services.cancer"]:
-        del sys.modules[m]
+    sys.modules.pop("services.cancer", None)  # a fresh example guard each round
     from services import cancer
-    from services.features import prepare
-    from services.train import load_model
+    from services.train import answer, load_model
 
     guard = cancer.guard
     if seq_max is not None:  # what-if: a lower drift_sequential_max_rows (the example does not expose it)
@@ -80,8 +79,7 @@ def one_round(rate: float, seconds: float, history: int, seq_max: int | None = N
     model = load_model(cancer.ARTIFACT_DIR, read=guard.open_artifact)
 
     def plain(inputs: np.ndarray) -> dict:
-        proba = model.predict_proba(prepare(inputs))[:, 1]
-        return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+        return answer(model, inputs)
 
     predict = guard(plain)
 
@@ -116,6 +114,7 @@ def one_round(rate: float, seconds: float, history: int, seq_max: int | None = N
         c1 = thread_cpu_ns()
     finally:
         guard.stop()
+        shutil.rmtree(state, ignore_errors=True)
     out = {"requests": float(n), "model thread, unguarded calls (baseline)": base_us}
     for name, ns in c1.items():
         d = ns - c0.get(name, 0)

@@ -89,14 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.pop("GUARDED_STORE_URL", None)
 
     import services.cancer as example
-    from services.features import prepare
-    from services.train import load_model
+    from services.train import answer, load_model
 
     model = load_model(artifacts)
 
     def bare(inputs: np.ndarray) -> dict:  # the example's predict, without the guard
-        proba = model.predict_proba(prepare(inputs))[:, 1]
-        return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+        return answer(model, inputs)
 
     guard = example.guard
     guard.start()

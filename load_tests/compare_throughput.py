@@ -98,17 +98,11 @@ def run_locust(url: str, seconds: float, concurrency: int, rows: int) -> tuple[f
         cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "load_tests" / "locustfile.py"), "--headless",
                "-u", str(concurrency), "-r", str(concurrency), "-t", f"{int(seconds)}s", "--host", url,
                "--csv", prefix, "--only-summary", "--loglevel", "WARNING"]
-        subprocess.run(cmd, cwd=ROOT, check=False, env={**_env(), "GUARDED_LOAD_ROWS": str(rows)},
+        subprocess.run(cmd, cwd=ROOT, check=False, env={**os.environ, "GUARDED_LOAD_ROWS": str(rows)},
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=seconds + 60)
         with open(prefix + "_stats.csv") as fh:
             agg = [r for r in csv.DictReader(fh) if r["Name"] == "Aggregated"][0]
     return float(agg["Requests/s"]), float(agg["50%"]), float(agg["99%"]), int(agg["Failure Count"])
-
-
-def _env() -> dict:
-    import os
-
-    return dict(os.environ)
 
 
 def tree_cpu_s(pid: int) -> float:

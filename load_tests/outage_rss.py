@@ -26,12 +26,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import psutil
 import requests
 
 from guarded_serving.serving.process import BentoServer
 from guarded_serving.testing import free_port, wait_until
+from load_tests.compare_throughput import payload
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,8 @@ def main() -> None:
     args = ap.parse_args()
 
     artifacts = ROOT / "services" / "artifacts"
-    env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "GUARDED_STATE_DIR": tempfile.mkdtemp(prefix="gs-rss-"),
+    state = tempfile.TemporaryDirectory(prefix="gs-rss-")  # removed when the script ends
+    env = {"GUARDED_ARTIFACT_DIR": str(artifacts), "GUARDED_STATE_DIR": state.name,
            "GUARDED_LATENCY_SLO_MS": "2000", "GUARDED_DRIFT_INTERVAL_S": "3600", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     sink = None
     if args.mode == "closed":
@@ -89,7 +90,7 @@ def main() -> None:
     for item in args.env:
         name, _, value = item.partition("=")
         env[name] = value
-    body = json.dumps({"inputs": np.load(artifacts / "reference.npz")["X_test"][:1].tolist()}).encode()
+    body = json.dumps(payload(1)).encode()
 
     with BentoServer(args.target, free_port(), env=env, cwd=ROOT) as server:
         url = server.url + "/predict"

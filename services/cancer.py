@@ -93,10 +93,9 @@ from guarded_serving.integrity import IntegrityError
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
 from guarded_serving.serving.limits import RequestLimits, bound_metric_labels
 from guarded_serving.serving.prometheus import PrometheusMetrics
-from guarded_serving.serving.timeout import release_request_timers
-from services.features import prepare
+from guarded_serving.serving.timeout import release_request_timers_from_env
 from services.rules import RangeRule
-from services.train import load_model
+from services.train import answer, load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 CHAOS = os.environ.get("GUARDED_CHAOS", "0") == "1"
@@ -220,8 +219,7 @@ metrics.watch(guard)
 
 # BentoML's request timeout keeps each request's context (its server span, the guard's attributes) for
 # `timeout` seconds after the answer (6-8 KB per call for 30 s); this drops it when the request ends
-if os.environ.get("GUARDED_RELEASE_TIMERS", "1") != "0":
-    release_request_timers()
+release_request_timers_from_env()
 
 
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30}, workers=WORKERS)
@@ -244,8 +242,7 @@ class CancerClassifier:
     def _predict(self, inputs: np.ndarray) -> dict:
         if self.model is None:
             raise ServiceUnavailable("the model failed integrity verification and was not loaded")
-        proba = self.model.predict_proba(prepare(inputs))[:, 1]
-        return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+        return answer(self.model, inputs)
 
     @bentoml.api
     @guard

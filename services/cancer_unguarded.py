@@ -25,15 +25,13 @@ import bentoml
 import numpy as np
 
 from guarded_serving.serving.bentoml import tracing_config_from_env
-from guarded_serving.serving.timeout import release_request_timers
-from services.features import prepare
-from services.train import load_model
+from guarded_serving.serving.timeout import release_request_timers_from_env
+from services.train import answer, load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent / "artifacts"))
 SERVING = os.environ.get("GUARDED_TWIN_SERVING", "0") == "1"
 
-if os.environ.get("GUARDED_RELEASE_TIMERS", "1") != "0":  # as the guarded service does: like for like
-    release_request_timers()
+release_request_timers_from_env()  # as the guarded service does: like for like
 
 
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30})
@@ -45,8 +43,7 @@ class CancerClassifierUnguarded:
 
     def predict(self, inputs: np.ndarray) -> dict:
         """Classify rows of 30 features (malignant=0, benign=1)."""
-        proba = self.model.predict_proba(prepare(inputs))[:, 1]
-        return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+        return answer(self.model, inputs)
 
     if SERVING:
         predict.__signature__ = inspect.signature(predict)  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ from bentoml.exceptions import InvalidArgument
 
 from guarded_serving import Guard
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
-from guarded_serving.serving.timeout import release_request_timers
+from guarded_serving.serving.timeout import release_request_timers_from_env
 from services.train_digits import DEFAULT_DIR, load_model
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_DIGITS_DIR") or DEFAULT_DIR)
@@ -77,8 +77,7 @@ guard = Guard(
 
 # BentoML's request timeout holds each request's context (server span included) for the 30 s timeout after the
 # answer; release it when the request ends (as services/cancer.py does; GUARDED_RELEASE_TIMERS=0 keeps BentoML's)
-if os.environ.get("GUARDED_RELEASE_TIMERS", "1") != "0":
-    release_request_timers()
+release_request_timers_from_env()
 
 
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30})

@@ -41,7 +41,7 @@ from guarded_serving.serving.bentoml import (
     health_app,
     tracing_config_from_env,
 )
-from guarded_serving.serving.timeout import release_request_timers
+from guarded_serving.serving.timeout import release_request_timers_from_env
 from services.songs import N_SONGS, N_USERS, SongRecommender, catalogue, song_id
 
 STATE_DIR = Path(os.environ.get("GUARDED_STATE_DIR") or Path(__file__).resolve().parent.parent / ".state")
@@ -75,8 +75,7 @@ def _token_ok(ctx: bentoml.Context) -> bool:
 
 # BentoML's request timeout holds each request's context (server span included) for the 30 s timeout after the
 # answer; release it when the request ends (as services/cancer.py does; GUARDED_RELEASE_TIMERS=0 keeps BentoML's)
-if os.environ.get("GUARDED_RELEASE_TIMERS", "1") != "0":
-    release_request_timers()
+release_request_timers_from_env()
 
 
 @bentoml.service(tracing=tracing_config_from_env(), traffic={"timeout": 30}, workers=WORKERS)

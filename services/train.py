@@ -88,6 +88,12 @@ def load_model(artifact_dir: Path = DEFAULT_DIR, *, read=None):
         return pickle.load(fh)
 
 
+def answer(model, inputs) -> dict:
+    """The example's reply for rows of 30 features: labels (malignant=0, benign=1) and probabilities of benign."""
+    proba = model.predict_proba(prepare(inputs))[:, 1]
+    return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+
+
 def write_manifest(out: Path = DEFAULT_DIR, *, key: Path | None = None) -> Path:
     """Write ``out/manifest.json`` for the artifacts in ``out`` (signed with ``key`` if given)."""
     from guarded_serving.integrity import create_manifest, sign_manifest

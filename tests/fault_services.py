@@ -22,7 +22,7 @@ from guarded_serving import Guard
 from guarded_serving.operational.component import OperationalHealth
 from guarded_serving.operational.hardware import PsutilProvider
 from guarded_serving.serving.bentoml import health_app, tracing_config_from_env
-from services.features import prepare
+from services.train import answer
 
 ARTIFACT_DIR = Path(os.environ.get("GUARDED_ARTIFACT_DIR", Path(__file__).resolve().parent.parent / "services"
                                    / "artifacts"))
@@ -70,5 +70,4 @@ class FaultySamplerClassifier:
     @bentoml.api
     @guard
     def predict(self, inputs: np.ndarray) -> dict:
-        proba = self.model.predict_proba(prepare(inputs))[:, 1]
-        return {"label": (proba >= 0.5).astype(int).tolist(), "probability": proba.round(6).tolist()}
+        return answer(self.model, inputs)

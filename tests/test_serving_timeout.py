@@ -15,6 +15,7 @@ from bentoml._internal.server.http import traffic
 
 from guarded_serving.serving.timeout import (
     release_request_timers,
+    release_request_timers_from_env,
     releasing_timeout_middleware,
 )
 
@@ -138,6 +139,15 @@ class TestInstall:
         assert release_request_timers() is True
         built = BaseAppFactory.middlewares.fget(factory)
         assert built[0].cls is releasing_timeout_middleware() and built[0].kwargs == {"timeout": 30}
+
+    def test_env_opt_out_keeps_bentoml_middleware(self, monkeypatch):
+        """GUARDED_RELEASE_TIMERS=0 leaves BentoML's middleware in place; unset, it installs the releasing one."""
+        stock = traffic.TimeoutMiddleware
+        monkeypatch.setattr(traffic, "TimeoutMiddleware", stock)  # restored after the test
+        assert release_request_timers_from_env({"GUARDED_RELEASE_TIMERS": "0"}) is False
+        assert traffic.TimeoutMiddleware is stock
+        assert release_request_timers_from_env({}) is True
+        assert traffic.TimeoutMiddleware is releasing_timeout_middleware()
 
     def test_refuses_a_middleware_it_does_not_know(self, monkeypatch, caplog):
         """A BentoML whose TimeoutMiddleware is something else is left alone, with one warning."""

@@ -683,9 +683,8 @@ class OnlineConformalMartingale:
     def update(self, X: np.ndarray) -> bool:
         """Consume stream rows in order; return whether the alarm is raised (latched)."""
         p = self.p_values(X)
-        step = _CHUNK
-        for a in range(0, p.shape[0], step):
-            pa = p[a:a + step]
+        for a in range(0, p.shape[0], _CHUNK):
+            pa = p[a:a + _CHUNK]
             logf = _bet_logf(pa, self._deltas, self._scales)
             for j, (cut, lo, hi) in self._cat_steps.items():
                 logf[:, j, :] = np.where(pa[:, j, None] <= cut, lo, hi)

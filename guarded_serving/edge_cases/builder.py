@@ -21,10 +21,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .combined import TAIL_THRESHOLD, CombinedDetector, part_nulls
+from .combined import PARTS, TAIL_THRESHOLD, CombinedDetector, part_nulls
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector, shrunk_covariance
-from .profile import Profile, new_header
+from .profile import _NULLS, Profile, new_header
 from .tail import DEFAULT_LEVELS, TailDetector, quantile_grid
 
 __all__ = ["ProfileBuilder", "build_profile"]
@@ -244,18 +244,11 @@ class ProfileBuilder:
         cal_scores = {"tail": tail.outlyingness(cal), "mahalanobis": mah.outlyingness(cal),
                       "knn": knn.outlyingness(cal), "tail_part": tail_part.outlyingness(cal)}
         # each part's null, from fitting rows only: out-of-fold scores (kNN: leave-one-out on its reference)
-        cat = self.categorical
-
-        def refit(A: np.ndarray, names: Sequence[str]) -> list[Any]:
-            return [TailDetector(categorical=cat, threshold=TAIL_THRESHOLD).fit(A) if n == "tail" else
-                    MahalanobisDetector(categorical=cat).fit(A) for n in names]
-
-        nulls = part_nulls(sample, {"tail": tail_part, "mahalanobis": mah, "knn": knn}, refit, random_state=self._seed)
-        nulls = {"tail_part": nulls["tail"], "mahalanobis": nulls["mahalanobis"], "knn": nulls["knn"]}
+        nulls = part_nulls(sample, {"tail": tail_part, "mahalanobis": mah, "knn": knn},
+                           CombinedDetector(categorical=self.categorical).fit_parts, random_state=self._seed)
         comb = CombinedDetector.from_parts({"tail": tail_part, "mahalanobis": mah},
                                            np.column_stack([cal_scores["tail_part"], cal_scores["mahalanobis"]]),
-                                           {"tail": nulls["tail_part"], "mahalanobis": nulls["mahalanobis"]},
-                                           categorical=self.categorical)
+                                           nulls, categorical=self.categorical)
         arrays: dict[str, np.ndarray] = {
             "levels": levels, "quantiles": q, "minimum": mn, "maximum": mx, "missing_rate": missing,
             "cat_values": np.concatenate([cats[j][0] for j in self.categorical]) if cats else np.zeros(0),
@@ -265,8 +258,8 @@ class ProfileBuilder:
             "cal_tail": cal_scores["tail"], "cal_mahalanobis": cal_scores["mahalanobis"],
             "cal_knn": cal_scores["knn"], "cal_tail_part": cal_scores["tail_part"],
             "cal_combined": comb.calibration_scores_,
-            **{f"null_{k}": v.knots() for k, v in nulls.items()},
-            "null_beta": np.array([nulls[k].beta for k in ("tail_part", "mahalanobis", "knn")]),
+            **{f"null_{key}": nulls[part].knots() for key, part in zip(_NULLS, PARTS)},
+            "null_beta": np.array([nulls[part].beta for part in PARTS]),
         }
         if ref_pred is not None:
             arrays["reference_predictions"] = np.ascontiguousarray(ref_pred)

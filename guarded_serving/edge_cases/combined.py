@@ -74,13 +74,12 @@ class NullTail:
             raise ValueError("null knots must be a finite (2, n) array and beta positive")
         self.x, self.lp = knots[0].copy(), knots[1].copy()
         self.beta = float(beta)
-        self.top, self.lptop, self.inv_beta = float(self.x[-1]), float(self.lp[-1]), 1.0 / self.beta
         # segment j = #{knots <= s}: below the first knot no evidence; between knots j-1 and j the
         # log-linear interpolation; past the last the exponential tail (slope -1/beta)
         slope = np.diff(self.lp) / np.diff(self.x) if len(self.x) > 1 else np.zeros(0)
         self._bx = np.r_[self.x[0], self.x]
         self._blp = np.r_[0.0, self.lp]
-        self._bsl = np.r_[0.0, slope, -self.inv_beta]
+        self._bsl = np.r_[0.0, slope, -1.0 / self.beta]
         self._x, self._bxl, self._blpl, self._bsll = (self.x.tolist(), self._bx.tolist(), self._blp.tolist(),
                                                       self._bsl.tolist())
 
@@ -139,7 +138,7 @@ def cross_fitted_scores(X: np.ndarray, fit: Callable[[np.ndarray], list[BaseDete
     out: list[np.ndarray] = []
     for f in range(folds):
         te = scored[f::folds]
-        tr = np.setdiff1d(pool, te)[:max_fit_rows] if len(pool) > max_fit_rows else np.setdiff1d(pool, te)
+        tr = np.setdiff1d(pool, te)[:max_fit_rows]
         if len(tr) < 2 or not len(te):
             continue
         dets = fit(X[tr])

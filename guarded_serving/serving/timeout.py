@@ -25,9 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["release_request_timers", "releasing_timeout_middleware"]
+__all__ = ["RELEASE_TIMERS_ENV", "release_request_timers", "release_request_timers_from_env",
+           "releasing_timeout_middleware"]
+
+#: ``0`` in this environment variable keeps BentoML's own timeout middleware (:func:`release_request_timers_from_env`).
+RELEASE_TIMERS_ENV = "GUARDED_RELEASE_TIMERS"
 
 _log = logging.getLogger("guarded_serving.serving")
 _cls: type | None = None
@@ -79,6 +85,15 @@ def releasing_timeout_middleware() -> type:
     ReleasingTimeoutMiddleware.__module__ = __name__
     _cls = ReleasingTimeoutMiddleware
     return _cls
+
+
+def release_request_timers_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """:func:`release_request_timers`, unless ``GUARDED_RELEASE_TIMERS=0`` keeps BentoML's own middleware
+    (then nothing changes and it returns False): the example services' one call."""
+    env = os.environ if environ is None else environ
+    if env.get(RELEASE_TIMERS_ENV, "1") == "0":
+        return False
+    return release_request_timers()
 
 
 def release_request_timers() -> bool:
