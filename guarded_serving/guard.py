@@ -37,6 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import health as H
+from . import native
 from ._version import __version__
 from .arrival import arrival_ns as _arrival_ns
 from .call import REQUEST_ID_HEADER, Call
@@ -59,6 +60,14 @@ _log = logging.getLogger("guarded_serving")
 _MISSING = object()
 _F64 = np.dtype(np.float64)
 _ALL = np.logical_and.reduce  # ndarray.all() without its Python-level wrapper (numpy._core._methods)
+
+
+def _within_numpy(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> bool:
+    return bool(_ALL((x >= low) & (x <= high), axis=None))
+
+
+#: every value of a float64 matrix within its column's [low, high] (NaN is not): one compiled call when built
+_within = native.kernels.all_within if native.kernels is not None else _within_numpy
 _perf_ns = time.perf_counter_ns
 _HOOKS = ("before_call", "after_call")
 
@@ -193,7 +202,9 @@ class Guard:
             # a float64 matrix (numbers to either reader below) whose every value lies within the finite
             # plausibility limits is finite and plausible: the number view returns it unchanged and
             # check_plausible passes it, so one comparison stands for both (Guard._prepare)
-            self._fast_limits = (limits[0], limits[1], self._n_features, config.max_batch_rows)
+            self._fast_limits = (np.ascontiguousarray(limits[0], dtype=np.float64),
+                                 np.ascontiguousarray(limits[1], dtype=np.float64), self._n_features,
+                                 config.max_batch_rows)
         if config.input_kind == "numbers" or config.n_features is not None:
             self._view = numbers
             return numbers.transform
@@ -363,7 +374,7 @@ class Guard:
             fast = self._fast_limits
             if (fast is not None and type(value) is np.ndarray and value.dtype == _F64 and value.ndim == 2
                     and value.shape[1] == fast[2] and 0 < value.shape[0] <= fast[3]
-                    and _ALL((value >= fast[0]) & (value <= fast[1]), axis=None)):
+                    and _within(value, fast[0], fast[1])):
                 call.inputs = value  # within the limits: what the view and the plausibility check pass as is
             elif value is not _MISSING:
                 try:

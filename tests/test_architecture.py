@@ -3,7 +3,7 @@ capability, and every module importing only its own floor or the floors below it
 
 Floors, bottom up (docs/architecture.md):
 
-0. ``errors``, ``health``, ``keys``, ``sources``, ``_version``
+0. ``errors``, ``health``, ``keys``, ``sources``, ``_version``, ``native``
 1. ``call``, ``store``, ``settings``, ``worker``, ``_polling``
 2. ``component``, ``context``
 3. ``telemetry``, ``validation``, ``views``, ``outputs``
@@ -25,7 +25,7 @@ import guarded_serving
 
 ROOT = pathlib.Path(guarded_serving.__file__).parent
 FLOORS = {
-    "errors": 0, "health": 0, "keys": 0, "sources": 0, "_version": 0,
+    "errors": 0, "health": 0, "keys": 0, "sources": 0, "_version": 0, "native": 0,
     "call": 1, "store": 1, "settings": 1, "worker": 1, "_polling": 1, "_progress": 1, "arrival": 1,
     "component": 2, "context": 2,
     "telemetry": 3, "validation": 3, "views": 3, "outputs": 3,

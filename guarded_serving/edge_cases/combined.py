@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import native
 from .base import BaseDetector, check_matrix
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
@@ -316,6 +317,26 @@ class CombinedDetector(BaseDetector):
         for f, ev in zip(self._one, self._ev_one):
             best = max(best, ev(f(X)))
         return best
+
+    def one_row_kernel(self, calibration_scores: np.ndarray) -> Callable[[np.ndarray], float] | None:
+        """The compiled one-row verdict (:mod:`guarded_serving.native`) of the default pair on
+        all-numeric columns: ``kernel(x)`` is the conformal p-value of row ``x`` (float64, shape
+        (1, n_features)) against ``calibration_scores`` (sorted combined outlyingness), or -1.0 when
+        the row needs the exact path (a value out of the tail table's range, or missing). None when
+        the kernels are not built, the detector is another combination, or rows are wider than
+        ``MAX_FEATURES`` (128)."""
+        if native.kernels is None or self._fused is None or self.n_features_in_ > native.kernels.MAX_FEATURES:
+            return None  # wider rows: the Mahalanobis product is BLAS's to do
+        tail, mah = self.detectors_["tail"], self.detectors_["mahalanobis"]
+        n = self.n_features_in_
+        (t_null, m_null) = self._nulls
+        arrays = [tail._scale, tail._shift, np.broadcast_to(tail._low, (n,)), np.broadcast_to(tail._high, (n,)),
+                  tail._table, mah.location_, mah.precision_factor_, t_null.x, t_null._bx, t_null._blp,
+                  t_null._bsl, m_null.x, m_null._bx, m_null._blp, m_null._bsl, calibration_scores]
+        try:
+            return native.kernels.EdgeKernel([np.ascontiguousarray(a, dtype=np.float64) for a in arrays])
+        except (TypeError, ValueError):  # an unexpected layout: the NumPy path serves
+            return None
 
     def outlyingness_small(self, X: np.ndarray) -> np.ndarray:
         """``outlyingness`` of a small validated batch (float64, 2-D): the default pair's raw scores

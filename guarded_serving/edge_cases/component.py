@@ -133,6 +133,8 @@ class EdgeCaseComponent(Component):
         cal = self.calibrator_
         self._cal, self._cal_n, self._cal_num = cal.scores_, cal.n_, float(cal.n_ + 1)
         self._cal_list = cal.scores_.tolist()
+        one_row_kernel = getattr(self.detector_, "one_row_kernel", None)
+        self._kernel = one_row_kernel(cal.scores_) if one_row_kernel is not None else None
         self._attrs = {"guard.edge.policy": self.policy, "guard.edge.detector": self.detector,
                        "guard.edge.fpr": float(self.fpr)}
         if prof.sha256:
@@ -161,8 +163,11 @@ class EdgeCaseComponent(Component):
         x = call.inputs
         if x is None:
             return
-        if len(x) == 1:  # the common single-row request: float arithmetic, no array temporaries
-            p1 = (self._cal_n - bisect_left(self._cal_list, self._outlyingness_one(x)) + 1.0) / self._cal_num
+        if len(x) == 1:  # the common single-row request: one compiled call, else float arithmetic
+            kernel = self._kernel
+            p1 = -1.0 if kernel is None else kernel(x)
+            if p1 < 0.0:  # no kernel, or a row for the exact path (a value out of range or missing)
+                p1 = (self._cal_n - bisect_left(self._cal_list, self._outlyingness_one(x)) + 1.0) / self._cal_num
             p = call.state[EDGE_P_VALUES] = np.array([p1])
             self.calls += 1
             self.rows += 1
