@@ -454,7 +454,7 @@ class TestSpanDetail:
 
 
 class TestSpanMode:
-    def _served(self, mode, sampler=None):
+    def _served(self, mode, sampler=None, **config):
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -462,7 +462,8 @@ class TestSpanMode:
         exporter = InMemorySpanExporter()
         provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        g = Guard(name="m", latency_slo_ms=100, tracer_provider=provider, span_mode=mode, operational=False)
+        g = Guard(name="m", latency_slo_ms=100, tracer_provider=provider, span_mode=mode, operational=False,
+                  **config)
         server = provider.get_tracer("server")
 
         @g
@@ -482,7 +483,15 @@ class TestSpanMode:
         request(X)
         (server,) = exporter.get_finished_spans()
         assert server.name == "POST /predict" and server.attributes["guard.outcome"] == "ok"
-        assert server.attributes["guard.model.name"] == "m" and server.attributes["guard.anomalous"] is False
+        assert server.attributes["guard.model.name"] == "m" and "guard.request_id" in server.attributes
+        # compact: an ordinary call's own facts only; the deployment's constants and the anomaly markers
+        # (false here) are on anomalous spans, or on every span with span_detail="full"
+        for key in ("guard.anomalous", "guard.slo.violated", "guard.slo.latency_ms", "guard.artifact.digest"):
+            assert key not in server.attributes
+        g_full, request_full, exporter_full = self._served("auto", span_detail="full")
+        request_full(X)
+        (server,) = exporter_full.get_finished_spans()
+        assert server.attributes["guard.anomalous"] is False and server.attributes["guard.slo.latency_ms"] > 0
 
     def test_auto_keeps_a_guard_span_for_anomalies(self):
         """A slow or failing call still gets a guard span, a child of the server span, not marked forced."""

@@ -112,24 +112,32 @@ class TestStartup:
 
 class TestServing:
     def test_span_attributes_carry_digest_and_version(self, tmp_path):
-        """Every span carries the verified manifest digest, its model version and verified=true."""
+        """Anomalous spans carry the verified manifest digest, its model version and verified=true; with
+        span_detail="full" every span does (compact ordinary spans leave the deployment's constants out)."""
         d = deployment(tmp_path / "d")
-        provider, exporter = in_memory_tracer_provider()
-        g = _guard(d)
-        g2 = Guard(g.config, tracer_provider=provider)
+        digest = Manifest.load(d / "manifest.json").digest()
+        for detail in ("compact", "full"):
+            provider, exporter = in_memory_tracer_provider()
+            g2 = Guard(_guard(d).config, tracer_provider=provider, span_detail=detail)
 
-        @g2
-        def predict(inputs):
-            return [0]
+            @g2
+            def predict(inputs):
+                if inputs[0][0] < 0:
+                    raise RuntimeError("model failure")
+                return [0]
 
-        predict([[1.0, 2.0]])
-        predict([[1.0, 2.0]])
-        spans = exporter.get_finished_spans()
-        assert len(spans) == 2
-        for s in spans:
-            assert s.attributes["guard.artifact.digest"] == Manifest.load(d / "manifest.json").digest()
-            assert s.attributes["guard.artifact.manifest_version"] == "1"
-            assert s.attributes["guard.artifact.verified"] is True
+            predict([[1.0, 2.0]])
+            with pytest.raises(RuntimeError):
+                predict([[-1.0, 2.0]])
+            ordinary, failed = exporter.get_finished_spans()
+            carrying = [failed, ordinary] if detail == "full" else [failed]
+            for s in carrying:
+                assert s.attributes["guard.artifact.digest"] == digest
+                assert s.attributes["guard.artifact.manifest_version"] == "1"
+                assert s.attributes["guard.artifact.verified"] is True
+            if detail == "compact":
+                assert "guard.artifact.digest" not in ordinary.attributes
+                assert ordinary.attributes["guard.outcome"] == "ok"
 
     def test_recheck_catches_in_place_replacement_and_recovery(self, tmp_path):
         """A re-check after an in-place replacement fails the check; restoring the file clears it."""

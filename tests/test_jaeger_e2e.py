@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 SERVICE = "CancerClassifier"
 GUARD_SPAN = "guard breast_cancer"
-DOCUMENTED = ("guard.model.name", "guard.model.version", "guard.latency_ms", "guard.slo.latency_ms",
-              "guard.slo.violated", "guard.outcome", "guard.batch_size", "guard.anomalous")
+ORDINARY = ("guard.model.name", "guard.model.version", "guard.latency_ms", "guard.outcome", "guard.batch_size",
+            "guard.request_id")
+DOCUMENTED = (*ORDINARY, "guard.slo.latency_ms", "guard.slo.violated", "guard.anomalous", "guard.artifact.digest")
 
 
 def post(server, api, payload):
@@ -103,17 +104,24 @@ class TestJaegerEndToEnd:
             assert tags_of(g)["span.kind"] == "internal"
 
     def test_documented_attributes_present(self, traced):
-        """A normal call's (server) span carries every documented guard.* attribute with its value."""
+        """A normal call's (server) span carries the call's own guard.* attributes (compact); an anomalous
+        call's guard span carries every documented one, the deployment's digest included."""
         spans, _ = traced
         tags = tags_of(server_span(spans, **{"guard.batch_size": 7}))
-        assert set(DOCUMENTED) <= set(tags)
+        assert set(ORDINARY) <= set(tags)
         assert tags["guard.model.name"] == "breast_cancer" and tags["guard.model.version"] == "1"
-        assert tags["guard.outcome"] == "ok" and tags["guard.slo.violated"] is False
-        assert tags["guard.anomalous"] is False and tags["guard.slo.latency_ms"] == 100.0
-        assert "guard.edge.flagged" not in tags
-        assert "guard.edge.policy" not in tags and "guard.hardware.rss_mb" not in tags  # compact: context on anomalies
-        assert len(tags["guard.artifact.digest"]) == 64  # the deployment's digest is on every span
+        assert tags["guard.outcome"] == "ok"
+        for key in ("guard.anomalous", "guard.slo.violated", "guard.slo.latency_ms", "guard.artifact.digest",
+                    "guard.edge.flagged", "guard.edge.policy", "guard.hardware.rss_mb"):
+            assert key not in tags, key  # compact: the deployment's constants and context on anomalies only
         assert "error" not in tags and tags["span.kind"] == "server"
+        anomalous = [tags_of(s) for s in spans if s["operationName"] == GUARD_SPAN]
+        anomalous = [t for t in anomalous if t["guard.outcome"] != "invalid_input"]  # those have no batch
+        assert anomalous
+        for t in anomalous:
+            assert set(DOCUMENTED) <= set(t)
+            assert t["guard.anomalous"] is True and t["guard.slo.latency_ms"] == 100.0
+            assert len(t["guard.artifact.digest"]) == 64
 
     def test_flagged_call_carries_edge_verdict(self, traced):
         """The batch with a wrong-unit row is exported with its edge verdict: flagged row 1, explanation, anomalous."""

@@ -12,7 +12,6 @@ import pytest
 
 from guarded_serving import native
 from guarded_serving.call import Call
-from guarded_serving.config import GuardConfig
 from guarded_serving.edge_cases import CombinedDetector, build_profile
 from guarded_serving.edge_cases.component import EdgeCaseComponent
 from guarded_serving.keys import EDGE_P_VALUES

@@ -79,6 +79,7 @@ class IntegrityGuard(Component):
     """
 
     name = "integrity"
+    span_scope = "anomalous"  # the deployment's digest: on anomalous spans (all spans with span_detail="full")
     provides = (PINNED_PACKAGES,)
 
     def __init__(self, *, manifest: str | os.PathLike[str] | Manifest | None = None,

@@ -41,8 +41,8 @@ guard.hardware.*           float    cached hardware snapshot: cpu_percent, load_
 guard.hardware.gpu<i>.     str[]    active clock-event (throttle) reasons, when any
   clock_event_reasons
 guard.health.operational   str      worst status of the operational checks (ok|degraded|failing)
-guard.edge.policy          str      flag | reject | fallback (edge cases; every span)
-guard.edge.detector        str      combined | tail | mahalanobis | knn | parts joined by + (every span)
+guard.edge.policy          str      flag | reject | fallback (edge cases)
+guard.edge.detector        str      combined | tail | mahalanobis | knn | parts joined by +
 guard.edge.fpr             float    target false-positive rate of the edge flag
 guard.edge.profile_sha256  str      SHA-256 of the reference profile file
 guard.edge.flagged         bool     some rows were unlike the training data (flagged)
@@ -55,6 +55,13 @@ guard.drift.features       str[]    features drifting in the latest pooled windo
 guard.drift.skew.features  str[]    features with train-serving skew at startup
 guard.drift.alarm          bool     the sequential alarm (conformal test martingale) fired
 ========================== ======== ==================================================
+
+Which spans carry what (``span_detail``): with ``"compact"`` (the default) an ordinary call's span
+carries only the call's own facts, ``guard.model.name``, ``.model.version``, ``.latency_ms``,
+``.request.latency_ms``, ``.outcome``, ``.batch_size`` and ``.request_id`` (each attribute costs
+OTLP encoding on every request); an anomalous call's span carries every attribute above that
+applies (``guard.anomalous=true``, the budget, the deployment's ``guard.artifact.*``, the
+hardware, edge and drift context). ``"full"`` puts everything on every span.
 
 Span event ``guard.health.transition`` (attached to the next recorded guard
 span after a check changed status) carries ``guard.health.check``,
