@@ -119,6 +119,12 @@ def test_component_verdicts_do_not_depend_on_the_kernel(fitted):
         assert a.state[EDGE_P_VALUES][0] == b.state[EDGE_P_VALUES][0]
         assert a.flagged == b.flagged
     assert with_k.rows_flagged == without.rows_flagged > 0
+    # an input the kernel cannot read (not float64) takes the NumPy path instead of failing the component
+    r32 = _rows(X, 1, 3).astype(np.float32)
+    a, b = Call((r32,), {}, r32, "x", 0), Call((r32,), {}, r32, "x", 0)
+    with_k.before_call(a)
+    without.before_call(b)
+    assert a.state[EDGE_P_VALUES][0] == b.state[EDGE_P_VALUES][0]
 
 
 def test_kernel_only_for_the_default_numeric_pair(fitted):

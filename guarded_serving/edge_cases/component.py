@@ -165,7 +165,10 @@ class EdgeCaseComponent(Component):
             return
         if len(x) == 1:  # the common single-row request: one compiled call, else float arithmetic
             kernel = self._kernel
-            p1 = -1.0 if kernel is None else kernel(x)
+            try:
+                p1 = -1.0 if kernel is None else kernel(x)
+            except (TypeError, ValueError):  # an input the kernel does not read (not float64): NumPy's path
+                p1 = -1.0
             if p1 < 0.0:  # no kernel, or a row for the exact path (a value out of range or missing)
                 p1 = (self._cal_n - bisect_left(self._cal_list, self._outlyingness_one(x)) + 1.0) / self._cal_num
             p = call.state[EDGE_P_VALUES] = np.array([p1])
