@@ -5,8 +5,8 @@
 
 Endpoints
 ---------
-POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...], "request_id": ...}
-                     (the request id also comes back as the X-Request-Id header)
+POST /predict        {"inputs": [[30 floats], ...]} -> {"label": [...], "probability": [...]}
+                     (the request id comes back as the X-Request-Id header)
 POST /guard/feedback the true outcome of a prediction, by request id (token required):
                      {"request_id": ..., "label": 0 or 1 (or a list, one per row)} or {"items": [...]}
 POST /predict_chaos  the same guarded model with injected faults, for the demo and
