@@ -23,19 +23,18 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <string.h>
 
 /* -- buffers ----------------------------------------------------------------------------------- */
 
 static int
 is_double_format(const char *fmt)
 {
-    if (fmt == NULL) return 1;  /* unsigned bytes when no format is asked for; we always ask */
+    if (fmt == NULL) return 0;  /* every request here asks for the format */
     if (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@') fmt++;
     return fmt[0] == 'd' && fmt[1] == '\0';
 }
 
-/* A float64 buffer: its values as a strided vector over all elements when C-contiguous, else one row. */
+/* A read-only, strided view of a float64 buffer (TypeError for any other item type). */
 static int
 get_doubles(PyObject *obj, Py_buffer *view, const char *what)
 {

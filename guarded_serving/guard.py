@@ -133,14 +133,12 @@ class Guard:
         self._tracer: trace.Tracer | None = None
         self._metrics: GuardMetrics | None = None
         self._span_name = f"guard {config.name}"
-        self._static_attrs = {A.MODEL_NAME: config.name, A.MODEL_VERSION: config.version,
-                              A.SLO_LATENCY_MS: float(config.latency_slo_ms)}
-        # an ordinary call's span (span_detail compact) names the model; the deployment's constants
-        # (budget, artifact digest) and the anomaly markers go on anomalous spans
-        self._ident_attrs = {A.MODEL_NAME: config.name, A.MODEL_VERSION: config.version}
+        # every span names the model; the budget (and the deployment's constants, the anomaly markers) go
+        # on anomalous spans, or on every span with span_detail="full" (_annotate)
+        self._static_attrs = {A.MODEL_NAME: config.name, A.MODEL_VERSION: config.version}
+        self._slo_ms = float(config.latency_slo_ms)
         self._component_errors: dict[tuple[str, str], str] = {}
         self._full_spans = config.span_detail == "full"
-        self._start_attrs = self._static_attrs if self._full_spans else self._ident_attrs
         self._span_mode = config.span_mode
 
     # -- components -----------------------------------------------------------------
@@ -360,7 +358,7 @@ class Guard:
             if host.is_recording() and (self._span_mode == "server" or getattr(host, "kind", None) is SpanKind.SERVER):
                 return None, None, host
         span = self._tracer.start_span(self._span_name, kind=SpanKind.INTERNAL,  # type: ignore[union-attr]
-                                       attributes=self._start_attrs)
+                                       attributes=self._static_attrs)
         if not span.is_recording():
             return None, None, None
         return span, otel_context.attach(trace.set_span_in_context(span)), None
@@ -447,7 +445,7 @@ class Guard:
             elif host is not None and not anomalous and host.get_span_context().trace_flags.sampled:
                 # an ordinary call under a server span: its attributes (the static ones too, in the same
                 # set_attributes call), no span of its own
-                self._annotate(host, call, None, outcome, latency_ms, violated, False, self._start_attrs)
+                self._annotate(host, call, None, outcome, latency_ms, violated, False, self._static_attrs)
             if anomalous and not exported and self._tracer is not None:
                 if span is not None:  # end the unsampled span first: the export's parent is the caller's
                     span, live = None, span
@@ -477,7 +475,7 @@ class Guard:
         attrs[A.REQUEST_ID] = call.request_id
         full = anomalous or self._full_spans
         if full:  # an ordinary call's span (compact) carries its own facts only: each attribute costs encoding
-            attrs[A.SLO_LATENCY_MS] = self._static_attrs[A.SLO_LATENCY_MS]
+            attrs[A.SLO_LATENCY_MS] = self._slo_ms
             attrs[A.SLO_VIOLATED] = violated
             attrs[A.ANOMALOUS] = anomalous
         for c in self._span_sources if not full else self._components:

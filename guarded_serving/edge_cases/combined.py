@@ -327,11 +327,12 @@ class CombinedDetector(BaseDetector):
         ``MAX_FEATURES`` (128)."""
         if native.kernels is None or self._fused is None or self.n_features_in_ > native.kernels.MAX_FEATURES:
             return None  # wider rows: the Mahalanobis product is BLAS's to do
-        tail, mah = self.detectors_["tail"], self.detectors_["mahalanobis"]
+        t_scale, t_shift, t_low, t_high, table, factor, _ = self._fused
         n = self.n_features_in_
-        (t_null, m_null) = self._nulls
-        arrays = [tail._scale, tail._shift, np.broadcast_to(tail._low, (n,)), np.broadcast_to(tail._high, (n,)),
-                  tail._table, mah.location_, mah.precision_factor_, t_null.x, t_null._bx, t_null._blp,
+        t_null, m_null = self._nulls
+        # the one-row path's Mahalanobis form, (x - location) @ factor (the fused batch path shifts after)
+        arrays = [t_scale, t_shift, np.broadcast_to(t_low, (n,)), np.broadcast_to(t_high, (n,)), table,
+                  self.detectors_["mahalanobis"].location_, factor, t_null.x, t_null._bx, t_null._blp,
                   t_null._bsl, m_null.x, m_null._bx, m_null._blp, m_null._bsl, calibration_scores]
         try:
             return native.kernels.EdgeKernel([np.ascontiguousarray(a, dtype=np.float64) for a in arrays])
