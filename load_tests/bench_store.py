@@ -11,6 +11,13 @@ processes flushing at once (the workers of one or many hosts).
 
 Part 2 (guard): a guard with drift on Redis, ``--rps`` 1-row calls per second for ``--seconds``,
 flushing every ``--interval`` s: the store's round trips (writes and window reads) per 1,000 requests.
+
+Part 3 (prediction records, SQLite): ``--prediction-flushes`` flushes of ``--rows`` one-row prediction
+records (the performance component's flush: request id, two probabilities, 30 inputs) into a growing
+``SQLiteOutcomeStore``, with request ids led by a random trace id (tracing on) and by the process's
+fixed part (tracing off), in the current layout and in the layout of earlier versions (a ``WITHOUT
+ROWID`` table keyed by request id, and an index on ts): microseconds per record in the first and the
+last fifth of the flushes (median), i.e. as the table grows.
 """
 
 from __future__ import annotations
@@ -61,6 +68,43 @@ def bench_store(target: str, *, rows: int, flushes: int, writers: int) -> tuple[
     return float(np.percentile(a, 50)), float(np.percentile(a, 99)), writers * flushes * rows / wall
 
 
+_OLD_PREDICTIONS = ("CREATE TABLE predictions (request_id TEXT NOT NULL, row INTEGER NOT NULL, ts REAL NOT NULL, "
+                    "version TEXT NOT NULL, segment TEXT NOT NULL, kind TEXT NOT NULL, predicted REAL, view BLOB, "
+                    "inputs BLOB, PRIMARY KEY (request_id, row)) WITHOUT ROWID;"
+                    "CREATE INDEX predictions_ts ON predictions(ts);")
+
+
+def bench_predictions(path: Path, *, old_layout: bool, traced: bool, rows: int, flushes: int) -> tuple[float, float]:
+    """(us per record in the first fifth, in the last fifth) of ``flushes`` flushes of ``rows`` records."""
+    import sqlite3
+    import struct
+
+    from guarded_serving.call import new_request_id
+    from guarded_serving.store.outcomes import PredictionRecord, SQLiteOutcomeStore
+
+    if old_layout:
+        conn = sqlite3.connect(path)
+        conn.executescript(_OLD_PREDICTIONS)
+        conn.close()
+    store = SQLiteOutcomeStore(path)
+    rng = np.random.default_rng(1)
+    view = struct.pack("dd", 0.3, 0.7)
+    lat = []
+    t0 = time.time()
+    try:
+        for f in range(flushes):
+            records = [PredictionRecord(new_request_id(int(rng.integers(1, 2 ** 62)) if traced else 0), 0,
+                                        t0 + f + i / rows, "1", "*", "classification", 1.0, view,
+                                        rng.random(30).tobytes()) for i in range(rows)]
+            t = time.perf_counter()
+            store.add_predictions(records)
+            lat.append((time.perf_counter() - t) * 1e6 / rows)
+    finally:
+        store.close()
+    k = max(1, flushes // 5)
+    return float(np.median(lat[:k])), float(np.median(lat[-k:]))
+
+
 def bench_round_trips(url: str, *, rps: float, seconds: float, interval: float) -> tuple[int, int, int]:
     """(requests, store round trips, flushes) of a guard with drift on Redis under steady traffic."""
     from guarded_serving import Guard
@@ -98,6 +142,8 @@ def main() -> None:
     ap.add_argument("--rps", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--prediction-flushes", type=int, default=300,
+                    help="part 3: flushes of --rows prediction records (default 300)")
     args = ap.parse_args()
 
     server = None
@@ -119,6 +165,15 @@ def main() -> None:
         print(f"guard on Redis: {n} requests at {args.rps:g}/s, flush every {args.interval:g} s: "
               f"{rt} round trips in {flushes} cycles = {1000 * rt / max(n, 1):.1f} per 1,000 requests "
               f"(one write per cycle; the rest are window reads)")
+        print(f"\nprediction records: {args.prediction_flushes} flushes of {args.rows} into one SQLite outcome "
+              f"store, us per record (median), first fifth -> last fifth")
+        with tempfile.TemporaryDirectory() as d:
+            for old in (True, False):
+                for traced in (True, False):
+                    first, last = bench_predictions(Path(d) / f"p{old:d}{traced:d}.sqlite", old_layout=old,
+                                                    traced=traced, rows=args.rows, flushes=args.prediction_flushes)
+                    print(f"  {'earlier layout' if old else 'current layout':<15} ids led by "
+                          f"{'a trace id' if traced else 'the process':<11} {first:6.1f} -> {last:6.1f}")
     finally:
         if server is not None:
             server.close()

@@ -180,9 +180,18 @@ def measure(kind: str, env: dict, args: argparse.Namespace, body: dict) -> tuple
         return rps, p50, p99, fails, cpu_ms
 
 
-def _start_both(env: dict, stack: contextlib.ExitStack, twin: str = "plain") -> dict[str, BentoServer]:
-    """Both services up at once on two loopback ports (each with a state directory of its own)."""
+def _start_both(env: dict, stack: contextlib.ExitStack, twin: str = "plain",
+                server_cpus: set[int] | None = None) -> dict[str, BentoServer]:
+    """Both services up at once on two loopback ports (each with a state directory of its own).
+
+    ``server_cpus``: the CPUs both servers (and every process and thread they start) may run on; the calling
+    thread is pinned to them while the servers start (a child inherits its parent thread's affinity) and
+    gets its own affinity back afterwards.
+    """
     servers = {}
+    own = os.sched_getaffinity(0) if server_cpus else None
+    if server_cpus:
+        os.sched_setaffinity(0, server_cpus)
     for kind in ("guarded", "unguarded"):
         state = stack.enter_context(tempfile.TemporaryDirectory(prefix="gs-state-"))
         extra = {"GUARDED_TWIN_SERVING": "1"} if kind == "unguarded" and twin == "serving" else {}
@@ -190,16 +199,20 @@ def _start_both(env: dict, stack: contextlib.ExitStack, twin: str = "plain") -> 
                                     cwd=ROOT)
     for server in servers.values():
         stack.callback(server.__exit__, None, None, None)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        for fut in [pool.submit(server.start) for server in servers.values()]:
-            fut.result()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for fut in [pool.submit(server.start) for server in servers.values()]:
+                fut.result()
+    finally:
+        if own is not None:
+            os.sched_setaffinity(0, own)
     return servers
 
 
 def interleaved(mode: str, env: dict, args: argparse.Namespace, body: dict) -> dict:
     """Both services up, the load alternating between them in ABBA slices; per-pair ratios."""
     with contextlib.ExitStack() as stack:
-        servers = _start_both(env, stack, args.twin)
+        servers = _start_both(env, stack, args.twin, args.server_cpus)
         urls = {k: s.url + "/predict" for k, s in servers.items()}
         pids = {k: s.proc.pid for k, s in servers.items()}
         for kind in ("guarded", "unguarded"):
@@ -260,7 +273,7 @@ def report_interleaved(results: dict, args: argparse.Namespace) -> None:
     env_txt = ", env " + " ".join(args.env) if args.env else ""
     print(f"\ninterleaved: both services up, {args.pairs} pairs of {args.slice:g} s slices per mode (ABBA), "
           f"threads driver, concurrency {args.concurrency}{env_txt}, {args.rows} row(s)/request, "
-          f"twin {args.twin}")
+          f"twin {args.twin}" + (f", servers pinned to CPU {sorted(args.server_cpus)}" if args.server_cpus else ""))
     print(f"{'tracing':<8} {'variant':<10} {'rps (med)':>10} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/req':>11}")
     for mode, res in results.items():
         for kind in ("unguarded", "guarded"):
@@ -299,6 +312,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--driver", choices=("threads", "locust"), default=None, help="sequential: load driver")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for both servers, e.g. GUARDED_PROFILE=none (repeatable)")
+    ap.add_argument("--pin", action="store_true",
+                    help="interleaved: both servers on the last CPU, this load generator (and Jaeger) on the "
+                         "others, so the load generator never takes the servers' CPU")
     args = ap.parse_args(argv)
     args.sequential = args.sequential or any(x is not None for x in (args.seconds, args.rounds, args.driver))
     args.seconds = 15.0 if args.seconds is None else args.seconds
@@ -309,6 +325,13 @@ def main(argv: list[str] | None = None) -> dict:
     modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
     if not set(modes) <= {"off", "on"}:
         ap.error(f"--tracing={args.tracing!r} is invalid: expected a comma list of 'off' and 'on'")
+    args.server_cpus = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or args.sequential:
+            ap.error(f"--pin needs the interleaved method and at least 2 CPUs (this process may use {cpus})")
+        args.server_cpus = {cpus[-1]}
+        os.sched_setaffinity(0, set(cpus[:-1]))
     body = payload(args.rows)
     extra = {}
     for item in args.env:

@@ -260,6 +260,46 @@ class TestOutcomeStore:
         assert sorted(st.coverage()) == [("1", "*", 0.0, 1, 0), ("1", "*", 1.0, 2, 1)]
         assert SQLiteOutcomeStore(db).counts()["predictions"] == 3
 
+    def test_retention_per_version_and_the_layout_of_old_files(self, tmp_path):
+        """Predictions are a rowid table with a unique (request_id, row) index, and no index on ts alone; expire()
+        removes old rows of every version. A file from before (a WITHOUT ROWID table keyed by the request id, a ts
+        index) loses the ts index, keeps its rows and is served by the same statements."""
+        import sqlite3
+
+        def layout(db):
+            conn = sqlite3.connect(db)
+            try:
+                table = conn.execute("SELECT sql FROM sqlite_master WHERE name='predictions'").fetchone()[0]
+                indexes = {r[1] for r in conn.execute("PRAGMA index_list(predictions)")}
+            finally:
+                conn.close()
+            return table, indexes
+
+        for name, old in (("new.sqlite", False), ("old.sqlite", True)):
+            db = tmp_path / name
+            if old:  # the layout an earlier version created
+                conn = sqlite3.connect(db)
+                conn.executescript(
+                    "CREATE TABLE predictions (request_id TEXT NOT NULL, row INTEGER NOT NULL, ts REAL NOT NULL, "
+                    "version TEXT NOT NULL, segment TEXT NOT NULL, kind TEXT NOT NULL, predicted REAL, view BLOB, "
+                    "inputs BLOB, PRIMARY KEY (request_id, row)) WITHOUT ROWID;"
+                    "CREATE INDEX predictions_ts ON predictions(ts);")
+                conn.close()
+            st = SQLiteOutcomeStore(db, retention_s=100)
+            now = time.time()
+            rids = [new_request_id() for _ in range(4)]
+            st.add_predictions([_record(rids[0], ts=now - 200), _record(rids[1], ts=now - 200, version="2"),
+                                _record(rids[2], ts=now, version="2"), _record(rids[3], ts=now)])
+            assert st.add_predictions([_record(rids[3], ts=now)]) == 0  # stored once
+            st.add_labels([(rids[0], 0, 1.0, True), (rids[1], 0, 0.0, True)], _ok)
+            assert st.expire(now) == {"predictions": 2, "labels": 2, "pending_dropped": 0}
+            assert st.counts()["predictions"] == 2
+            assert sorted(st.coverage()) == [("1", "*", 1.0, 1, 0), ("2", "*", 1.0, 1, 0)]
+            st.close()
+            table, indexes = layout(db)
+            assert "predictions_ts" not in indexes and "predictions_version_ts" in indexes
+            assert ("WITHOUT ROWID" in table) is old and ("UNIQUE" in table) is not old
+
     def test_labels_survive_kill_9(self, tmp_path):
         """A process that recorded labels and is killed with SIGKILL loses none of them."""
         db = tmp_path / "o.sqlite"
