@@ -13,6 +13,11 @@
  *                                      or -1.0 when the row needs the exact path (a value out of the tail
  *                                      table's range, missing, or a non-finite distance); rows of at most
  *                                      MAX_FEATURES (128) values, beyond which BLAS does the product better
+ *   sr_mixture(f, pi, G, group, w, R, S, out)  the drift thread's conformal test martingale
+ *                                      (guarded_serving.drift.sequential): its Shiryaev-Roberts brackets row by
+ *                                      row in linear space with a per-column scale, one multiply-add per row,
+ *                                      column and bet, where NumPy in log space makes a dozen passes over
+ *                                      (rows, columns, bets) temporaries with an exp and a log in most
  *
  * Inputs are read through the buffer protocol (no NumPy headers at build time). The tail sum follows
  * NumPy's pairwise summation of a contiguous float64 vector (eight accumulators up to 128 values), so the
@@ -280,9 +285,130 @@ static PyTypeObject EdgeKernelType = {
     .tp_new = PyType_GenericNew,
 };
 
+
+/* -- sr_mixture: the conformal test martingale's Shiryaev-Roberts brackets, in linear space --------- */
+
+/* A C-contiguous buffer of `nd` dimensions with the given shape (-1: any), float64 ('d') or int64 ('q').
+ * A writable one when `writable`. */
+static int
+get_array(PyObject *obj, Py_buffer *view, const char *what, char kind, int nd, const Py_ssize_t *shape,
+          int writable)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    const char *fmt = view->format;
+    if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt++;
+    int ok_kind = fmt != NULL && fmt[1] == '\0' && view->itemsize == 8
+        && (kind == 'd' ? fmt[0] == 'd' : (fmt[0] == 'q' || fmt[0] == 'l'));
+    if (!ok_kind) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "sr_mixture: %s must be %s", what, kind == 'd' ? "float64" : "int64");
+        return -1;
+    }
+    if (view->ndim != nd) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "sr_mixture: %s must have %d dimensions", what, nd);
+        return -1;
+    }
+    for (int i = 0; i < nd; i++) {
+        if (shape[i] >= 0 && view->shape[i] != shape[i]) {
+            PyBuffer_Release(view);
+            PyErr_Format(PyExc_ValueError, "sr_mixture: %s has a wrong shape (dimension %d)", what, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define SR_BIG 1e150
+#define SR_SMALL 1e-150
+#define SR_LOG_BIG 345.38776394910684  /* ln(1e150) */
+
+/* sr_mixture(f, pi, G, group, w, R, S, out) -> None
+ *
+ * For every row t, column c and betting function k (f: (n, c, k), the bets' factors f_t = exp(log f)):
+ *     R[c, k] <- f[t, c, k] * (R[c, k] + pi[t, group[c, k]])        (a start at row t has prior mass pi)
+ *     out[t, c] = log(sum_k w[c, k] * (R[c, k] + G[t, group[c, k]]))  (G: the mass of later starts)
+ * the brackets R of column c held as R * exp(S[c]) (rescaled by 1e150 when they leave [1e-150, 1e150]
+ * with S > 0, so no capital overflows). R and S are updated in place; pi, G: (n, groups). */
+static PyObject *
+sr_mixture(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "sr_mixture(f, pi, G, group, w, R, S, out) takes 8 arguments");
+        return NULL;
+    }
+    Py_buffer fv, piv, gv, grv, wv, rv, sv, ov;
+    Py_ssize_t any3[3] = {-1, -1, -1};
+    if (get_array(args[0], &fv, "f", 'd', 3, any3, 0) < 0) return NULL;
+    Py_ssize_t n = fv.shape[0], nc = fv.shape[1], nk = fv.shape[2];
+    Py_ssize_t s_groups[2] = {n, -1}, s_ck[2] = {nc, nk}, s_c[1] = {nc}, s_out[2] = {n, nc};
+    int got = 1;
+    if (get_array(args[1], &piv, "pi", 'd', 2, s_groups, 0) < 0) { got = 0; goto rel_f; }
+    s_groups[1] = piv.shape[1];
+    if (get_array(args[2], &gv, "G", 'd', 2, s_groups, 0) < 0) { got = 0; goto rel_pi; }
+    if (get_array(args[3], &grv, "group", 'q', 2, s_ck, 0) < 0) { got = 0; goto rel_g; }
+    if (get_array(args[4], &wv, "w", 'd', 2, s_ck, 0) < 0) { got = 0; goto rel_gr; }
+    if (get_array(args[5], &rv, "R", 'd', 2, s_ck, 1) < 0) { got = 0; goto rel_w; }
+    if (get_array(args[6], &sv, "S", 'd', 1, s_c, 1) < 0) { got = 0; goto rel_r; }
+    if (get_array(args[7], &ov, "out", 'd', 2, s_out, 1) < 0) { got = 0; goto rel_s; }
+    {
+        const double *f = (const double *)fv.buf, *pi = (const double *)piv.buf, *G = (const double *)gv.buf;
+        const long long *group = (const long long *)grv.buf;
+        const double *w = (const double *)wv.buf;
+        double *R = (double *)rv.buf, *S = (double *)sv.buf, *out = (double *)ov.buf;
+        Py_ssize_t ng = piv.shape[1];
+        for (Py_ssize_t i = 0; i < nc * nk; i++) {
+            if (group[i] < 0 || group[i] >= ng) {
+                PyErr_SetString(PyExc_ValueError, "sr_mixture: a group index is out of range");
+                got = 0;
+                goto rel_o;
+            }
+        }
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t t = 0; t < n; t++) {
+            const double *pt = pi + t * ng, *gt = G + t * ng, *ft = f + t * nc * nk;
+            for (Py_ssize_t c = 0; c < nc; c++) {
+                double es = exp(-S[c]);
+                double *Rc = R + c * nk;
+                const double *fc = ft + c * nk, *wc = w + c * nk;
+                const long long *gc = group + c * nk;
+                double top = 0.0;
+                for (Py_ssize_t k = 0; k < nk; k++) {
+                    double r = fc[k] * (Rc[k] + pt[gc[k]] * es);
+                    Rc[k] = r;
+                    top = r > top ? r : top;
+                }
+                if (top > SR_BIG || (top < SR_SMALL && S[c] > 0.0)) {
+                    double m = top > SR_BIG ? 1.0 / SR_BIG : SR_BIG;
+                    for (Py_ssize_t k = 0; k < nk; k++) Rc[k] *= m;
+                    S[c] += top > SR_BIG ? SR_LOG_BIG : -SR_LOG_BIG;
+                    es = exp(-S[c]);
+                }
+                double acc = 0.0;
+                for (Py_ssize_t k = 0; k < nk; k++) acc += wc[k] * (Rc[k] + gt[gc[k]] * es);
+                out[t * nc + c] = log(acc) + S[c];
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+rel_o: PyBuffer_Release(&ov);
+rel_s: PyBuffer_Release(&sv);
+rel_r: PyBuffer_Release(&rv);
+rel_w: PyBuffer_Release(&wv);
+rel_gr: PyBuffer_Release(&grv);
+rel_g: PyBuffer_Release(&gv);
+rel_pi: PyBuffer_Release(&piv);
+rel_f: PyBuffer_Release(&fv);
+    if (!got) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"all_within", (PyCFunction)(void (*)(void))all_within, METH_FASTCALL,
      "all_within(x, low, high) -> bool: every value of x within [low_j, high_j] of its column (NaN is not)."},
+    {"sr_mixture", (PyCFunction)(void (*)(void))sr_mixture, METH_FASTCALL,
+     "sr_mixture(f, pi, G, group, w, R, S, out) -> None: the drift martingale's brackets, row by row (see _native.c)."},
     {NULL, NULL, 0, NULL},
 };
 

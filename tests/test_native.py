@@ -136,3 +136,68 @@ def test_kernel_only_for_the_default_numeric_pair(fitted):
     assert CombinedDetector(categorical=[2]).fit(Xc[:800]).one_row_kernel(np.zeros(3)) is None
     if native.AVAILABLE:
         assert CombinedDetector().fit(X[:800]).one_row_kernel(np.sort(np.arange(5.0))) is not None
+
+
+def _martingale_runs(monkeypatch, X, S, chunk):
+    """The same stream through the NumPy (log space) and the compiled (linear space) martingale paths."""
+    from guarded_serving.drift.sequential import OnlineConformalMartingale
+
+    out = {}
+    for name, kernels in (("numpy", None), ("native", native.kernels)):
+        monkeypatch.setattr(native, "kernels", kernels)
+        m = OnlineConformalMartingale(alpha=0.01).fit(X)
+        caps = []
+        for a in range(0, len(S), chunk):
+            m.update(S[a:a + chunk])
+            caps.append(m.log10_capital_)
+        out[name] = (np.array(caps), m.alarm_at_, m.alarm_column_, m.log10_max_, m._logR.copy())
+    return out["numpy"], out["native"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("shift", [0.0, 0.4, 60.0])
+def test_martingale_kernel_gives_the_numpy_capital(monkeypatch, shift):
+    """The drift alarm's capital after every batch, its maximum, the alarm's row and column: the same with the
+    compiled brackets as in NumPy's log space, on a clean stream, a small shift and one so large that the
+    capital passes 1e300 (the kernel rescales its brackets); a bracket the kernel lets underflow is below 1e-300
+    of its column's largest, i.e. it only ever lowers the capital."""
+    from sklearn.datasets import load_breast_cancer
+
+    X = load_breast_cancer().data
+    rng = np.random.default_rng(7)
+    S = X[rng.integers(0, len(X), 2400)].copy()
+    S[1200:, 5] += shift * X[:, 5].std()
+    a, b = _martingale_runs(monkeypatch, X, S, 300)
+    np.testing.assert_allclose(b[0], a[0], rtol=1e-12, atol=1e-9)
+    assert (b[1], b[2]) == (a[1], a[2]) and b[3] == pytest.approx(a[3], rel=1e-12, abs=1e-9)
+    if shift == 0.0:
+        assert a[1] is None
+    else:
+        assert a[1] is not None and a[1] > 1200
+    if shift == 60.0:
+        assert a[3] > 300
+    both = np.isfinite(a[4]) & np.isfinite(b[4])
+    np.testing.assert_allclose(b[4][both], a[4][both], rtol=1e-10, atol=1e-8)
+    gone = np.isfinite(a[4]) & ~np.isfinite(b[4])
+    assert not (np.isfinite(b[4]) & ~np.isfinite(a[4])).any()
+    if gone.any():
+        top = a[4].max(axis=1, keepdims=True)
+        assert (np.broadcast_to(top, a[4].shape)[gone] - a[4][gone] > 690).all()
+
+
+@needs_kernels
+def test_martingale_kernel_refuses_bad_buffers():
+    k = native.kernels
+    f = np.ones((2, 3, 4))
+    args = [f, np.zeros((2, 1)), np.ones((2, 1)), np.zeros((3, 4), np.int64), np.full((3, 4), 0.25),
+            np.zeros((3, 4)), np.zeros(3), np.empty((2, 3))]
+    k.sr_mixture(*args)
+    np.testing.assert_allclose(args[7], np.log(1.0))  # no start, all tail mass: capital 1
+    with pytest.raises(TypeError, match="group must be int64"):
+        k.sr_mixture(*args[:3], args[3].astype(np.float64), *args[4:])
+    with pytest.raises(ValueError, match="out has a wrong shape"):
+        k.sr_mixture(*args[:7], np.empty((3, 3)))
+    with pytest.raises(ValueError, match="group index is out of range"):
+        k.sr_mixture(*args[:3], np.full((3, 4), 5, np.int64), *args[4:])
+    with pytest.raises(TypeError, match="8 arguments"):
+        k.sr_mixture(*args[:7])
