@@ -30,7 +30,9 @@ read. Two ratios per pair:
 serves the unguarded twin with the guarded example's serving setup minus the
 guard (``RequestLimits``, bounded metric labels, a stored API signature): the
 plain twin (default) lacks them, and they make BentoML's main thread do a little
-less per request, to the guarded service's credit.
+less per request, to the guarded service's credit. ``--pin`` puts both servers on the
+last CPU and this load generator (and Jaeger) on the others, so the two never share a
+core (on the 2-core host it did not narrow the per-pair spread: the host's own noise).
 
 Runtime: about 2.5 minutes per tracing mode with the defaults (start-up of both
 services, 2 x 3 s warm-up, 20 pairs x 2 x 2.5 s), about 5 minutes for both.
