@@ -320,17 +320,19 @@ get_array(PyObject *obj, Py_buffer *view, const char *what, char kind, int nd, c
     return 0;
 }
 
-#define SR_BIG 1e150
-#define SR_SMALL 1e-150
-#define SR_LOG_BIG 345.38776394910684  /* ln(1e150) */
+/* Brackets are kept within [1e-50, 1e50] times exp(S[c]), S[c] >= 0 (renormalised to a largest bracket of 1
+ * when they leave it): a bet's factor is at most about 1e250 (a p-value at its 1e-300 floor), so
+ * f * (R + pi) stays finite, and exp(-S) <= 1 never overflows. */
+#define SR_BIG 1e50
+#define SR_SMALL 1e-50
 
 /* sr_mixture(f, pi, G, group, w, R, S, out) -> None
  *
  * For every row t, column c and betting function k (f: (n, c, k), the bets' factors f_t = exp(log f)):
  *     R[c, k] <- f[t, c, k] * (R[c, k] + pi[t, group[c, k]])        (a start at row t has prior mass pi)
  *     out[t, c] = log(sum_k w[c, k] * (R[c, k] + G[t, group[c, k]]))  (G: the mass of later starts)
- * the brackets R of column c held as R * exp(S[c]) (rescaled by 1e150 when they leave [1e-150, 1e150]
- * with S > 0, so no capital overflows). R and S are updated in place; pi, G: (n, groups). */
+ * the brackets R of column c held as R * exp(S[c]) (renormalised when they leave [1e-50, 1e50], S never
+ * below 0, so no capital overflows). R and S are updated in place (S >= 0 on entry); pi, G: (n, groups). */
 static PyObject *
 sr_mixture(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -379,10 +381,17 @@ sr_mixture(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     Rc[k] = r;
                     top = r > top ? r : top;
                 }
-                if (top > SR_BIG || (top < SR_SMALL && S[c] > 0.0)) {
-                    double m = top > SR_BIG ? 1.0 / SR_BIG : SR_BIG;
+                if (top > SR_BIG) {                 /* the largest bracket back to 1 */
+                    double m = 1.0 / top;
                     for (Py_ssize_t k = 0; k < nk; k++) Rc[k] *= m;
-                    S[c] += top > SR_BIG ? SR_LOG_BIG : -SR_LOG_BIG;
+                    S[c] += log(top);
+                    es = exp(-S[c]);
+                } else if (top < SR_SMALL && top > 0.0 && S[c] > 0.0) {  /* back towards 1, S not below 0 */
+                    double l = -log(top);
+                    if (l > S[c]) l = S[c];
+                    double m = exp(l);
+                    for (Py_ssize_t k = 0; k < nk; k++) Rc[k] *= m;
+                    S[c] -= l;
                     es = exp(-S[c]);
                 }
                 double acc = 0.0;

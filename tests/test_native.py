@@ -201,3 +201,20 @@ def test_martingale_kernel_refuses_bad_buffers():
         k.sr_mixture(*args[:3], np.full((3, 4), 5, np.int64), *args[4:])
     with pytest.raises(TypeError, match="8 arguments"):
         k.sr_mixture(*args[:7])
+
+
+@needs_kernels
+def test_martingale_kernel_capital_never_overflows():
+    """Bets at their largest factor (about 1e250, a p-value at its floor) row after row: the capital's log grows by
+    ln(1e250) a row, finite and exact, where plain floats would overflow on the second row; and back down."""
+    n = 12
+    f = np.full((n, 1, 1), 1e250)
+    f[8:] = 1e-250
+    pi = np.zeros((n, 1))
+    pi[0] = 1.0
+    R, S, out = np.zeros((1, 1)), np.zeros(1), np.empty((n, 1))
+    native.kernels.sr_mixture(f, pi, np.zeros((n, 1)), np.zeros((1, 1), np.int64), np.ones((1, 1)), R, S, out)
+    step = np.log(1e250)
+    want = np.concatenate([np.arange(1, 9) * step, 8 * step - np.arange(1, 5) * step])
+    np.testing.assert_allclose(out[:, 0], want, rtol=1e-12)
+    assert np.isfinite(R).all() and S[0] >= 0

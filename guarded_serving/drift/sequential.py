@@ -316,7 +316,7 @@ def _sr_mixture_native(logf: np.ndarray, logR: np.ndarray, log_pi: np.ndarray, l
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         f = np.exp(logf)
         scale = logR.max(axis=1)
-        scale = np.where(np.isfinite(scale), scale, 0.0)
+        scale = np.where(np.isfinite(scale), np.maximum(scale, 0.0), 0.0)  # the kernel keeps S >= 0
         R = np.exp(logR - scale[:, None])
     w = np.full((c, k), 1.0 / k) if log_w is None else np.ascontiguousarray(np.exp(log_w), dtype=np.float64)
     logC = np.empty((n, c))
