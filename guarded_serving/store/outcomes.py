@@ -19,9 +19,10 @@ is by time: predictions older than ``retention_s`` are deleted with their labels
 labels older than ``pending_s`` are dropped (and counted). Predictions are stored in arrival
 order (a rowid table) with a unique index on ``(request_id, row)``: a request id leads with its
 trace id, random when tracing is on, and random keys go into that small index rather than into a
-table of 300-byte rows (keyed by them, as a ``WITHOUT ROWID`` table, a flush of 200 records cost 21 us a row growing to
-31 over 60,000 rows, against 12 to 16 now: ``load_tests/bench_store.py``). A file written by an
-earlier version keeps its ``WITHOUT ROWID`` table, which the same statements serve.
+table of 300-byte rows (keyed by them, as a ``WITHOUT ROWID`` table, a flush of 200 records cost
+21 us a row growing to 31 over 60,000 rows, against 12 to 16 now: ``load_tests/bench_store.py``).
+A file written by an earlier version keeps its ``WITHOUT ROWID`` table, which the same statements
+serve. Expiry deletes version by version over the ``(version, ts)`` index.
 :class:`~guarded_serving.store.outcomes_redis.RedisOutcomeStore` keeps them in Redis, for many hosts.
 """
 
