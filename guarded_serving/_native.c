@@ -13,7 +13,7 @@
  *                                      or -1.0 when the row needs the exact path (a value out of the tail
  *                                      table's range, missing, or a non-finite distance); rows of at most
  *                                      MAX_FEATURES (128) values, beyond which BLAS does the product better
- *   sr_mixture(f, pi, G, group, w, R, S, out)  the drift thread's conformal test martingale
+ *   sr_mixture(f, lift, pi, G, ...)    the drift thread's conformal test martingale
  *                                      (guarded_serving.drift.sequential): its Shiryaev-Roberts brackets row by
  *                                      row in linear space with a per-column scale, one multiply-add per row,
  *                                      column and bet, where NumPy in log space makes a dozen passes over
@@ -298,7 +298,7 @@ get_array(PyObject *obj, Py_buffer *view, const char *what, char kind, int nd, c
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
     const char *fmt = view->format;
     if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt++;
-    int ok_kind = fmt != NULL && fmt[1] == '\0' && view->itemsize == 8
+    int ok_kind = fmt != NULL && fmt[0] != '\0' && fmt[1] == '\0' && view->itemsize == 8
         && (kind == 'd' ? fmt[0] == 'd' : (fmt[0] == 'q' || fmt[0] == 'l'));
     if (!ok_kind) {
         PyBuffer_Release(view);
@@ -321,41 +321,44 @@ get_array(PyObject *obj, Py_buffer *view, const char *what, char kind, int nd, c
 }
 
 /* Brackets are kept within [1e-50, 1e50] times exp(S[c]), S[c] >= 0 (renormalised to a largest bracket of 1
- * when they leave it): a bet's factor is at most about 1e250 (a p-value at its 1e-300 floor), so
- * f * (R + pi) stays finite, and exp(-S) <= 1 never overflows. */
+ * when they leave it; S back to 0 when every bracket of the column is 0). The caller takes any factor above
+ * e^100 out of the row (lift), so f * (R + pi) stays below 1e94, and exp(-S) <= 1 never overflows. */
 #define SR_BIG 1e50
 #define SR_SMALL 1e-50
 
-/* sr_mixture(f, pi, G, group, w, R, S, out) -> None
+/* sr_mixture(f, lift, pi, G, group, w, R, S, out) -> None
  *
- * For every row t, column c and betting function k (f: (n, c, k), the bets' factors f_t = exp(log f)):
- *     R[c, k] <- f[t, c, k] * (R[c, k] + pi[t, group[c, k]])        (a start at row t has prior mass pi)
+ * For every row t, column c and betting function k (f: (n, c, k), the bets' factors divided by
+ * exp(lift[t, c]), i.e. exp(log f - lift)):
+ *     R[c, k] <- exp(lift[t, c]) * f[t, c, k] * (R[c, k] + pi[t, group[c, k]])   (a start at row t: mass pi)
  *     out[t, c] = log(sum_k w[c, k] * (R[c, k] + G[t, group[c, k]]))  (G: the mass of later starts)
  * the brackets R of column c held as R * exp(S[c]) (renormalised when they leave [1e-50, 1e50], S never
  * below 0, so no capital overflows). R and S are updated in place (S >= 0 on entry); pi, G: (n, groups). */
 static PyObject *
 sr_mixture(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "sr_mixture(f, pi, G, group, w, R, S, out) takes 8 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "sr_mixture(f, lift, pi, G, group, w, R, S, out) takes 9 arguments");
         return NULL;
     }
-    Py_buffer fv, piv, gv, grv, wv, rv, sv, ov;
+    Py_buffer fv, lv, piv, gv, grv, wv, rv, sv, ov;
     Py_ssize_t any3[3] = {-1, -1, -1};
     if (get_array(args[0], &fv, "f", 'd', 3, any3, 0) < 0) return NULL;
     Py_ssize_t n = fv.shape[0], nc = fv.shape[1], nk = fv.shape[2];
     Py_ssize_t s_groups[2] = {n, -1}, s_ck[2] = {nc, nk}, s_c[1] = {nc}, s_out[2] = {n, nc};
     int got = 1;
-    if (get_array(args[1], &piv, "pi", 'd', 2, s_groups, 0) < 0) { got = 0; goto rel_f; }
+    if (get_array(args[1], &lv, "lift", 'd', 2, s_out, 0) < 0) { got = 0; goto rel_f; }
+    if (get_array(args[2], &piv, "pi", 'd', 2, s_groups, 0) < 0) { got = 0; goto rel_l; }
     s_groups[1] = piv.shape[1];
-    if (get_array(args[2], &gv, "G", 'd', 2, s_groups, 0) < 0) { got = 0; goto rel_pi; }
-    if (get_array(args[3], &grv, "group", 'q', 2, s_ck, 0) < 0) { got = 0; goto rel_g; }
-    if (get_array(args[4], &wv, "w", 'd', 2, s_ck, 0) < 0) { got = 0; goto rel_gr; }
-    if (get_array(args[5], &rv, "R", 'd', 2, s_ck, 1) < 0) { got = 0; goto rel_w; }
-    if (get_array(args[6], &sv, "S", 'd', 1, s_c, 1) < 0) { got = 0; goto rel_r; }
-    if (get_array(args[7], &ov, "out", 'd', 2, s_out, 1) < 0) { got = 0; goto rel_s; }
+    if (get_array(args[3], &gv, "G", 'd', 2, s_groups, 0) < 0) { got = 0; goto rel_pi; }
+    if (get_array(args[4], &grv, "group", 'q', 2, s_ck, 0) < 0) { got = 0; goto rel_g; }
+    if (get_array(args[5], &wv, "w", 'd', 2, s_ck, 0) < 0) { got = 0; goto rel_gr; }
+    if (get_array(args[6], &rv, "R", 'd', 2, s_ck, 1) < 0) { got = 0; goto rel_w; }
+    if (get_array(args[7], &sv, "S", 'd', 1, s_c, 1) < 0) { got = 0; goto rel_r; }
+    if (get_array(args[8], &ov, "out", 'd', 2, s_out, 1) < 0) { got = 0; goto rel_s; }
     {
         const double *f = (const double *)fv.buf, *pi = (const double *)piv.buf, *G = (const double *)gv.buf;
+        const double *lift = (const double *)lv.buf;
         const long long *group = (const long long *)grv.buf;
         const double *w = (const double *)wv.buf;
         double *R = (double *)rv.buf, *S = (double *)sv.buf, *out = (double *)ov.buf;
@@ -381,7 +384,15 @@ sr_mixture(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     Rc[k] = r;
                     top = r > top ? r : top;
                 }
-                if (top > SR_BIG) {                 /* the largest bracket back to 1 */
+                double up = lift[t * nc + c];
+                if (up > 0.0) {                     /* the factor taken out of this row goes into the scale */
+                    S[c] += up;
+                    es = exp(-S[c]);
+                }
+                if (top == 0.0) {                   /* no bracket left: the scale means nothing */
+                    S[c] = 0.0;
+                    es = 1.0;
+                } else if (top > SR_BIG) {                 /* the largest bracket back to 1 */
                     double m = 1.0 / top;
                     for (Py_ssize_t k = 0; k < nk; k++) Rc[k] *= m;
                     S[c] += log(top);
@@ -408,6 +419,7 @@ rel_w: PyBuffer_Release(&wv);
 rel_gr: PyBuffer_Release(&grv);
 rel_g: PyBuffer_Release(&gv);
 rel_pi: PyBuffer_Release(&piv);
+rel_l: PyBuffer_Release(&lv);
 rel_f: PyBuffer_Release(&fv);
     if (!got) return NULL;
     Py_RETURN_NONE;
@@ -417,7 +429,7 @@ static PyMethodDef methods[] = {
     {"all_within", (PyCFunction)(void (*)(void))all_within, METH_FASTCALL,
      "all_within(x, low, high) -> bool: every value of x within [low_j, high_j] of its column (NaN is not)."},
     {"sr_mixture", (PyCFunction)(void (*)(void))sr_mixture, METH_FASTCALL,
-     "sr_mixture(f, pi, G, group, w, R, S, out) -> None: the drift martingale's brackets, row by row (see _native.c)."},
+     "sr_mixture(f, lift, pi, G, group, w, R, S, out) -> None: the drift martingale's brackets, row by row (see _native.c)."},
     {NULL, NULL, 0, NULL},
 };
 

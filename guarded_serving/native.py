@@ -11,7 +11,7 @@ pays its dispatch cold (a few microseconds each); the kernels do the same arithm
 * ``sr_mixture``: off the request path, the drift thread's conformal test martingale
   (:class:`guarded_serving.drift.sequential.OnlineConformalMartingale`), its brackets updated row by row
   in linear space with a per-column scale instead of NumPy's passes in log space (the same capital up to
-  rounding; 13 against 34 ms per 1,000 rows of 30 features, ``benchmarks/bench_drift.py --only cost``).
+  rounding; 13-20 against 30-42 ms per 1,000 rows of 30 features, ``benchmarks/bench_drift.py --only cost``).
 
 ``GUARDED_NATIVE=0`` in the environment turns them off (the NumPy paths give the same verdicts; the
 tests compare both). :data:`AVAILABLE` says whether they are in use.

@@ -189,32 +189,72 @@ def test_martingale_kernel_gives_the_numpy_capital(monkeypatch, shift):
 def test_martingale_kernel_refuses_bad_buffers():
     k = native.kernels
     f = np.ones((2, 3, 4))
-    args = [f, np.zeros((2, 1)), np.ones((2, 1)), np.zeros((3, 4), np.int64), np.full((3, 4), 0.25),
+    args = [f, np.zeros((2, 3)), np.zeros((2, 1)), np.ones((2, 1)), np.zeros((3, 4), np.int64), np.full((3, 4), 0.25),
             np.zeros((3, 4)), np.zeros(3), np.empty((2, 3))]
     k.sr_mixture(*args)
-    np.testing.assert_allclose(args[7], np.log(1.0))  # no start, all tail mass: capital 1
+    np.testing.assert_allclose(args[8], np.log(1.0))  # no start, all tail mass: capital 1
+    with pytest.raises(TypeError, match="f must be float64"):
+        k.sr_mixture(f.astype(np.float32), *args[1:])
+    with pytest.raises(ValueError, match="lift has a wrong shape"):
+        k.sr_mixture(f, np.zeros((2, 4)), *args[2:])
     with pytest.raises(TypeError, match="group must be int64"):
-        k.sr_mixture(*args[:3], args[3].astype(np.float64), *args[4:])
+        k.sr_mixture(*args[:4], args[4].astype(np.float64), *args[5:])
     with pytest.raises(ValueError, match="out has a wrong shape"):
-        k.sr_mixture(*args[:7], np.empty((3, 3)))
+        k.sr_mixture(*args[:8], np.empty((3, 3)))
     with pytest.raises(ValueError, match="group index is out of range"):
-        k.sr_mixture(*args[:3], np.full((3, 4), 5, np.int64), *args[4:])
-    with pytest.raises(TypeError, match="8 arguments"):
-        k.sr_mixture(*args[:7])
+        k.sr_mixture(*args[:4], np.full((3, 4), 5, np.int64), *args[5:])
+    with pytest.raises(ValueError, match="read-only"):  # R is updated in place: a read-only one is refused
+        ro = np.zeros((3, 4))
+        ro.setflags(write=False)
+        k.sr_mixture(*args[:6], ro, *args[7:])
+    with pytest.raises((BufferError, ValueError)):  # not C-contiguous
+        k.sr_mixture(np.ones((2, 4, 3)).transpose(0, 2, 1), *args[1:])
+    with pytest.raises(TypeError, match="9 arguments"):
+        k.sr_mixture(*args[:8])
 
 
 @needs_kernels
 def test_martingale_kernel_capital_never_overflows():
-    """Bets at their largest factor (about 1e250, a p-value at its floor) row after row: the capital's log grows by
-    ln(1e250) a row, finite and exact, where plain floats would overflow on the second row; and back down."""
+    """Bets at a factor of e^684 row after row (a custom scale bet on a p-value at its floor): through the wrapper,
+    the capital's log grows by 684 a row, finite and equal to the log-space path's, where plain floats overflow on
+    the first row; and back down. A column whose brackets all vanish under a large scale starts again from 0."""
+    from guarded_serving.drift import sequential as seq
+
     n = 12
-    f = np.full((n, 1, 1), 1e250)
-    f[8:] = 1e-250
-    pi = np.zeros((n, 1))
-    pi[0] = 1.0
-    R, S, out = np.zeros((1, 1)), np.zeros(1), np.empty((n, 1))
-    native.kernels.sr_mixture(f, pi, np.zeros((n, 1)), np.zeros((1, 1), np.int64), np.ones((1, 1)), R, S, out)
-    step = np.log(1e250)
-    want = np.concatenate([np.arange(1, 9) * step, 8 * step - np.arange(1, 5) * step])
-    np.testing.assert_allclose(out[:, 0], want, rtol=1e-12)
-    assert np.isfinite(R).all() and S[0] >= 0
+    logf = np.full((n, 1, 2), 684.0)
+    logf[8:] = -684.0
+    lp = np.full((n, 1), -np.inf)
+    lp[0] = 0.0
+    tl = np.full((n, 1), -np.inf)
+    group, log_w = np.zeros((1, 2), np.int64), np.log(np.full((1, 2), 0.5))
+    got, brackets = seq._sr_mixture_native(native.kernels.sr_mixture, logf, np.full((1, 2), -np.inf), lp, tl, group,
+                                           log_w)
+    want = np.concatenate([np.arange(1, 9) * 684.0, 8 * 684.0 - np.arange(1, 5) * 684.0])
+    np.testing.assert_allclose(got[:, 0], want, rtol=1e-12)
+    np.testing.assert_allclose(brackets, np.full((1, 2), 4 * 684.0), rtol=1e-12)
+    # all brackets 0 (f = 0) while the scale is large: the next start counts again
+    f = np.zeros((3, 1, 1))
+    f[2] = 1.0
+    pi = np.array([[0.0], [0.0], [1.0]])
+    R, S, out = np.ones((1, 1)), np.array([800.0]), np.empty((3, 1))
+    native.kernels.sr_mixture(f, np.zeros((3, 1)), pi, np.zeros((3, 1)), np.zeros((1, 1), np.int64), np.ones((1, 1)),
+                              R, S, out)
+    assert out[0, 0] == -np.inf and out[2, 0] == pytest.approx(0.0) and S[0] == 0.0
+
+
+def test_martingale_wrapper_keeps_the_numpy_path_for_odd_brackets(monkeypatch):
+    """Brackets with NaN or +inf (never made by either path, but a state from elsewhere) and a build without the
+    kernel take the log-space path instead of failing."""
+    from guarded_serving.drift import sequential as seq
+
+    called = []
+    monkeypatch.setattr(native, "kernels", type("K", (), {"sr_mixture": staticmethod(lambda *a: called.append(1))}))
+    logf = np.zeros((3, 1, 2))
+    blocks = np.ones((1, 2), np.int64)
+    seq._sr_mixture(logf, np.array([[np.inf, 0.0]]), 0, blocks)
+    assert not called
+    seq._sr_mixture(logf, np.zeros((1, 2)), 0, blocks)
+    assert called
+    monkeypatch.setattr(native, "kernels", type("Old", (), {})())  # an extension built before sr_mixture
+    out, _ = seq._sr_mixture(logf, np.zeros((1, 2)), 0, blocks)
+    assert np.isfinite(out).all()

@@ -284,8 +284,9 @@ def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int,
         with np.errstate(divide="ignore"):
             lp = np.where(start, lg + np.log1p(-np.exp(tl - lg)), -np.inf)
         inv = inv.reshape(-1)
-        if native.kernels is not None:
-            return _sr_mixture_native(logf, logR, lp, tl, inv.reshape(c, k), log_w)
+        kernel = getattr(native.kernels, "sr_mixture", None)  # None: not built (or built before it existed)
+        if kernel is not None and not (np.isnan(logR) | np.isposinf(logR)).any():
+            return _sr_mixture_native(kernel, logf, logR, lp, tl, inv.reshape(c, k), log_w)
         log_pi = lp[:, inv].reshape(n, c, k)
         tail_k = tl[:, inv].reshape(n, c, k)
     csum = np.cumsum(logf, axis=0)
@@ -304,7 +305,7 @@ def _sr_mixture(logf: np.ndarray, logR: np.ndarray | None, n_seen: int,
     return logC, logR_all[-1]
 
 
-def _sr_mixture_native(logf: np.ndarray, logR: np.ndarray, log_pi: np.ndarray, log_tail: np.ndarray,
+def _sr_mixture_native(kernel: Any, logf: np.ndarray, logR: np.ndarray, log_pi: np.ndarray, log_tail: np.ndarray,
                        group: np.ndarray, log_w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_sr_mixture` with blocks, by the compiled kernel (``_native.sr_mixture``): the same brackets,
     row by row in linear space with a per-column scale (one multiply-add per row, column and bet instead
@@ -314,15 +315,16 @@ def _sr_mixture_native(logf: np.ndarray, logR: np.ndarray, log_pi: np.ndarray, l
     block starts) and of the starts after it; ``group``: (columns, bets) the block size of each bet."""
     n, c, k = logf.shape
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        f = np.exp(logf)
-        scale = logR.max(axis=1)
+        top = logf.max(axis=2)
+        lift = np.where(top > 100.0, top, 0.0)               # a factor above e^100 leaves the row, into the scale
+        f = np.exp(logf - lift[:, :, None])
+        scale = logR.max(axis=1)                              # -inf (no bracket yet) or finite here
         scale = np.where(np.isfinite(scale), np.maximum(scale, 0.0), 0.0)  # the kernel keeps S >= 0
         R = np.exp(logR - scale[:, None])
     w = np.full((c, k), 1.0 / k) if log_w is None else np.ascontiguousarray(np.exp(log_w), dtype=np.float64)
     logC = np.empty((n, c))
-    native.kernels.sr_mixture(np.ascontiguousarray(f), np.ascontiguousarray(np.exp(log_pi)),  # type: ignore[union-attr]
-                              np.ascontiguousarray(np.exp(log_tail)), np.ascontiguousarray(group, dtype=np.int64),
-                              w, R, scale, logC)
+    kernel(np.ascontiguousarray(f), np.ascontiguousarray(lift), np.ascontiguousarray(np.exp(log_pi)),
+           np.ascontiguousarray(np.exp(log_tail)), np.ascontiguousarray(group, dtype=np.int64), w, R, scale, logC)
     with np.errstate(divide="ignore"):
         return logC, np.log(R) + scale[:, None]
 

@@ -22,7 +22,9 @@ trace id, random when tracing is on, and random keys go into that small index ra
 table of 300-byte rows (keyed by them, as a ``WITHOUT ROWID`` table, a flush of 200 records cost
 21 us a row growing to 31 over 60,000 rows, against 12 to 16 now: ``load_tests/bench_store.py``).
 A file written by an earlier version keeps its ``WITHOUT ROWID`` table, which the same statements
-serve. Expiry deletes version by version over the ``(version, ts)`` index.
+serve. Expiry deletes version by version over the ``(version, ts)`` index. Upgrade every worker
+that shares a file together: a worker of an earlier version re-creates the ``ts`` index when it
+connects (a full index build under the write lock) and a current one drops it again.
 :class:`~guarded_serving.store.outcomes_redis.RedisOutcomeStore` keeps them in Redis, for many hosts.
 """
 
