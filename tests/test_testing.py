@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 
 import pytest
 
+from guarded_serving.serving.process import BentoServer
 from guarded_serving.testing import wait_until
 
 
@@ -36,3 +39,17 @@ def test_message_turns_a_timeout_into_an_assertion_error():
         wait_until(lambda: (200, "x"), timeout=0.05, interval=0.01, until=lambda v: v[0] == 503,
                    message="never ready")
     assert wait_until(lambda: 7, timeout=0.05, message="unused") == 7
+
+
+def test_a_running_bento_server_is_not_started_twice(tmp_path):
+    """A second start() while the first process runs is refused, naming it (it would leave that one serving)."""
+
+    server = BentoServer("services.cancer:CancerClassifier", 1, cwd=tmp_path)
+    server.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # stands for the first start
+    try:
+        with pytest.raises(RuntimeError, match=rf"already running as pid {server.proc.pid}: stop\(\) it"):
+            server.start()
+    finally:
+        server.proc.kill()
+        server.proc.wait(10)
+    server._tmp.cleanup()

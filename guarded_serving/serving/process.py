@@ -84,7 +84,14 @@ class BentoServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 90.0, ready_status: int | None = 200) -> "BentoServer":
-        """Start and wait until ``/livez`` answers (and ``/readyz`` gives ``ready_status``)."""
+        """Start and wait until ``/livez`` answers (and ``/readyz`` gives ``ready_status``).
+
+        Refused (RuntimeError) while this server's process is still running: a second start would
+        leave the first process behind, serving, with nothing left to stop it (``with BentoServer(...)``
+        starts it already)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"bentoml serve {self.target} is already running as pid {self.proc.pid}: stop() it "
+                               f"before starting it again (a with-block starts it already)")
         self._log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", "bentoml", "serve", self.target, "--host", "127.0.0.1",
                "--port", str(self.port), *self.extra_args]
