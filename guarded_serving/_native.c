@@ -28,15 +28,17 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <string.h>
 
 /* -- buffers ----------------------------------------------------------------------------------- */
 
 static int
-is_double_format(const char *fmt)
+format_is(const char *fmt, const char *codes)
 {
+    /* a one-item struct format, native or little-endian byte order, whose code is one of `codes` */
     if (fmt == NULL) return 0;  /* every request here asks for the format */
     if (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@') fmt++;
-    return fmt[0] == 'd' && fmt[1] == '\0';
+    return fmt[0] != '\0' && fmt[1] == '\0' && strchr(codes, fmt[0]) != NULL;
 }
 
 /* A read-only, strided view of a float64 buffer (TypeError for any other item type). */
@@ -46,7 +48,7 @@ get_doubles(PyObject *obj, Py_buffer *view, const char *what)
     if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO) < 0) {
         return -1;
     }
-    if (!is_double_format(view->format) || view->itemsize != 8) {
+    if (!format_is(view->format, "d") || view->itemsize != 8) {
         PyBuffer_Release(view);
         PyErr_Format(PyExc_TypeError, "%s must be float64", what);
         return -1;
@@ -143,7 +145,7 @@ EdgeKernel_init(EdgeKernel *self, PyObject *args, PyObject *kwds)
             return -1;
         }
         self->n_views++;
-        if (!is_double_format(v->format) || v->itemsize != 8) {
+        if (!format_is(v->format, "d") || v->itemsize != 8) {
             Py_DECREF(fast);
             PyErr_Format(PyExc_TypeError, "EdgeKernel: array %d must be C-contiguous float64", i);
             return -1;
@@ -296,11 +298,7 @@ get_array(PyObject *obj, Py_buffer *view, const char *what, char kind, int nd, c
 {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    const char *fmt = view->format;
-    if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt++;
-    int ok_kind = fmt != NULL && fmt[0] != '\0' && fmt[1] == '\0' && view->itemsize == 8
-        && (kind == 'd' ? fmt[0] == 'd' : (fmt[0] == 'q' || fmt[0] == 'l'));
-    if (!ok_kind) {
+    if (view->itemsize != 8 || !format_is(view->format, kind == 'd' ? "d" : "ql")) {
         PyBuffer_Release(view);
         PyErr_Format(PyExc_TypeError, "sr_mixture: %s must be %s", what, kind == 'd' ? "float64" : "int64");
         return -1;
