@@ -20,6 +20,9 @@ Measures, on the breast-cancer example's profile (built here if missing):
    a row with one value out of the training range, and the component's ``before_call`` on an
    unflagged row, on a flagged row (verdict only: the explanation is lazy), and on a flagged
    row whose explanation is read (a response header or an exported span asks for it).
+8. (``--only-detectors``) each ``edge_detector`` choice on one breast-cancer row (a profile
+   built here from the data set): score + p-value, and the component's ``before_call``;
+   then batch throughput of the copula detector and the ``mahalanobis+copula`` combination.
 Figures are p50 / p99 over repetitions, in microseconds, on this machine.
 """
 
@@ -54,9 +57,13 @@ def main(argv=None):
     ap.add_argument("--only-batches", action="store_true", help="only section 4 (before_call by batch size)")
     ap.add_argument("--no-wide", action="store_true", help="skip the 1,000-feature rows of section 4")
     ap.add_argument("--only-flagged", action="store_true", help="only section 7 (flagged vs unflagged rows)")
+    ap.add_argument("--only-detectors", action="store_true", help="only section 8 (each edge_detector choice)")
     args = ap.parse_args(argv)
     if args.only_flagged:
         flagged_cost(args.reps)
+        return
+    if args.only_detectors:
+        detector_choices(args.reps, args.batch_reps)
         return
     from guarded_serving import Guard
     from guarded_serving.call import Call
@@ -209,14 +216,40 @@ def blas_scoping(reps):
         print(f"  {name:<40} {p50:8.1f} {p99:8.1f}")
 
 
-def throughput(reps):
+def detector_choices(reps, batch_reps):
+    """One row of 30 features through each ``edge_detector`` choice, then copula batch throughput."""
+    from sklearn.datasets import load_breast_cancer
+
+    from guarded_serving import Guard
+    from guarded_serving.call import Call
+    from guarded_serving.edge_cases import build_profile
+
+    X = load_breast_cancer().data
+    prof = build_profile(X[:500], calibration_fraction=0.4)
+    rows = {"clean": np.ascontiguousarray(X[500:501])}
+    rows["out of range"] = X[500:501].copy()
+    rows["out of range"][0, 3] *= 1000
+    print(f"{'edge_detector':<22} {'row':<14} {'score+p p50':>12} {'before_call p50':>16} {'p99':>8}")
+    for name in ("combined", "mahalanobis", "copula", "mahalanobis+copula", "tail+copula"):
+        comp = Guard(name="cost", profile=prof, edge_detector=name).component("edge_cases")
+        det, cal = comp.detector_, comp.calibrator_
+        for kind, x in rows.items():
+            s50, _ = timed(lambda d=det, c=cal, r=x: c.p_values(d.outlyingness(r)), reps)
+            h50, h99 = timed(lambda c=comp, r=x: c.before_call(Call((r,), {}, r, "x", 0)), reps)
+            print(f"{name:<22} {kind:<14} {s50:12.1f} {h50:16.1f} {h99:8.1f}")
+    throughput(batch_reps, copula=True)
+
+
+def throughput(reps, copula=False):
     """Rows per second of each detector's batch path on synthetic Gaussian rows (fit on 50,000)."""
-    from guarded_serving.edge_cases import CombinedDetector, MahalanobisDetector, TailDetector
+    from guarded_serving.edge_cases import CombinedDetector, CopulaDetector, MahalanobisDetector, TailDetector
 
     big = np.random.default_rng(1).normal(size=(1_000_000, 30))
     print("\nbatch throughput, 1,000,000 rows x 30 features (best of %d):" % reps)
-    for name, d in (("tail", TailDetector()), ("mahalanobis", MahalanobisDetector()),
-                    ("default detector", CombinedDetector())):
+    which = ((("copula", CopulaDetector()), ("mahalanobis+copula", CombinedDetector(parts=("mahalanobis", "copula"))))
+             if copula else (("tail", TailDetector()), ("mahalanobis", MahalanobisDetector()),
+                             ("default detector", CombinedDetector())))
+    for name, d in which:
         d.fit(big[:50_000])
         d.outlyingness(big[:1000])
         best = min(_seconds(d.outlyingness, big) for _ in range(reps))

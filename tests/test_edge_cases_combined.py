@@ -95,7 +95,8 @@ def test_null_evidence_is_continuous_and_does_not_saturate():
     assert null.evidence(np.array([np.inf]))[0] == np.inf
 
 
-@pytest.mark.parametrize("parts", [("tail", "mahalanobis"), ("tail", "mahalanobis", "knn"), ("mahalanobis", "knn")])
+@pytest.mark.parametrize("parts", [("tail", "mahalanobis"), ("tail", "mahalanobis", "knn"), ("mahalanobis", "knn"),
+                                   ("mahalanobis", "copula")])
 def test_clean_flag_rate_is_the_configured_rate(parts):
     """Any combination keeps the conformal guarantee: over fresh calibration sets, clean rows are flagged at
     the configured rate (exactly floor(a (n + 1)) / (n + 1) in expectation)."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .combined import PARTS, TAIL_THRESHOLD, CombinedDetector, part_nulls
+from .copula import CopulaDetector
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector, shrunk_covariance
 from .profile import _NULLS, Profile, new_header
@@ -240,11 +241,14 @@ class ProfileBuilder:
             n_features=p, columns=num, location=mean, covariance=shrunk, shrinkage=shrink)
         knn = KNNDetector(categorical=self.categorical, n_neighbors=self.knn_neighbors)._set_state(
             reference=ref, columns=num, location=mean, scale=std)
+        cop = CopulaDetector(categorical=self.categorical).set_marginals(
+            n_samples=n, levels=levels, quantiles=q, minimum=mn, maximum=mx).fit_covariance(sample)
         parts = ["tail", "mahalanobis"]
         cal_scores = {"tail": tail.outlyingness(cal), "mahalanobis": mah.outlyingness(cal),
-                      "knn": knn.outlyingness(cal), "tail_part": tail_part.outlyingness(cal)}
+                      "knn": knn.outlyingness(cal), "tail_part": tail_part.outlyingness(cal),
+                      "copula": cop.outlyingness(cal)}
         # each part's null, from fitting rows only: out-of-fold scores (kNN: leave-one-out on its reference)
-        nulls = part_nulls(sample, {"tail": tail_part, "mahalanobis": mah, "knn": knn},
+        nulls = part_nulls(sample, {"tail": tail_part, "mahalanobis": mah, "knn": knn, "copula": cop},
                            CombinedDetector(categorical=self.categorical).fit_parts, random_state=self._seed)
         comb = CombinedDetector.from_parts({"tail": tail_part, "mahalanobis": mah},
                                            np.column_stack([cal_scores["tail_part"], cal_scores["mahalanobis"]]),
@@ -260,6 +264,8 @@ class ProfileBuilder:
             "cal_combined": comb.calibration_scores_,
             **{f"null_{key}": nulls[part].knots() for key, part in zip(_NULLS, PARTS)},
             "null_beta": np.array([nulls[part].beta for part in PARTS]),
+            "copula_mean": cop.location_, "copula_covariance": cop.covariance_,
+            "copula_shrinkage": np.array([cop.shrinkage_]), "cal_copula": cal_scores["copula"],
         }
         if ref_pred is not None:
             arrays["reference_predictions"] = np.ascontiguousarray(ref_pred)

@@ -37,8 +37,9 @@ class EdgeCaseSettings(Section):
         ``fallback(rows) -> results`` for flagged rows; required by ``edge_policy="fallback"``.
     edge_detector : str, default="combined"
         Which of the profile's detectors scores rows: ``"combined"`` (tail + Mahalanobis,
-        combined by their null evidence), ``"tail"``, ``"mahalanobis"``, ``"knn"``, or parts
-        joined by ``+`` (e.g. ``"tail+mahalanobis+knn"``), combined the same way.
+        combined by their null evidence), ``"tail"``, ``"mahalanobis"``, ``"knn"``, ``"copula"``
+        (Mahalanobis on per-feature normal scores), or parts joined by ``+`` (e.g.
+        ``"tail+mahalanobis+knn"``, ``"mahalanobis+copula"``), combined the same way.
     """
 
     section = "edge_cases"
@@ -63,8 +64,8 @@ class EdgeCaseSettings(Section):
             fail("edge_fallback", self.edge_fallback, "a callable fallback(rows) -> results when edge_policy='fallback'")
         if not isinstance(self.edge_detector, str) or (self.edge_detector not in DETECTOR_NAMES
                                                        and parse_parts(self.edge_detector) is None):
-            fail("edge_detector", self.edge_detector, "'combined', 'tail', 'mahalanobis', 'knn', or parts joined "
-                 "by '+' such as 'tail+mahalanobis+knn'")
+            fail("edge_detector", self.edge_detector, "'combined', 'tail', 'mahalanobis', 'knn', 'copula', or parts "
+                 "joined by '+' such as 'tail+mahalanobis+knn'")
         if self.profile is not None and not isinstance(self.profile, (str, os.PathLike)) \
                 and not hasattr(self.profile, "detector"):
             fail("profile", self.profile, "None, a path to a profile file, or a Profile")

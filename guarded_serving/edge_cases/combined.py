@@ -1,4 +1,4 @@
-"""The default detector: tail + Mahalanobis (and optionally kNN), combined by their tail probabilities.
+"""The default detector: tail + Mahalanobis (optionally kNN or the copula distance), combined by their tail probabilities.
 
 Each part scores a row (higher = stranger). The parts do not share a scale, and a scale
 learned on the fitting rows' own scores misleads: the thresholded tail part is zero on
@@ -38,13 +38,14 @@ import numpy as np
 
 from .. import native
 from .base import BaseDetector, check_matrix
+from .copula import CopulaDetector
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
 from .tail import TailDetector
 
 __all__ = ["NULL_FOLDS", "PARTS", "CombinedDetector", "NullTail", "cross_fitted_scores", "parse_parts", "part_nulls"]
 
-PARTS = ("tail", "mahalanobis", "knn")
+PARTS = ("tail", "mahalanobis", "knn", "copula")
 TAIL_THRESHOLD = float(np.log(100.0))
 #: Folds of the cross-fit behind each part's null; most rows scored out of fold, rows per refit.
 NULL_FOLDS = 5
@@ -183,7 +184,7 @@ class CombinedDetector(BaseDetector):
 
     Parameters
     ----------
-    parts : sequence of {"tail", "mahalanobis", "knn"}, default=("tail", "mahalanobis")
+    parts : sequence of {"tail", "mahalanobis", "knn", "copula"}, default=("tail", "mahalanobis")
     categorical : sequence of int, default=()
     n_neighbors : int, default=5
         For the kNN part.
@@ -223,6 +224,8 @@ class CombinedDetector(BaseDetector):
                 dets.append(TailDetector(categorical=self.categorical, threshold=self.tail_threshold).fit(X))
             elif name == "mahalanobis":
                 dets.append(MahalanobisDetector(categorical=self.categorical).fit(X))
+            elif name == "copula":
+                dets.append(CopulaDetector(categorical=self.categorical).fit(X))
             else:
                 dets.append(KNNDetector(categorical=self.categorical, n_neighbors=self.n_neighbors).fit(X))
         return dets

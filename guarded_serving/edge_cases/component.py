@@ -76,7 +76,7 @@ class EdgeCaseComponent(Component):
         Target false-positive rate: rows with conformal p-value <= fpr are flagged.
     fallback : callable, optional
         ``fallback(rows: ndarray) -> result`` for flagged rows (required by ``policy="fallback"``).
-    detector : {"combined", "tail", "mahalanobis", "knn"}, default="combined"
+    detector : {"combined", "tail", "mahalanobis", "knn", "copula"} or parts joined by "+", default="combined"
     max_explained : int, default=5
         Flagged rows explained per call (the rest are counted). Explanations are built only when
         read: the reason header of a call whose response goes back, a rejection, the exported span.

@@ -28,7 +28,8 @@ from .combined import CombinedDetector
 
 __all__ = ["explain_rows", "lead_parts"]
 
-_PART_TEXT = {"tail": "tail score", "mahalanobis": "Mahalanobis distance", "knn": "distance to the nearest training rows"}
+_PART_TEXT = {"tail": "tail score", "mahalanobis": "Mahalanobis distance", "knn": "distance to the nearest training rows",
+              "copula": "Mahalanobis distance on normal scores"}
 
 
 def _fmt(v: float) -> str:
@@ -54,7 +55,7 @@ def lead_parts(profile: Any, X: np.ndarray, detector: str = "combined") -> tuple
 
 def _versus_calibration(name: str, score: float, cal: np.ndarray) -> str:
     """``score`` of part ``name`` against its calibration scores, in the p-value's own terms."""
-    shown = (lambda s: f"{math.sqrt(max(s, 0.0)):.3g}") if name == "mahalanobis" else (lambda s: f"{s:.3g}")
+    shown = (lambda s: f"{math.sqrt(max(s, 0.0)):.3g}") if name in ("mahalanobis", "copula") else (lambda s: f"{s:.3g}")
     n = len(cal)
     ge = n - int(np.searchsorted(cal, score, side="left"))
     if ge == 0:
@@ -104,8 +105,8 @@ def explain_rows(profile: Any, X: np.ndarray, rows: np.ndarray, *, max_reasons: 
 def _combination(profile: Any, x: np.ndarray, part: str, score: float, cal: np.ndarray, *, inside: bool) -> str:
     names = profile.feature_names
     top: list[str] = []
-    if part in ("mahalanobis", "tail"):
-        c = profile.detector("mahalanobis").contributions(x[None, :])[0]
+    if part in ("mahalanobis", "tail", "copula"):
+        c = profile.detector("copula" if part == "copula" else "mahalanobis").contributions(x[None, :])[0]
         top = [names[int(j)] for j in np.argsort(-c)[:3] if c[int(j)] > 0]
         if part == "tail":
             part, score = "mahalanobis", float(profile.detector("mahalanobis").outlyingness(x[None, :])[0])

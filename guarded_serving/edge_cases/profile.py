@@ -38,10 +38,18 @@ One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
     order (aligned across detectors, so any combination of parts can be
     calibrated): ``cal_tail_part`` is the thresholded tail part of combinations,
     ``cal_combined`` the default combination's outlyingness (:mod:`.combined`).
-``null_tail_part``, ``null_mahalanobis``, ``null_knn`` (2, n_knots), ``null_beta`` (3,)
+``null_tail_part``, ``null_mahalanobis``, ``null_knn`` (2, n_knots), ``null_beta`` (3,) or (4,)
     Each combinable part's null, from out-of-fold scores of fitting rows (never the
     calibration rows): distinct scores and the log of the share of rows at or above
-    each, and the scale of the exponential tail past the largest (in that order).
+    each, and the scale of the exponential tail past the largest (in that order, then
+    the copula part's).
+``copula_mean`` (n_numeric,), ``copula_covariance`` (n_numeric, n_numeric), ``copula_shrinkage`` (1,),
+``cal_copula`` (n_calibration,), ``null_copula`` (2, n_knots)
+    The copula detector (:mod:`.copula`): the mean and shrunk covariance of the fitting
+    rows' normal scores (its per-feature tables come from ``levels`` and ``quantiles``),
+    its calibration scores and its null. Written since the copula part was added; a file
+    without them serves every other detector, and asking it for ``"copula"`` says to
+    rebuild it.
 
 Categorical features are numeric codes in the feature matrix (e.g. 0, 1, 2);
 the profile records which codes training saw and how often.
@@ -67,6 +75,7 @@ import numpy as np
 from ..errors import ConfigError
 from .combined import CombinedDetector, NullTail, parse_parts
 from .conformal import ConformalCalibrator
+from .copula import CopulaDetector
 from .knn import KNNDetector
 from .mahalanobis import MahalanobisDetector
 from .tail import TailDetector
@@ -74,12 +83,13 @@ from .tail import TailDetector
 __all__ = ["FORMAT", "DETECTORS", "Profile", "ProfileError", "load_profile"]
 
 FORMAT = "guarded-serving-profile/3"
-DETECTORS = ("combined", "tail", "mahalanobis", "knn")
+DETECTORS = ("combined", "tail", "mahalanobis", "knn", "copula")
 _ARRAYS = ("levels", "quantiles", "minimum", "maximum", "missing_rate", "cat_values", "cat_freqs", "cat_offsets",
            "mean", "covariance", "std", "reference", "cal_tail", "cal_mahalanobis", "cal_knn", "cal_tail_part",
            "cal_combined",
            "null_tail_part", "null_mahalanobis", "null_knn", "null_beta")
-_NULLS = ("tail_part", "mahalanobis", "knn")
+_NULLS = ("tail_part", "mahalanobis", "knn", "copula")
+_COPULA = ("copula_mean", "copula_covariance", "copula_shrinkage", "cal_copula", "null_copula")
 
 
 class ProfileError(ConfigError):
@@ -160,6 +170,9 @@ class Profile:
         if name not in DETECTORS and parse_parts(name) is None:
             raise ConfigError(f"edge_detector={name!r} is invalid: expected one of {DETECTORS}, or parts joined "
                               "by '+' (e.g. 'tail+mahalanobis+knn')")
+        if "copula" in (parse_parts(name) or (name,)) and any(k not in self.arrays for k in _COPULA):
+            raise ProfileError(f"edge_detector={name!r} needs the copula part, which this profile lacks (built "
+                               "before it was added): rebuild the profile with `guarded-serving profile`")
         if name not in self._detectors:
             self._detectors[name] = self._build(name)
         return self._detectors[name]
@@ -183,6 +196,11 @@ class Profile:
         if name == "mahalanobis":
             return MahalanobisDetector(categorical=self.categorical)._set_state(
                 n_features=p, columns=num, location=a["mean"], covariance=a["covariance"], shrinkage=h["shrinkage"])
+        if name == "copula":
+            return CopulaDetector(categorical=self.categorical).set_marginals(
+                n_samples=h["n_rows"], levels=a["levels"], quantiles=a["quantiles"], minimum=a["minimum"],
+                maximum=a["maximum"]).set_covariance(location=a["copula_mean"], covariance=a["copula_covariance"],
+                                                     shrinkage=float(a["copula_shrinkage"][0]))
         if name == "knn":
             return KNNDetector(categorical=self.categorical, n_neighbors=int(h["knn_neighbors"]))._set_state(
                 reference=a["reference"], columns=num, location=a["mean"], scale=a["std"])
