@@ -158,32 +158,33 @@ class CopulaDetector(BaseDetector):
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Normal scores of the numeric columns of validated rows ``X`` (NaN stays NaN)."""
         Xn = X if self._all else X[:, self.columns_]
-        u = Xn - self.median_
-        u /= self.scale_
+        u = Xn * self._a
+        u += self._b
         np.arcsinh(u, out=u)
-        u -= self._wlo
         u *= self._inv
+        u += self._c
         nan = np.isnan(u)
         has_nan = nan.any()
         if has_nan:
             u[nan] = 0.0
-        i = np.clip(u, 0.0, self._top).astype(np.intp)
+        z = self._interpolate(u)
+        z += (Xn - Xn.clip(self.min_, self.max_)) * self._a  # past the range: linear in x (NaN where missing)
+        if has_nan:
+            z[nan] = np.nan
+        return z
+
+    def _interpolate(self, u: np.ndarray) -> np.ndarray:
+        """Normal scores at table positions ``u`` (cells from each feature's first edge; any shape
+        ending in n_numeric; clipped to the table), interpolated linearly within a cell."""
+        i = u.clip(0.0, self._top).astype(np.intp)
         f = u - i
-        np.clip(f, 0.0, 1.0, out=f)
+        f.clip(0.0, 1.0, out=f)
         i += self._base
         a = self._flat.take(i)
         z = self._flat.take(i + 1)
         z -= a
         z *= f
         z += a
-        over = Xn > self.max_
-        under = Xn < self.min_
-        if over.any() or under.any():
-            past = np.where(over, (Xn - self.max_) / self.scale_, 0.0) - np.where(under, (self.min_ - Xn) / self.scale_,
-                                                                                0.0)
-            z += past
-        if has_nan:
-            z[nan] = np.nan
         return z
 
     def outlyingness(self, X: Any) -> np.ndarray:
@@ -209,17 +210,8 @@ class CopulaDetector(BaseDetector):
         u = np.arcsinh(x * self._a + self._b)
         u *= self._inv
         u += self._c
-        i = u.clip(0.0, self._top).astype(np.intp)
-        u -= i
-        f = u.clip(0.0, 1.0, out=u)
-        i += self._base
-        a = self._flat.take(i)
-        z = self._flat.take(i + 1)
-        z -= a
-        z *= f
-        z += a
-        inside = x.clip(self.min_, self.max_)
-        z += (x - inside) * self._a  # past the range: linear in x
+        z = self._interpolate(u)
+        z += (x - x.clip(self.min_, self.max_)) * self._a  # past the range: linear in x
         z -= self.location_
         w = z @ self._mah.precision_factor_
         return float(w @ w)
