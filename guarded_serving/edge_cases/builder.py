@@ -242,7 +242,7 @@ class ProfileBuilder:
         knn = KNNDetector(categorical=self.categorical, n_neighbors=self.knn_neighbors)._set_state(
             reference=ref, columns=num, location=mean, scale=std)
         cop = CopulaDetector(categorical=self.categorical).set_marginals(
-            n_samples=n, levels=levels, quantiles=q, minimum=mn, maximum=mx).fit_covariance(sample)
+            n_samples=n, levels=levels, quantiles=q, minimum=mn, maximum=mx, missing_rate=missing).fit_covariance(sample)
         parts = ["tail", "mahalanobis"]
         cal_scores = {"tail": tail.outlyingness(cal), "mahalanobis": mah.outlyingness(cal),
                       "knn": knn.outlyingness(cal), "tail_part": tail_part.outlyingness(cal),

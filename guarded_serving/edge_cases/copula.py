@@ -6,8 +6,8 @@ several grid levels, as in a discrete feature, takes the middle one; levels clip
 ``[1/(2(n+1)), 1 - 1/(2(n+1))]``), and the squared Mahalanobis distance is taken in that
 space, under a Ledoit-Wolf shrinkage covariance of the transformed fitting rows. Beyond the
 training range ``z`` goes on linearly, one unit per robust standard deviation of the feature
-(interquartile range / 1.349; a sixth of the range, or 1, where that is 0), so a unit error
-x1000 still lands far away.
+(interquartile range / 1.349; a sixth of the range where that is 0; a tenth of the value of a
+constant feature, or 1 for a constant 0), so a unit error x1000 still lands far away.
 
 Why: the plain Mahalanobis distance reads a skewed or heavy-tailed feature through its
 variance, so a value at the bottom of a long-tailed feature (stuck at the minimum, divided by
@@ -15,7 +15,7 @@ variance, so a value at the bottom of a long-tailed feature (stuck at the minimu
 that every other combination is judged by. On normal scores every feature weighs the same
 per unit of rarity and the covariance is the rank correlation: it sees both a value rare
 for its own feature and values that do not go together (``benchmarks/bench_ood_fpr.py``).
-Categorical columns are left out; a missing value contributes nothing (imputed with the
+Categorical columns (and columns missing in every training row) are left out; a missing value contributes nothing (imputed with the
 mean normal score, as the Mahalanobis detector imputes the mean).
 
 Cost: the transform is a lookup in an equal-width table per feature, then the Mahalanobis
@@ -80,14 +80,15 @@ class CopulaDetector(BaseDetector):
         X = check_matrix(X)
         levels = DEFAULT_LEVELS if self.levels is None else np.asarray(self.levels, dtype=np.float64)
         q, mn, mx = quantile_grid(X, levels)
-        return self.set_marginals(n_samples=len(X), levels=levels, quantiles=q, minimum=mn,
-                                  maximum=mx).fit_covariance(X)
+        return self.set_marginals(n_samples=len(X), levels=levels, quantiles=q, minimum=mn, maximum=mx,
+                                  missing_rate=np.isnan(X).mean(axis=0) if len(X) else None).fit_covariance(X)
 
     # -- state ------------------------------------------------------------------------------
     def set_marginals(self, *, n_samples: int, levels: np.ndarray, quantiles: np.ndarray, minimum: np.ndarray,
-                      maximum: np.ndarray) -> CopulaDetector:
+                      maximum: np.ndarray, missing_rate: np.ndarray | None = None) -> CopulaDetector:
         """Each numeric feature's normal-score table from a quantile grid (``quantiles`` of shape
-        (n_features, n_levels) at ``levels``; the tail detector's state). Returns self."""
+        (n_features, n_levels) at ``levels``; the tail detector's state). A feature missing in every
+        row (``missing_rate`` 1) is left out, like a categorical one. Returns self."""
         from scipy.special import ndtri
 
         if not isinstance(self.cells, int) or self.cells < 2:
@@ -97,6 +98,8 @@ class CopulaDetector(BaseDetector):
         p = quantiles.shape[0]
         self.n_features_in_ = p
         self.columns_ = np.setdiff1d(np.arange(p), categorical_indices(self.categorical, p))
+        if missing_rate is not None:
+            self.columns_ = self.columns_[np.asarray(missing_rate, dtype=np.float64)[self.columns_] < 1.0]
         cols = self.columns_
         lo = np.asarray(minimum, dtype=np.float64)[cols]
         hi = np.asarray(maximum, dtype=np.float64)[cols]
@@ -117,7 +120,8 @@ class CopulaDetector(BaseDetector):
             z = ndtri(np.clip(mid, edge, 1.0 - edge))
             q1, med, q3 = np.interp([0.25, 0.5, 0.75], lv, qj[ok])
             rs = (q3 - q1) / 1.349
-            scale[i] = rs if rs > 0 else (hi[i] - lo[i]) / 6.0 if hi[i] > lo[i] else 1.0
+            # no spread: a sixth of the range; a constant: a tenth of its size (1 for a constant 0)
+            scale[i] = rs if rs > 0 else (hi[i] - lo[i]) / 6.0 if hi[i] > lo[i] else 0.1 * abs(lo[i]) or 1.0
             median[i] = med
             w = np.arcsinh((v - med) / scale[i])  # the knots, warped
             wlo[i] = w[0]

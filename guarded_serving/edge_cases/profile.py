@@ -170,20 +170,24 @@ class Profile:
         if name not in DETECTORS and parse_parts(name) is None:
             raise ConfigError(f"edge_detector={name!r} is invalid: expected one of {DETECTORS}, or parts joined "
                               "by '+' (e.g. 'tail+mahalanobis+knn')")
-        if "copula" in (parse_parts(name) or (name,)) and any(k not in self.arrays for k in _COPULA):
-            raise ProfileError(f"edge_detector={name!r} needs the copula part, which this profile lacks (built "
-                               "before it was added): rebuild the profile with `guarded-serving profile`")
+        self._check_copula(name)
         if name not in self._detectors:
             self._detectors[name] = self._build(name)
         return self._detectors[name]
 
     def calibrator(self, name: str = "combined") -> ConformalCalibrator:
         """Conformal p-values against the stored calibration scores of ``name``."""
+        self._check_copula(name)
         if name == "combined":
             return ConformalCalibrator(self.arrays["cal_combined"])
         if name in DETECTORS:
             return ConformalCalibrator(self.arrays[f"cal_{name}"])
         return ConformalCalibrator(self.detector(name).calibration_scores_)
+
+    def _check_copula(self, name: str) -> None:
+        if "copula" in (parse_parts(name) or (name,)) and any(k not in self.arrays for k in _COPULA):
+            raise ProfileError(f"edge_detector={name!r} needs the copula part, which this profile lacks (built "
+                               "before it was added): rebuild the profile with `guarded-serving profile`")
 
     def _build(self, name: str) -> Any:
         a, h = self.arrays, self.header
@@ -199,7 +203,7 @@ class Profile:
         if name == "copula":
             return CopulaDetector(categorical=self.categorical).set_marginals(
                 n_samples=h["n_rows"], levels=a["levels"], quantiles=a["quantiles"], minimum=a["minimum"],
-                maximum=a["maximum"]).set_covariance(location=a["copula_mean"], covariance=a["copula_covariance"],
+                maximum=a["maximum"], missing_rate=a["missing_rate"]).set_covariance(location=a["copula_mean"], covariance=a["copula_covariance"],
                                                      shrinkage=float(a["copula_shrinkage"][0]))
         if name == "knn":
             return KNNDetector(categorical=self.categorical, n_neighbors=int(h["knn_neighbors"]))._set_state(

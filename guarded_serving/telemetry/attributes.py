@@ -42,7 +42,7 @@ guard.hardware.gpu<i>.     str[]    active clock-event (throttle) reasons, when 
   clock_event_reasons
 guard.health.operational   str      worst status of the operational checks (ok|degraded|failing)
 guard.edge.policy          str      flag | reject | fallback (edge cases)
-guard.edge.detector        str      combined | tail | mahalanobis | knn | parts joined by +
+guard.edge.detector        str      combined | tail | mahalanobis | knn | copula | parts joined by +
 guard.edge.fpr             float    target false-positive rate of the edge flag
 guard.edge.profile_sha256  str      SHA-256 of the reference profile file
 guard.edge.flagged         bool     some rows were unlike the training data (flagged)
