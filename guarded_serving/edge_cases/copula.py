@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .base import BaseDetector, NotFittedError, categorical_indices, check_matrix
-from .mahalanobis import MahalanobisDetector, shrunk_covariance
+from .mahalanobis import MahalanobisDetector
 from .tail import DEFAULT_LEVELS, quantile_grid
 
 __all__ = ["CopulaDetector"]
@@ -129,9 +129,8 @@ class CopulaDetector(BaseDetector):
             inv[i] = G / width if width > 0 else 1.0
             table[i] = np.interp(w[0] + np.arange(G + 1) / inv[i], w, z)
         self.min_, self.max_, self.median_, self.scale_, self.table_ = lo, hi, median, scale, table
-        self._wlo, self._inv = wlo, inv
-        # the one-row path's constants: u = (asinh(x a + b) * inv + c)
-        self._a, self._b, self._c = 1.0 / scale, -median / scale, -wlo * inv
+        # table position u = asinh(x a + b) * inv + c
+        self._a, self._b, self._inv, self._c = 1.0 / scale, -median / scale, inv, -wlo * inv
         self._flat = table.ravel()
         self._base = np.arange(len(cols)) * (G + 1)
         self._top = G - 1
@@ -139,20 +138,17 @@ class CopulaDetector(BaseDetector):
         return self
 
     def fit_covariance(self, X: Any) -> CopulaDetector:
-        """The shrunk covariance of the normal scores of rows ``X`` (after :meth:`set_marginals`)."""
-        Z = self.transform(check_matrix(X, n_features=self.n_features_in_))
-        mean = np.nanmean(Z, axis=0) if len(Z) else np.zeros(Z.shape[1])
-        mean = np.where(np.isnan(mean), 0.0, mean)
-        Z = np.where(np.isnan(Z), mean, Z)
-        D = Z - mean
-        cov = D.T @ D / max(len(D), 1)
-        shrunk, shrink = shrunk_covariance(mean, cov, Z)
-        return self.set_covariance(location=mean, covariance=shrunk, shrinkage=shrink)
+        """The shrunk covariance of the normal scores of rows ``X`` (after :meth:`set_marginals`): the
+        Mahalanobis detector fitted on them (a missing score imputed with the mean)."""
+        return self._adopt(MahalanobisDetector().fit(self.transform(check_matrix(X, n_features=self.n_features_in_))))
 
     def set_covariance(self, *, location: np.ndarray, covariance: np.ndarray, shrinkage: float) -> CopulaDetector:
         q = len(self.columns_)
-        self._mah = MahalanobisDetector()._set_state(n_features=q, columns=np.arange(q), location=location,
-                                                     covariance=covariance, shrinkage=shrinkage)
+        return self._adopt(MahalanobisDetector()._set_state(n_features=q, columns=np.arange(q), location=location,
+                                                            covariance=covariance, shrinkage=shrinkage))
+
+    def _adopt(self, mah: MahalanobisDetector) -> CopulaDetector:
+        self._mah = mah
         self.location_ = self._mah.location_
         self.covariance_ = self._mah.covariance_
         self.shrinkage_ = self._mah.shrinkage_

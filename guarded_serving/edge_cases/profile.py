@@ -43,11 +43,11 @@ One NumPy ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``):
     calibration rows): distinct scores and the log of the share of rows at or above
     each, and the scale of the exponential tail past the largest (in that order, then
     the copula part's).
-``copula_mean`` (n_numeric,), ``copula_covariance`` (n_numeric, n_numeric), ``copula_shrinkage`` (1,),
+``copula_mean`` (n_used,), ``copula_covariance`` (n_used, n_used), ``copula_shrinkage`` (1,),
 ``cal_copula`` (n_calibration,), ``null_copula`` (2, n_knots)
-    The copula detector (:mod:`.copula`): the mean and shrunk covariance of the fitting
-    rows' normal scores (its per-feature tables come from ``levels`` and ``quantiles``),
-    its calibration scores and its null. Written since the copula part was added; a file
+    The copula detector (:mod:`.copula`; n_used: the numeric columns not missing in every
+    row): the mean and shrunk covariance of the fitting rows' normal scores (its per-feature
+    tables come from ``levels`` and ``quantiles``), its calibration scores and its null. Written since the copula part was added; a file
     without them serves every other detector, and asking it for ``"copula"`` says to
     rebuild it.
 
@@ -203,8 +203,8 @@ class Profile:
         if name == "copula":
             return CopulaDetector(categorical=self.categorical).set_marginals(
                 n_samples=h["n_rows"], levels=a["levels"], quantiles=a["quantiles"], minimum=a["minimum"],
-                maximum=a["maximum"], missing_rate=a["missing_rate"]).set_covariance(location=a["copula_mean"], covariance=a["copula_covariance"],
-                                                     shrinkage=float(a["copula_shrinkage"][0]))
+                maximum=a["maximum"], missing_rate=a["missing_rate"]).set_covariance(
+                location=a["copula_mean"], covariance=a["copula_covariance"], shrinkage=float(a["copula_shrinkage"][0]))
         if name == "knn":
             return KNNDetector(categorical=self.categorical, n_neighbors=int(h["knn_neighbors"]))._set_state(
                 reference=a["reference"], columns=num, location=a["mean"], scale=a["std"])
