@@ -51,6 +51,10 @@ def request_id_time(request_id: str) -> float | None:
     return int(request_id[33:44], 16) / 1000.0
 
 
+#: header name -> its raw (lower-case, latin-1) form, for the header list of a marked request (a few names)
+_RAW_NAMES: dict[str, bytes] = {}
+
+
 class Call:
     """One guarded call as components see it.
 
@@ -78,6 +82,9 @@ class Call:
     request_ms : float or None
         The request time: from the request's arrival (marked by a serving integration) to
         the call's end, queueing included; None outside such an integration.
+    arrival_ns : int or None
+        When the request arrived (``time.perf_counter_ns()``), as the serving integration marked it
+        (:mod:`guarded_serving.arrival`); None outside such an integration.
     state : dict of StateKey to object
         Data components hand to each other (see :mod:`guarded_serving.keys`).
     headers : dict of str to str
@@ -89,12 +96,13 @@ class Call:
     """
 
     __slots__ = ("args", "kwargs", "inputs", "input_name", "_input_index", "attributes",
-                 "flagged", "result", "error", "outcome", "latency_ms", "request_ms", "answered", "state",
-                 "_headers", "_response", "_request_id", "_trace_source")
+                 "flagged", "result", "error", "outcome", "latency_ms", "request_ms", "arrival_ns", "answered", "state",
+                 "_headers", "_response", "_sink", "_request_id", "_trace_source")
 
     def __init__(self, args: tuple, kwargs: dict, inputs: np.ndarray | None,
                  input_name: str | None, input_index: int | None, response: Any = None,
-                 request_id: str | None = None, trace_source: Any = None) -> None:
+                 request_id: str | None = None, trace_source: Any = None,
+                 header_sink: list[tuple[bytes, bytes]] | None = None) -> None:
         self.args = args
         self.kwargs = kwargs
         self.inputs = inputs
@@ -108,9 +116,11 @@ class Call:
         self.outcome = "ok"
         self.latency_ms = 0.0
         self.request_ms: float | None = None
+        self.arrival_ns: int | None = None
         self.answered = False
         self.state: dict[StateKey[Any], Any] = {}
         self._headers: dict[str, str] | None = None
+        self._sink = header_sink  # raw response headers a serving integration sends (arrival.mark_request)
         self._request_id = request_id
         self._trace_source = trace_source  # the recorded span whose trace id starts the request id
 
@@ -142,13 +152,33 @@ class Call:
         """``state[key]``, or ``default`` when no component set it on this call."""
         return self.state.get(key, default)
 
+    @property
+    def sends_headers(self) -> bool:
+        """Whether headers set on this call go back to the caller (the request was marked with a header
+        list, or the guarded API declared a request context): worth building a costly one only then."""
+        return self._sink is not None or self._response is not None
+
     def set_header(self, name: str, value: str) -> None:
-        """Add a response header: kept in ``headers`` and, when the guarded API declared a
-        request context (``ctx: bentoml.Context``), set on its response."""
-        if self._headers is None:
-            self._headers = {}
-        self._headers[name] = value
-        if self._response is not None:
+        """Add a response header: kept in ``headers`` and sent with the response, by the serving
+        integration that marked the request with a header list (:func:`guarded_serving.arrival.mark_request`,
+        e.g. ``RequestTiming``), else through the request context the guarded API declared
+        (``ctx: bentoml.Context``). Setting a header again replaces it."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {}
+        again = name in headers
+        headers[name] = value
+        sink = self._sink
+        if sink is not None:
+            key = _RAW_NAMES.get(name)
+            if key is None:
+                key = name.lower().encode("latin-1")
+                if len(_RAW_NAMES) < 64:
+                    _RAW_NAMES[name] = key
+            if again:
+                sink[:] = [kv for kv in sink if kv[0] != key]
+            sink.append((key, value.encode("latin-1")))
+        elif self._response is not None:
             self._response.headers[name] = value
 
     def set_input(self, value: Any) -> None:

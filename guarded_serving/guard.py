@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import health as H
 from . import native
 from ._version import __version__
-from .arrival import arrival_ns as _arrival_ns
+from .arrival import current_request as _current_request
 from .call import REQUEST_ID_HEADER, Call
 from .component import Component
 from .config import GuardConfig
@@ -276,10 +276,15 @@ class Guard:
                     self.start()
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
+                mark = _current_request()
+                sink = None if mark is None else mark.headers
                 call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
-                            trace_source=span if span is not None else host)
-                if call._response is not None:
+                            None if ctx_name is None or sink is not None
+                            else _response_of(args, kwargs, ctx_name, ctx_index),
+                            trace_source=span if span is not None else host, header_sink=sink)
+                if mark is not None:
+                    call.arrival_ns = mark.arrival_ns
+                if sink is not None or call._response is not None:
                     call.set_header(REQUEST_ID_HEADER, call.request_id)
                 try:
                     prepare(call)
@@ -301,10 +306,15 @@ class Guard:
                     self.start()
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
+                mark = _current_request()
+                sink = None if mark is None else mark.headers
                 call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None else _response_of(args, kwargs, ctx_name, ctx_index),
-                            trace_source=span if span is not None else host)
-                if call._response is not None:
+                            None if ctx_name is None or sink is not None
+                            else _response_of(args, kwargs, ctx_name, ctx_index),
+                            trace_source=span if span is not None else host, header_sink=sink)
+                if mark is not None:
+                    call.arrival_ns = mark.arrival_ns
+                if sink is not None or call._response is not None:
                     call.set_header(REQUEST_ID_HEADER, call.request_id)
                 try:
                     prepare(call)
@@ -411,7 +421,7 @@ class Guard:
         try:
             t1 = _perf_ns()
             call.latency_ms = latency_ms = (t1 - t0) / 1e6
-            arrived = _arrival_ns()
+            arrived = call.arrival_ns
             if arrived is not None and arrived <= t0:
                 call.request_ms = (t1 - arrived) / 1e6
             if exc is None:

@@ -246,11 +246,12 @@ class CancerClassifier:
 
     @bentoml.api
     @guard
-    def predict(self, inputs: np.ndarray, ctx: bentoml.Context) -> dict:
+    def predict(self, inputs: np.ndarray) -> dict:
         """Classify rows of 30 features (malignant=0, benign=1).
 
-        ``ctx`` is unused here but makes BentoML send the guard's response headers
-        (``X-Guard-Edge``): BentoML copies ``ctx.response.headers`` only for APIs that take it.
+        The guard's response headers (``X-Request-Id``, ``X-Guard-Edge``) are sent by the
+        ``RequestLimits`` middleware below (``mark_arrival=True``); without such a middleware
+        the API would declare ``ctx: bentoml.Context`` for them.
         """
         return self._predict(inputs)
 

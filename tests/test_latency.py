@@ -106,3 +106,53 @@ class TestSLO:
         assert (s.invalid_inputs, s.rejected, s.errors, s.slo_violations) == (1, 1, 1, 0)
         assert s.window_calls[0] == 1 and s.max_ms == 1.0
         assert s.error_rates[0] == 1.0
+
+
+class TestQueuedAccounting:
+    def test_calls_are_queued_and_every_one_is_seen_by_the_next_reader(self):
+        """record() only queues (the request path's one append); a snapshot accounts every call queued
+        before it, in order, each in the one-second bucket of its own time, not the reader's."""
+        from guarded_serving.operational.latency import DRAIN_AT
+
+        clock = FakeClock()
+        t = make(clock=clock, windows_s=(2, 10))
+        assert t.record(150.0) is True and t.record(50.0, "error") is False
+        assert t.record(500.0, "invalid_input") is False  # outside the SLO: never a violation
+        assert len(t._pending) == 3 and t.calls == 0  # queued, not yet accounted
+        clock.t += 5  # the reader comes later: the calls stay in their own second, now outside the short window
+        s = t.snapshot()
+        assert (s.calls, s.slo_violations, s.errors, s.invalid_inputs) == (3, 1, 1, 1)
+        assert s.window_calls == (0, 2) and s.window_violations == (0, 1) and s.window_errors == (0, 1)
+        assert not t._pending
+        for _ in range(DRAIN_AT):  # nobody reads: the request path accounts a full queue itself
+            t.record(1.0)
+        assert len(t._pending) == 0 and t.calls == 3 + DRAIN_AT
+
+    def test_threads_recording_while_others_read_lose_no_call(self):
+        import threading
+
+        t = make(quantile_window=100_000)
+        n_threads, per = 4, 5_000
+        stop = threading.Event()
+
+        def writer(k):
+            for i in range(per):
+                t.record(float(i % 200), "error" if i % 7 == 0 else "ok")
+
+        def reader():
+            while not stop.is_set():
+                t.snapshot()
+
+        r = threading.Thread(target=reader)
+        r.start()
+        ws = [threading.Thread(target=writer, args=(k,)) for k in range(n_threads)]
+        for w in ws:
+            w.start()
+        for w in ws:
+            w.join()
+        stop.set()
+        r.join()
+        s = t.snapshot()
+        assert s.calls == n_threads * per
+        assert s.errors == n_threads * len(range(0, per, 7))
+        assert s.slo_violations == n_threads * sum(1 for i in range(per) if i % 200 > 100)

@@ -81,3 +81,61 @@ def test_declared_length_over_the_limit_and_bad_length_are_refused_before_readin
     assert sent[0]["status"] == 413 and b"11 bytes" in sent[1]["body"]
     _, sent = _run(mw, [], [(b"content-length", b"ten")])
     assert sent[0]["status"] == 400 and b"not a number" in sent[1]["body"] and not seen
+
+
+def _guarded_app(guard):
+    """An ASGI app that runs a guarded function (as BentoML would, in this task) and answers 200."""
+    import numpy as np
+
+    @guard
+    def predict(inputs):
+        return {"ok": True}
+
+    async def app(scope, receive, send) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        predict(np.zeros((1, 2)))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+    return app
+
+
+def test_the_guards_response_headers_are_added_to_the_response_start_by_the_middleware():
+    """With mark_arrival the middleware sends the guard's headers (no framework request context needed):
+    X-Request-Id on every call, the framework's own headers kept, each header once."""
+    from guarded_serving import Guard
+    from guarded_serving.serving.bentoml import RequestTiming
+
+    guard = Guard(name="m")
+    for mw in (RequestLimits(_guarded_app(guard), mark_arrival=True), RequestTiming(_guarded_app(guard))):
+        _, sent = _run(mw, [{"type": "http.request", "body": b"{}", "more_body": False}], [])
+        start = sent[0]
+        assert start["type"] == "http.response.start" and start["status"] == 200
+        names = [k for k, _ in start["headers"]]
+        assert names.count(b"x-request-id") == 1 and b"content-type" in names, names
+        rid = dict(start["headers"])[b"x-request-id"].decode()
+        assert len(rid) == 49 and rid[32] == "-", rid
+        assert sent[1] == {"type": "http.response.body", "body": b"{}"}  # the body passes untouched
+    guard.stop()
+
+
+def test_without_the_mark_no_header_is_added_and_a_header_set_twice_is_sent_once():
+    from guarded_serving.arrival import mark_request, reset_arrival
+    from guarded_serving.call import Call
+
+    seen: list = []
+    mw = RequestLimits(_app(seen), max_body_bytes=1000)  # no mark_arrival: nothing to add
+    _, sent = _run(mw, [{"type": "http.request", "body": b"{}", "more_body": False}], [])
+    assert sent[0]["headers"] == []
+
+    sink: list = []
+    token = mark_request(headers=sink)
+    try:
+        call = Call((), {}, None, None, None, header_sink=sink)
+        call.set_header("X-Guard-Edge", "ok")
+        call.set_header("X-Other", "1")
+        call.set_header("X-Guard-Edge", "flagged; rows=0")
+    finally:
+        reset_arrival(token)
+    assert sink == [(b"x-other", b"1"), (b"x-guard-edge", b"flagged; rows=0")]
+    assert call.headers == {"X-Guard-Edge": "flagged; rows=0", "X-Other": "1"}

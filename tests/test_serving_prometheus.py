@@ -108,6 +108,28 @@ class TestCounters:
         assert value(reg, "guard_call_duration_seconds_bucket", outcome="ok", le="+Inf") == 2.0
         guard.stop()
 
+    def test_the_request_paths_direct_increments_give_the_public_apis_series(self):
+        """after_call increments prometheus_client's value objects directly (a third of its cost); the
+        series, every bucket and the sum included, are those Counter.inc/Histogram.observe would give."""
+        from guarded_serving.call import Call
+
+        samples = {}
+        for fast in (True, False):
+            reg, exp, guard, _ = make()
+            guard.start()
+            assert exp._fast is not None  # this prometheus_client's layout is the one the fast path reads
+            if not fast:
+                exp._fast = None
+            for i, ms in enumerate([0.2, 0.5, 3.0, 20.0, 1000.0, 1000.0001, 7000.0, 0.0]):
+                call = Call((), {}, None, None, None)
+                call.outcome, call.latency_ms = ("ok", "error")[i % 2], ms
+                exp.after_call(call)
+            samples[fast] = sorted((m.name, s.name, tuple(sorted(s.labels.items())), s.value)
+                                   for m in reg.collect() for s in m.samples if not s.name.endswith("_created"))
+            guard.stop()
+        assert samples[True] == samples[False]
+        assert value(reg, "guard_call_duration_seconds_bucket", outcome="ok", le="1.0") == 3.0  # cumulative: 0.2, 3 and 1000 ms (<= 1 s)
+
     def test_slo_violations_are_counted_and_the_slo_is_a_bucket(self):
         """A call over the budget increments guard_slo_violations_total; the SLO is an exact bucket bound."""
         reg, _, guard, predict = make(slo_ms=1e-6)

@@ -210,7 +210,7 @@ class EdgeCaseComponent(Component):
                                      f"{verdict['explanation']}", details=dict(verdict))
         call.set_header(HEADER, f"flagged; rows={','.join(map(str, rows_l[:50]))}; min_p={p_min:.4g}; "
                                 f"policy={self.policy}")
-        if getattr(call, "_response", None) is not None:  # the header goes back: explain now
+        if getattr(call, "sends_headers", False):  # the header goes back: explain now
             call.set_header(REASON_HEADER, _header_safe(verdict.lines()))
         if self.policy == "fallback":
             self.fallback_rows += n

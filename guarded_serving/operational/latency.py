@@ -3,21 +3,30 @@
 State lives in one worker process (BentoML runs one per worker); the
 numbers describe that worker's calls.
 
-The request path does O(1) work per call: one slot of a ring of recent
-latencies, and three counters in a ring of one-second buckets. Quantiles and
-burn rates are computed when read (``snapshot()``), off the request path.
+The request path does O(1) work per call: it judges the call against the SLO and
+appends ``(latency, outcome, flagged, time)`` to a queue. The queue is accounted in
+batches (one slot of a ring of recent latencies and three counters in a ring of
+one-second buckets per call) by whoever reads (``snapshot()`` drains it first, so a
+reader always sees every call recorded before it), or by the request path once
+every ``DRAIN_AT`` calls. Quantiles and burn rates are computed when read, off the
+request path.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 __all__ = ["LatencyTracker", "LatencySnapshot"]
+
+#: calls queued before the request path accounts them itself (when no reader has drained them)
+DRAIN_AT = 256
+_UNTIMED = frozenset({"invalid_input", "rejected"})  # the model never ran: counted apart, outside the SLO
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class LatencyTracker:
         self._bad = [0] * nb
         self._err = [0] * nb
         self._sec = int(clock())
+        self._pending: deque[tuple[float, str, bool, float]] = deque()
 
     # -- request path ---------------------------------------------------------------
     def _advance(self, sec: int) -> int:
@@ -97,36 +107,56 @@ class LatencyTracker:
 
         ``outcome`` is ``ok``, ``error``, ``invalid_input`` or ``rejected``. Invalid
         and rejected inputs are counted apart and enter neither the SLO nor the
-        error rate: the model never ran, they measure the caller.
+        error rate: the model never ran, they measure the caller. The call is queued
+        (one append; thread-safe) and accounted when read or every ``DRAIN_AT`` calls.
         """
         if latency_ms < 0.0:  # time can go backwards on some clocks; never record negative
             latency_ms = 0.0
+        pending = self._pending
+        pending.append((latency_ms, outcome, flagged, self._clock()))
+        if len(pending) >= DRAIN_AT:
+            self.drain()
+        return latency_ms > self.slo_ms and outcome not in _UNTIMED
+
+    def drain(self) -> None:
+        """Account the queued calls (any thread; :meth:`snapshot` calls it first)."""
+        pending = self._pending
+        if not pending:
+            return
         with self._lock:
-            self.calls += 1
-            if flagged:
-                self.flagged += 1
-            if outcome == "invalid_input":
-                self.invalid_inputs += 1
-                return False
-            if outcome == "rejected":
-                self.rejected += 1
-                return False
-            violated = latency_ms > self.slo_ms
-            self._lat[self._n % len(self._lat)] = latency_ms
-            self._n += 1
-            i = self._advance(int(self._clock()))
-            self._tot[i] += 1
-            if violated:
-                self.slo_violations += 1
-                self._bad[i] += 1
-            if outcome == "error":
-                self.errors += 1
-                self._err[i] += 1
-        return violated
+            slo, lat, size = self.slo_ms, self._lat, len(self._lat)
+            tot, bad, err = self._tot, self._bad, self._err
+            pop = pending.popleft
+            while True:
+                try:  # popped one by one: a call queued meanwhile by another thread is taken now or next time
+                    latency_ms, outcome, flagged, t = pop()
+                except IndexError:
+                    break
+                self.calls += 1
+                if flagged:
+                    self.flagged += 1
+                if outcome in _UNTIMED:
+                    if outcome == "invalid_input":
+                        self.invalid_inputs += 1
+                    else:
+                        self.rejected += 1
+                    continue
+                lat[self._n % size] = latency_ms
+                self._n += 1
+                i = self._advance(int(t))
+                tot[i] += 1
+                if latency_ms > slo:
+                    self.slo_violations += 1
+                    bad[i] += 1
+                if outcome == "error":
+                    self.errors += 1
+                    err[i] += 1
 
     # -- read side ------------------------------------------------------------------
     def snapshot(self) -> LatencySnapshot:
-        """Counters, quantiles and windowed rates. Copies under the lock, computes outside it."""
+        """Counters, quantiles and windowed rates (every call recorded so far). Copies under the lock,
+        computes outside it."""
+        self.drain()
         with self._lock:
             n = min(self._n, len(self._lat))
             lat = np.array(self._lat[:n]) if n else None

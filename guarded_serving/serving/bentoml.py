@@ -14,7 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..arrival import mark_arrival, reset_arrival
+from ..arrival import asgi_send_with_headers, mark_request, reset_arrival
 from ..telemetry.tracing import register_provider_resolver
 
 if TYPE_CHECKING:
@@ -71,7 +71,10 @@ class RequestTiming:
     Add it to the service: ``MyService.add_asgi_middleware(RequestTiming)``. The guard then
     reports the request time (arrival to answer: queueing for a worker thread, parsing, the
     model) beside the model time, and holds the latency budget to it (``slo_measure``).
-    Cost: one ``perf_counter_ns`` and one context-variable set per request. ``RequestLimits`` (in
+    It also sends the guard's response headers (``X-Request-Id``, ``X-Guard-Edge``): the guard appends
+    them to the request's mark and this adds them to the response, so the guarded API needs no
+    ``ctx: bentoml.Context`` parameter for them.
+    Cost: one ``perf_counter_ns``, one context-variable set and one wrapped ``send`` per request. ``RequestLimits`` (in
     :mod:`guarded_serving.serving.limits`) does the same with ``mark_arrival=True``, sparing a middleware.
     """
 
@@ -82,9 +85,10 @@ class RequestTiming:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        token = mark_arrival()
+        headers: list[tuple[bytes, bytes]] = []
+        token = mark_request(headers=headers)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, asgi_send_with_headers(send, headers))
         finally:
             reset_arrival(token)
 

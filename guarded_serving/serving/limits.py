@@ -10,8 +10,8 @@
   not know as a 0/1 flag is a ``400`` naming the row and column (the framework's array parsing
   would silently read ``true`` as ``1.0``); the raw bytes are searched for ``true``/``false``
   first, so ordinary bodies are never parsed twice;
-- with ``mark_arrival=True`` it also marks each request's arrival, as ``RequestTiming`` does (one
-  middleware instead of two);
+- with ``mark_arrival=True`` it also marks each request's arrival and sends the guard's response
+  headers, as ``RequestTiming`` does (one middleware instead of two);
 - client errors (4xx) that the framework logs with a traceback are logged in one line, at most
   ``log_burst`` per ``log_window_s`` seconds (then one line counting those left out).
 
@@ -30,7 +30,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..arrival import mark_arrival as _mark_arrival
+from ..arrival import asgi_send_with_headers as _send_with_headers
+from ..arrival import mark_request as _mark_request
 from ..arrival import reset_arrival as _reset_arrival
 from ..errors import is_client_error
 from ..keys import INPUT_SCHEMA
@@ -84,9 +85,10 @@ class RequestLimits:
         if not self.mark_arrival:
             await self._bounded(scope, receive, send)
             return
-        token = _mark_arrival()  # RequestTiming's job, done here to spare a middleware layer
+        headers: list[tuple[bytes, bytes]] = []  # the guard's response headers (X-Request-Id, X-Guard-Edge)
+        token = _mark_request(headers=headers)  # RequestTiming's job, done here to spare a middleware layer
         try:
-            await self._bounded(scope, receive, send)
+            await self._bounded(scope, receive, _send_with_headers(send, headers))
         finally:
             _reset_arrival(token)
 

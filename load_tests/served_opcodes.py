@@ -1,0 +1,223 @@
+"""The guard's served cost per request, counted rather than timed: Python opcodes on the request threads.
+
+    PYTHONPATH=. python load_tests/served_opcodes.py [--requests 300] [--tracing off|on] [--top 25]
+
+``compare_throughput.py`` times the served example against its unguarded twin over
+HTTP; on this shared 2-core host one server's CPU per request moves by 20-30% from
+slice to slice, so a change worth 1% takes many runs to see. This script counts
+instead. For each of the guarded example (``services.cancer``) and its twin with the
+same serving setup (``services.cancer_unguarded`` with ``GUARDED_TWIN_SERVING=1``) it
+loads BentoML's ASGI app for the service in a fresh process (what a worker serves,
+middlewares included), sends it one-row ``POST /predict`` requests in process (8 at
+a time, no sockets), and after a warm-up counts, with ``sys.settrace`` opcode events,
+the Python opcodes and calls executed per request on the threads that serve it (the
+event loop's and BentoML's model thread), by function. Background threads (the
+guard's workers, the span exporter) are left out: ``compare_throughput.py --threads``
+reports their CPU. The counts are exact and repeat from run to run within a few
+opcodes; what they leave out is the work done in C (numpy, the compiled edge verdict,
+SQLite) and the cache misses the extra code causes, so they measure the guard's
+Python work on the path, not its time.
+
+Under tracing every call is ~10x slower, so the guarded example is given a latency
+budget it cannot break (``GUARDED_LATENCY_SLO_MS``): otherwise every call would be
+an SLO violation and take the anomalous path, which a served call at normal speed
+does not.
+
+It needs the example's artifacts (``python -m services.train``). Runtime about 1.5
+minutes (two processes, one after the other, each with its own state directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"guarded": "services.cancer:CancerClassifier",
+           "unguarded": "services.cancer_unguarded:CancerClassifierUnguarded"}
+BACKGROUND = ("guard-", "Otel", "prometheus")  # thread-name prefixes left out of the count
+
+
+def _child(target: str, n: int, concurrency: int, warmup: int, out: str) -> None:
+    """In the child process: serve ``target`` in process, warm up, count ``n`` requests, write JSON."""
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    import logging
+
+    import numpy as np
+    from _bentoml_impl.loader import load
+    from bentoml._internal.context import server_context
+
+    service = load(target, standalone_load=True)
+    server_context.service_name = server_context.bento_name = service.name
+    server_context.service_type, server_context.bento_version = "entry_service", "not available"
+    app = service.to_asgi(is_main=True)
+    logging.getLogger("bentoml.access").disabled = True
+    x = np.load(ROOT / "services" / "artifacts" / "reference.npz")["X_test"]
+    bodies = [json.dumps({"inputs": x[i:i + 1].tolist()}).encode() for i in range(len(x))]
+
+    ops: collections.Counter[str] = collections.Counter()
+    calls: collections.Counter[str] = collections.Counter()
+    frame_key: dict[int, str] = {}
+    on = [False]
+
+    def tracer(frame, event, arg):
+        if not on[0]:
+            return None
+        if event == "call":
+            co = frame.f_code
+            if threading.current_thread().name.startswith(BACKGROUND):
+                return None
+            key = f"{co.co_filename.split('site-packages/')[-1].replace(str(ROOT) + '/', '')}:{co.co_name}"
+            frame_key[id(frame)] = key
+            calls[key] += 1
+            frame.f_trace_opcodes = True
+            return tracer
+        if event == "opcode":
+            ops[frame_key.get(id(frame), "?")] += 1
+        return tracer
+
+    # threads started from now on (BentoML's model thread, at the first request) carry the tracer, idle until `on`
+    threading.settrace(tracer)
+    sys.settrace(tracer)
+
+    async def one(body: bytes) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+                 "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 3000),
+                 "headers": [(b"host", b"127.0.0.1:3000"), (b"content-type", b"application/json"),
+                             (b"content-length", str(len(body)).encode())]}
+        sent, status = False, []
+
+        async def receive() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)  # no disconnect while the answer is written
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        return status[0]
+
+    async def run(k: int) -> int:
+        left, bad = [k], [0]
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                if await one(bodies[left[0] % len(bodies)]) != 200:
+                    bad[0] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return bad[0]
+
+    async def main() -> int:
+        lifespan_in: asyncio.Queue = asyncio.Queue()
+        lifespan_out: asyncio.Queue = asyncio.Queue()
+        await lifespan_in.put({"type": "lifespan.startup"})
+        task = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}},
+                                         lifespan_in.get, lifespan_out.put))
+        started = await lifespan_out.get()
+        if started["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"{target} did not start: {started}")
+        bad = await run(warmup)
+        on[0] = True
+        bad += await run(n)
+        on[0] = False
+        await lifespan_in.put({"type": "lifespan.shutdown"})
+        await asyncio.wait_for(lifespan_out.get(), 30)
+        task.cancel()
+        return bad
+
+    failed = asyncio.run(main())
+    sys.settrace(None)
+    threading.settrace(None)
+    with open(out, "w") as fh:
+        json.dump({"ops": ops, "calls": calls, "n": n, "failed": failed}, fh)
+
+
+def count(kind: str, n: int, concurrency: int, warmup: int, env: dict[str, str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"gs-opcodes-{kind}-") as tmp:
+        out = str(Path(tmp) / "counts.json")
+        child_env = {**os.environ, **env, "BENTOML_HOME": str(Path(tmp) / "bentoml"),
+                     "GUARDED_STATE_DIR": str(Path(tmp) / "state"), "PYTHONPATH": str(ROOT),
+                     "GUARDED_ARTIFACT_DIR": str(ROOT / "services" / "artifacts")}
+        if kind == "guarded":
+            child_env["GUARDED_LATENCY_SLO_MS"] = "1000000"  # see the module docstring
+        else:
+            child_env["GUARDED_TWIN_SERVING"] = "1"
+        subprocess.run([sys.executable, "-P", __file__, "--child", TARGETS[kind], "--requests", str(n),
+                        "--concurrency", str(concurrency), "--warmup", str(warmup), "--out", out],
+                       env=child_env, check=True, timeout=900, stdout=subprocess.DEVNULL)
+        with open(out) as fh:
+            return json.load(fh)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--tracing", choices=("off", "on"), default="on",
+                    help="on: BentoML tracing at sample rate 1 to the local Jaeger (scripts/jaeger.sh), as "
+                         "compare_throughput.py --tracing on")
+    ap.add_argument("--top", type=int, default=25, help="functions listed, by their opcode difference")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        _child(args.child, args.requests, args.concurrency, args.warmup, args.out)
+        return 0
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+    jaeger = None
+    if args.tracing == "on":
+        sys.path.insert(0, str(ROOT))
+        from tests.jaeger import shared_jaeger
+
+        jaeger = shared_jaeger()
+        env.update(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=jaeger.traces_endpoint, OTEL_TRACES_SAMPLER_ARG="1.0")
+    try:
+        res = {kind: count(kind, args.requests, args.concurrency, args.warmup, env) for kind in TARGETS}
+    finally:
+        if jaeger is not None and jaeger.started:
+            from tests.jaeger import stop_shared_jaeger
+
+            stop_shared_jaeger()
+    n = args.requests
+    per = {k: sum(r["ops"].values()) / n for k, r in res.items()}
+    calls = {k: sum(r["calls"].values()) / n for k, r in res.items()}
+    g, u = per["guarded"], per["unguarded"]
+    print(f"served one-row POST /predict, in process, {n} requests after {args.warmup} warm-up, {args.concurrency} at "
+          f"a time, tracing {args.tracing}; request threads only")
+    print(f"opcodes per request: guarded {g:.0f}, unguarded {u:.0f}, guard's {g - u:+.0f} ({(g - u) / u:+.1%}); "
+          f"opcode ratio unguarded/guarded {u / g:.3f}")
+    print(f"Python calls per request: guarded {calls['guarded']:.0f}, unguarded {calls['unguarded']:.0f}")
+    failed = {k: r["failed"] for k, r in res.items() if r["failed"]}
+    if failed:
+        print(f"requests that did not answer 200: {failed}")
+    rows = []
+    for key in set(res["guarded"]["ops"]) | set(res["unguarded"]["ops"]):
+        a, b = res["guarded"]["ops"].get(key, 0) / n, res["unguarded"]["ops"].get(key, 0) / n
+        rows.append((a - b, a, b, res["guarded"]["calls"].get(key, 0) / n, key))
+    rows.sort(key=lambda r: -abs(r[0]))
+    print(f"{'diff':>8} {'guarded':>8} {'twin':>8} {'calls':>6}  function (opcodes per request)")
+    for d, a, b, c, key in rows[:args.top]:
+        print(f"{d:+8.1f} {a:8.1f} {b:8.1f} {c:6.2f}  {key}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
