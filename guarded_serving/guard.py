@@ -269,6 +269,20 @@ class Guard:
         input_name, input_index, ctx_name, ctx_index = self._find_arguments(func)
         prepare, finish = self._prepare, self._finish
 
+        def new_call(args: tuple, kwargs: dict, trace_source: Any) -> Call:
+            """The call, with where its response headers go (the header list of the request a serving
+            middleware marked, else a declared request context) and its request id header."""
+            mark = _current_request()
+            sink = None if mark is None else mark.headers
+            call = Call(args, kwargs, None, input_name, input_index,
+                        None if ctx_name is None or sink is not None else _response_of(args, kwargs, ctx_name, ctx_index),
+                        trace_source=trace_source, header_sink=sink)
+            if mark is not None:
+                call.arrival_ns = mark.arrival_ns
+            if sink is not None or call._response is not None:
+                call.set_header(REQUEST_ID_HEADER, call.request_id)
+            return call
+
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -276,16 +290,7 @@ class Guard:
                     self.start()
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
-                mark = _current_request()
-                sink = None if mark is None else mark.headers
-                call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None or sink is not None
-                            else _response_of(args, kwargs, ctx_name, ctx_index),
-                            trace_source=span if span is not None else host, header_sink=sink)
-                if mark is not None:
-                    call.arrival_ns = mark.arrival_ns
-                if sink is not None or call._response is not None:
-                    call.set_header(REQUEST_ID_HEADER, call.request_id)
+                call = new_call(args, kwargs, span if span is not None else host)
                 try:
                     prepare(call)
                     if not call.answered:
@@ -306,16 +311,7 @@ class Guard:
                     self.start()
                 t0 = _perf_ns()
                 span, token, host = self._open_span()
-                mark = _current_request()
-                sink = None if mark is None else mark.headers
-                call = Call(args, kwargs, None, input_name, input_index,
-                            None if ctx_name is None or sink is not None
-                            else _response_of(args, kwargs, ctx_name, ctx_index),
-                            trace_source=span if span is not None else host, header_sink=sink)
-                if mark is not None:
-                    call.arrival_ns = mark.arrival_ns
-                if sink is not None or call._response is not None:
-                    call.set_header(REQUEST_ID_HEADER, call.request_id)
+                call = new_call(args, kwargs, span if span is not None else host)
                 try:
                     prepare(call)
                     if not call.answered:
