@@ -26,14 +26,17 @@ __all__ = ["RequestMark", "arrival_ns", "asgi_send_with_headers", "current_reque
 
 
 class RequestMark:
-    """One request as a serving integration marked it: ``arrival_ns`` (``time.perf_counter_ns()``) and
-    ``headers``, the raw response headers to add (None: the integration cannot add headers)."""
+    """One request as a serving integration marked it: ``arrival_ns`` (``time.perf_counter_ns()``),
+    ``headers``, the raw response headers to add (None: the integration cannot add headers), and
+    ``claimed``: whether a guarded call already took the header list (the first guarded call of a
+    request sends its headers; a guarded function it calls does not replace its request id)."""
 
-    __slots__ = ("arrival_ns", "headers")
+    __slots__ = ("arrival_ns", "claimed", "headers")
 
     def __init__(self, arrival_ns: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.arrival_ns = arrival_ns
         self.headers = headers
+        self.claimed = False
 
 
 _REQUEST: ContextVar[RequestMark | None] = ContextVar("guarded_serving_request", default=None)

@@ -166,7 +166,6 @@ class Call:
         headers = self._headers
         if headers is None:
             headers = self._headers = {}
-        again = name in headers
         headers[name] = value
         sink = self._sink
         if sink is not None:
@@ -175,7 +174,7 @@ class Call:
                 key = name.lower().encode("latin-1")
                 if len(_RAW_NAMES) < 64:
                     _RAW_NAMES[name] = key
-            if again:
+            if sink:  # the last value set wins, also over another guarded call in the same request
                 sink[:] = [kv for kv in sink if kv[0] != key]
             sink.append((key, value.encode("latin-1")))
         elif self._response is not None:

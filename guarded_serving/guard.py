@@ -273,13 +273,18 @@ class Guard:
             """The call, with where its response headers go (the header list of the request a serving
             middleware marked, else a declared request context) and its request id header."""
             mark = _current_request()
-            sink = None if mark is None else mark.headers
-            call = Call(args, kwargs, None, input_name, input_index,
-                        None if ctx_name is None or sink is not None else _response_of(args, kwargs, ctx_name, ctx_index),
+            sink = response = None
+            if mark is not None and mark.headers is not None:
+                if not mark.claimed:  # the request's first guarded call sends the headers, not one inside it
+                    mark.claimed = True
+                    sink = mark.headers
+            elif ctx_name is not None:
+                response = _response_of(args, kwargs, ctx_name, ctx_index)
+            call = Call(args, kwargs, None, input_name, input_index, response,
                         trace_source=trace_source, header_sink=sink)
             if mark is not None:
                 call.arrival_ns = mark.arrival_ns
-            if sink is not None or call._response is not None:
+            if sink is not None or response is not None:
                 call.set_header(REQUEST_ID_HEADER, call.request_id)
             return call
 

@@ -2,6 +2,8 @@
 
     PYTHONPATH=. python load_tests/served_opcodes.py [--requests 300] [--tracing off|on] [--top 25]
 
+(``--tracing on`` sends the spans to the local Jaeger of ``scripts/jaeger.sh``, built and started if needed.)
+
 ``compare_throughput.py`` times the served example against its unguarded twin over
 HTTP; on this shared 2-core host one server's CPU per request moves by 20-30% from
 slice to slice, so a change worth 1% takes many runs to see. This script counts
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--tracing", choices=("off", "on"), default="on",
+    ap.add_argument("--tracing", choices=("off", "on"), default="off",
                     help="on: BentoML tracing at sample rate 1 to the local Jaeger (scripts/jaeger.sh), as "
                          "compare_throughput.py --tracing on")
     ap.add_argument("--top", type=int, default=25, help="functions listed, by their opcode difference")

@@ -128,6 +128,23 @@ class TestQueuedAccounting:
             t.record(1.0)
         assert len(t._pending) == 0 and t.calls == 3 + DRAIN_AT
 
+    def test_a_call_queued_after_a_later_one_counts_in_its_own_second(self):
+        """Threads (or a reader between) can queue a call stamped before the ring's current second: it goes
+        to its own second's bucket, inside or outside the short window by its own time; one older than
+        the ring is counted but in no window."""
+        clock = FakeClock(1000.0)
+        t = make(clock=clock, windows_s=(2, 10))
+        clock.t = 1005.0
+        t.snapshot()  # the ring is at second 1005 now
+        clock.t = 1002.0
+        t.record(150.0)  # stamped 1002: outside the 2 s window (1004-1005), inside the 10 s one
+        clock.t = 900.0
+        t.record(150.0)  # older than the ring
+        clock.t = 1005.0
+        s = t.snapshot()
+        assert s.calls == 2 and s.slo_violations == 2
+        assert s.window_calls == (0, 1) and s.window_violations == (0, 1)
+
     def test_threads_recording_while_others_read_lose_no_call(self):
         import threading
 

@@ -139,3 +139,64 @@ def test_without_the_mark_no_header_is_added_and_a_header_set_twice_is_sent_once
         reset_arrival(token)
     assert sink == [(b"x-other", b"1"), (b"x-guard-edge", b"flagged; rows=0")]
     assert call.headers == {"X-Guard-Edge": "flagged; rows=0", "X-Other": "1"}
+    again = Call((), {}, None, None, None, header_sink=sink)  # the same list: the last value set wins
+    again.set_header("x-other", "2")
+    assert sink == [(b"x-guard-edge", b"flagged; rows=0"), (b"x-other", b"2")]
+
+
+def test_a_guarded_call_inside_another_keeps_the_outer_calls_request_id():
+    import numpy as np
+
+    from guarded_serving import Guard
+    from guarded_serving.arrival import mark_request, reset_arrival
+
+    outer_guard, inner_guard = Guard(name="outer"), Guard(name="inner")
+    seen: dict = {}
+
+    @inner_guard
+    def inner(inputs):
+        return 1
+
+    @outer_guard
+    def outer(inputs):
+        seen["outer_id"] = dict(sink)[b"x-request-id"]  # set before the model runs
+        return inner(inputs)
+
+    sink: list = []
+    token = mark_request(headers=sink)
+    try:
+        outer(np.zeros((1, 2)))
+    finally:
+        reset_arrival(token)
+    assert [v for k, v in sink if k == b"x-request-id"] == [seen["outer_id"]]
+    outer_guard.stop()
+    inner_guard.stop()
+
+
+def test_headers_reach_an_error_response_and_cross_into_the_worker_thread():
+    """The guarded function runs in a worker thread (as BentoML's sync APIs do, the context copied); when it
+    raises, the error response the app sends still carries the call's X-Request-Id."""
+    import numpy as np
+
+    from guarded_serving import Guard
+
+    guard = Guard(name="m")
+
+    @guard
+    def predict(inputs):
+        raise RuntimeError("model down")
+
+    async def app(scope, receive, send) -> None:
+        await receive()
+        try:
+            await asyncio.to_thread(predict, np.zeros((1, 2)))
+            status = 200
+        except RuntimeError:
+            status = 500
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    _, sent = _run(RequestLimits(app, mark_arrival=True), [{"type": "http.request", "body": b"{}",
+                                                            "more_body": False}], [])
+    assert sent[0]["status"] == 500 and [k for k, _ in sent[0]["headers"]] == [b"x-request-id"]
+    guard.stop()

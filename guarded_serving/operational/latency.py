@@ -63,6 +63,9 @@ class LatencyTracker:
         How many recent latencies are kept for quantiles.
     clock : callable, default=time.monotonic
         Seconds clock for the bucket ring (injectable for tests).
+
+    The counters (``calls``, ``errors``, ``slo_violations``, ...) lag the calls recorded by up to
+    ``DRAIN_AT`` until the next :meth:`drain`; read them through :meth:`snapshot`, which drains first.
     """
 
     def __init__(self, *, slo_ms: float, slo_target: float, windows_s: tuple[int, int],
@@ -124,7 +127,7 @@ class LatencyTracker:
         if not pending:
             return
         with self._lock:
-            slo, lat, size = self.slo_ms, self._lat, len(self._lat)
+            slo, lat, size, nb = self.slo_ms, self._lat, len(self._lat), self._nb
             tot, bad, err = self._tot, self._bad, self._err
             pop = pending.popleft
             while True:
@@ -143,14 +146,23 @@ class LatencyTracker:
                     continue
                 lat[self._n % size] = latency_ms
                 self._n += 1
-                i = self._advance(int(t))
-                tot[i] += 1
+                sec = int(t)
+                if sec >= self._sec:
+                    i = self._advance(sec)
+                elif sec > self._sec - nb:  # queued out of order (threads, or a reader between): its own second
+                    i = sec % nb
+                else:  # older than the ring: counted, in no window
+                    i = -1
+                if i >= 0:
+                    tot[i] += 1
                 if latency_ms > slo:
                     self.slo_violations += 1
-                    bad[i] += 1
+                    if i >= 0:
+                        bad[i] += 1
                 if outcome == "error":
                     self.errors += 1
-                    err[i] += 1
+                    if i >= 0:
+                        err[i] += 1
 
     # -- read side ------------------------------------------------------------------
     def snapshot(self) -> LatencySnapshot:

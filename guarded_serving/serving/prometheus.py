@@ -272,7 +272,9 @@ class PrometheusMetrics(Component):
             calls, (total, bounds, buckets) = fast[outcome]
             calls.inc(1)
             total.inc(seconds)
-            buckets[_bisect_left(bounds, seconds)].inc(1)  # the first bucket whose bound is >= the value
+            # the first bucket whose bound is >= the value, as observe() finds it (the times come from
+            # perf_counter_ns: never NaN, which observe() would put in no bucket and bisect in the first)
+            buckets[_bisect_left(bounds, seconds)].inc(1)
         else:
             self._calls[outcome].inc()
             self._durations[outcome].observe(seconds)
