@@ -26,9 +26,9 @@ an SLO violation and take the anomalous path, which a served call at normal spee
 does not.
 
 To settle a change, count an earlier commit the same way: ``git worktree add /tmp/base REV``, copy
-``services/artifacts``, ``guarded_serving/_native*.so`` (or build it there) and ``.state/keys`` into it, and run
-this script from that checkout (``cd /tmp/base && python /path/to/load_tests/served_opcodes.py``: the
-services and the package are imported from the checkout the script sits in, so copy the script there too).
+``services/artifacts``, ``guarded_serving/_native*.so`` (or build it there), ``.state/keys`` and this script
+(into its ``load_tests/``) into it, and run the copy there: the services and the package are imported from
+the checkout the script sits in.
 
 It needs the example's artifacts (``python -m services.train``). Runtime about 1.5
 minutes (two processes, one after the other, each with its own state directory).
