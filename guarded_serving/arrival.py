@@ -21,7 +21,7 @@ import time
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["RequestMark", "arrival_ns", "asgi_send_with_headers", "current_request", "mark_arrival", "mark_request",
+__all__ = ["RequestMark", "arrival_ns", "current_request", "mark_arrival", "mark_asgi_request", "mark_request",
            "reset_arrival"]
 
 
@@ -54,7 +54,7 @@ def mark_request(t_ns: int | None = None, *, headers: list[tuple[bytes, bytes]] 
 
 def mark_arrival(t_ns: int | None = None) -> Token[RequestMark | None]:
     """Record that a request arrived now (``time.perf_counter_ns()``); returns a reset token."""
-    return _REQUEST.set(RequestMark(time.perf_counter_ns() if t_ns is None else t_ns))
+    return mark_request(t_ns)
 
 
 def reset_arrival(token: Token[RequestMark | None]) -> None:
@@ -67,13 +67,15 @@ def arrival_ns() -> int | None:
     return None if mark is None else mark.arrival_ns
 
 
-def asgi_send_with_headers(send: Any, headers: list[tuple[bytes, bytes]]) -> Any:
-    """An ASGI ``send`` that adds ``headers`` (as they stand when the response starts) to the
-    ``http.response.start`` message, for a middleware that marked the request with ``mark_request``."""
+def mark_asgi_request(send: Any) -> tuple[Token[RequestMark | None], Any]:
+    """For an ASGI middleware: mark the current request (arrived now, with a header list) and return
+    the reset token and the ``send`` to hand on, which adds the guard's headers (as they stand when the
+    response starts) to the ``http.response.start`` message."""
+    headers: list[tuple[bytes, bytes]] = []
 
     async def send_with_headers(message: Any) -> None:
         if headers and message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), *headers]}
         await send(message)
 
-    return send_with_headers
+    return mark_request(headers=headers), send_with_headers

@@ -51,10 +51,6 @@ def request_id_time(request_id: str) -> float | None:
     return int(request_id[33:44], 16) / 1000.0
 
 
-#: header name -> its raw (lower-case, latin-1) form, for the header list of a marked request (a few names)
-_RAW_NAMES: dict[str, bytes] = {}
-
-
 class Call:
     """One guarded call as components see it.
 
@@ -169,11 +165,7 @@ class Call:
         headers[name] = value
         sink = self._sink
         if sink is not None:
-            key = _RAW_NAMES.get(name)
-            if key is None:
-                key = name.lower().encode("latin-1")
-                if len(_RAW_NAMES) < 64:
-                    _RAW_NAMES[name] = key
+            key = name.lower().encode("latin-1")
             if sink:  # the last value set wins, also over another guarded call in the same request
                 sink[:] = [kv for kv in sink if kv[0] != key]
             sink.append((key, value.encode("latin-1")))

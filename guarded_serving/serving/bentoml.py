@@ -14,7 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..arrival import asgi_send_with_headers, mark_request, reset_arrival
+from ..arrival import mark_asgi_request, reset_arrival
 from ..telemetry.tracing import register_provider_resolver
 
 if TYPE_CHECKING:
@@ -85,10 +85,9 @@ class RequestTiming:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        headers: list[tuple[bytes, bytes]] = []
-        token = mark_request(headers=headers)
+        token, send = mark_asgi_request(send)
         try:
-            await self.app(scope, receive, asgi_send_with_headers(send, headers))
+            await self.app(scope, receive, send)
         finally:
             reset_arrival(token)
 

@@ -30,8 +30,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..arrival import asgi_send_with_headers as _send_with_headers
-from ..arrival import mark_request as _mark_request
+from ..arrival import mark_asgi_request as _mark_asgi_request
 from ..arrival import reset_arrival as _reset_arrival
 from ..errors import is_client_error
 from ..keys import INPUT_SCHEMA
@@ -85,10 +84,10 @@ class RequestLimits:
         if not self.mark_arrival:
             await self._bounded(scope, receive, send)
             return
-        headers: list[tuple[bytes, bytes]] = []  # the guard's response headers (X-Request-Id, X-Guard-Edge)
-        token = _mark_request(headers=headers)  # RequestTiming's job, done here to spare a middleware layer
+        # RequestTiming's job (the arrival, the guard's response headers), done here to spare a middleware layer
+        token, send = _mark_asgi_request(send)
         try:
-            await self._bounded(scope, receive, _send_with_headers(send, headers))
+            await self._bounded(scope, receive, send)
         finally:
             _reset_arrival(token)
 

@@ -206,7 +206,7 @@ class PrometheusMetrics(Component):
         self._stats: Callable[[], Mapping[str, Any]] | None = None
         self._worker: PeriodicWorker | None = None
         self._m: _Instruments | None = None
-        self._fast: dict[str, tuple[Any, tuple[Any, list[float], list[Any]]]] | None = None
+        self._fast: dict[str, tuple[Any, Any, list[float], list[Any]]] | None = None
         self._refreshes = 0
         self._checks_seen: set[str] = set()
 
@@ -244,9 +244,8 @@ class PrometheusMetrics(Component):
                 c.inc(0)  # every series exists from the start, so rate() sees its first increase
             # the request path increments the children's value objects directly (see _fast_paths)
             self._fast = _fast_paths(self._calls, self._durations)
-            value = getattr(self._edge_rows, "_value", None)  # scored rows: on every call with a profile
-            self._edge_rows_inc = value.inc if self._fast is not None and callable(getattr(value, "inc", None)) \
-                else self._edge_rows.inc
+            # scored rows, on every call with a profile: a counter child laid out like the calls counters
+            self._edge_rows_inc = self._edge_rows._value.inc if self._fast is not None else self._edge_rows.inc
             m.slo_latency.labels(*lab).set(self._slo_s)
             m.slo_target.labels(*lab).set(self._slo_target)
             self._m = m
@@ -269,7 +268,7 @@ class PrometheusMetrics(Component):
         seconds = (req if req is not None and self._use_request else call.latency_ms) / 1000.0
         fast = self._fast
         if fast is not None:
-            calls, (total, bounds, buckets) = fast[outcome]
+            calls, total, bounds, buckets = fast[outcome]
             calls.inc(1)
             total.inc(seconds)
             # the first bucket whose bound is >= the value, as observe() finds it (the times come from
@@ -355,9 +354,9 @@ class PrometheusMetrics(Component):
 
 
 def _fast_paths(calls: Mapping[str, Any], durations: Mapping[str, Any]
-                ) -> dict[str, tuple[Any, tuple[Any, list[float], list[Any]]]] | None:
+                ) -> dict[str, tuple[Any, Any, list[float], list[Any]]] | None:
     """Per outcome, the value objects behind the calls counter and the duration histogram:
-    ``(calls value, (sum value, upper bounds, bucket values))``, or None when this
+    ``(calls value, sum value, upper bounds, bucket values)``, or None when this
     ``prometheus_client`` lays its children out otherwise.
 
     ``Counter.inc`` and ``Histogram.observe`` check observability and the sign, then scan the
@@ -366,7 +365,7 @@ def _fast_paths(calls: Mapping[str, Any], durations: Mapping[str, Any]
     ``_upper_bounds``, ``_buckets``; thread-safe, and multi-process aware in a BentoML worker),
     so the series are the same either way (``tests/test_serving_prometheus.py`` reads them).
     """
-    out: dict[str, tuple[Any, tuple[Any, list[float], list[Any]]]] = {}
+    out: dict[str, tuple[Any, Any, list[float], list[Any]]] = {}
     try:
         for outcome, counter in calls.items():
             h = durations[outcome]
@@ -374,7 +373,7 @@ def _fast_paths(calls: Mapping[str, Any], durations: Mapping[str, Any]
             if not (callable(value.inc) and callable(total.inc) and len(bounds) == len(buckets) and bounds
                     and bounds[-1] == math.inf and all(callable(b.inc) for b in buckets)):
                 return None
-            out[outcome] = (value, (total, bounds, buckets))
+            out[outcome] = (value, total, bounds, buckets)
     except (AttributeError, KeyError, TypeError):
         return None
     return out
