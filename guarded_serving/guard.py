@@ -133,12 +133,14 @@ class Guard:
         self._tracer: trace.Tracer | None = None
         self._metrics: GuardMetrics | None = None
         self._span_name = f"guard {config.name}"
-        # every span names the model; the budget (and the deployment's constants, the anomaly markers) go
-        # on anomalous spans, or on every span with span_detail="full" (_annotate)
+        # every span names the model; the version, the budget (and the deployment's constants, the anomaly
+        # markers, the outcome) go on anomalous spans, or on every span with span_detail="full" (_annotate)
         self._static_attrs = {A.MODEL_NAME: config.name, A.MODEL_VERSION: config.version}
         self._slo_ms = float(config.latency_slo_ms)
         self._component_errors: dict[tuple[str, str], str] = {}
         self._full_spans = config.span_detail == "full"
+        # what an ordinary call puts on the server span it annotates (compact: the model's name only)
+        self._host_static = self._static_attrs if self._full_spans else {A.MODEL_NAME: config.name}
         self._span_mode = config.span_mode
 
     # -- components -----------------------------------------------------------------
@@ -456,7 +458,7 @@ class Guard:
             elif host is not None and not anomalous and host.get_span_context().trace_flags.sampled:
                 # an ordinary call under a server span: its attributes (the static ones too, in the same
                 # set_attributes call), no span of its own
-                self._annotate(host, call, None, outcome, latency_ms, violated, False, self._static_attrs)
+                self._annotate(host, call, None, outcome, latency_ms, violated, False, self._host_static)
             if anomalous and not exported and self._tracer is not None:
                 if span is not None:  # end the unsampled span first: the export's parent is the caller's
                     span, live = None, span
@@ -482,10 +484,16 @@ class Guard:
         # one set_attributes call: the SDK takes its lock and validates once per call, not per attribute
         attrs: dict[str, Any] = {} if static is None else dict(static)
         attrs[A.LATENCY_MS] = latency_ms
-        attrs[A.OUTCOME] = outcome
         attrs[A.REQUEST_ID] = call.request_id
         full = anomalous or self._full_spans
-        if full:  # an ordinary call's span (compact) carries its own facts only: each attribute costs encoding
+        # an ordinary call's span (compact) carries the facts only it has: each attribute costs validation on
+        # the request path and OTLP encoding in the exporter. Its outcome is "ok" (else it would be anomalous)
+        # and its request time is its server span's duration (both on anomalous spans, and on every span with
+        # span_detail="full")
+        if full:
+            attrs[A.OUTCOME] = outcome
+            if call.request_ms is not None:
+                attrs[A.REQUEST_LATENCY_MS] = call.request_ms
             attrs[A.SLO_LATENCY_MS] = self._slo_ms
             attrs[A.SLO_VIOLATED] = violated
             attrs[A.ANOMALOUS] = anomalous
@@ -498,8 +506,6 @@ class Guard:
                 self._component_failed(c.name, "span_attributes", e)
         if call.inputs is not None:
             attrs[A.BATCH_SIZE] = int(call.inputs.shape[0])
-        if call.request_ms is not None:
-            attrs[A.REQUEST_LATENCY_MS] = call.request_ms
         if call.attributes:
             for key, value in call.attributes.items():  # a callable value is built now (lazy explanations)
                 attrs[key] = value() if callable(value) else value

@@ -143,12 +143,14 @@ class GuardSettings(Section):
         even when sampled out). ``auto``: ``server`` when the enclosing recording span is a
         SERVER span, else ``own``. Use ``own`` when the model makes spans of its own.
     span_detail : {"compact", "full"}, default="compact"
-        ``compact``: an ordinary call's span carries the call's own facts (model
-        name and version, latency, request latency, outcome, batch size, request
-        id); the anomaly markers, the budget, the deployment's digest and the
-        context of hardware, edge-case and drift components go on anomalous spans
-        only (each attribute costs OTLP encoding per span). ``full``: every span
-        carries everything.
+        ``compact``: an ordinary call's span carries the facts only the call has
+        (model name, model-call latency, batch size, request id; the guard's own
+        span also the model version, set when it starts); its outcome (``ok`` for
+        every ordinary call), its request latency (the server span's duration),
+        the version, the anomaly markers, the budget, the deployment's digest and
+        the context of hardware, edge-case and drift components go on anomalous
+        spans only (each attribute costs validation on the request path and OTLP
+        encoding per span). ``full``: every span carries everything.
     """
 
     section = "guard"

@@ -1,6 +1,7 @@
 """The guard's served cost per request, counted rather than timed: Python opcodes on the request threads.
 
     PYTHONPATH=. python load_tests/served_opcodes.py [--requests 300] [--tracing off|on] [--top 25]
+        [--count opcodes|instructions]
 
 (``--tracing on`` sends the spans to the local Jaeger of ``scripts/jaeger.sh``, built and started if needed.)
 
@@ -30,8 +31,19 @@ To settle a change, count an earlier commit the same way: ``git worktree add /tm
 (into its ``load_tests/``) into it, and run the copy there: the services and the package are imported from
 the checkout the script sits in.
 
+``--count instructions`` counts what the opcodes leave out: the CPU instructions per request, C
+included (NumPy, the compiled kernels, the interpreter's own work per opcode, allocation), with
+valgrind's callgrind (Debian package ``valgrind``). Each service runs twice under callgrind, in
+parallel, with ``requests/3`` and ``4 x requests/3`` requests after ``warmup/3`` warm-up ones, and the
+difference of the two runs' totals over the extra requests is the per-request figure (start-up and
+warm-up cancel out), by thread in their start order (1 is the event loop's). Under callgrind a process
+runs about 50 times slower, so the guard's periodic background work (every 1-5 s) is pushed out of the
+window (intervals of an hour) and every call is within its latency budget: the figure is the request
+threads' work. It is a count of instructions, not of cycles: cache misses and stalls are not in it.
+
 It needs the example's artifacts (``python -m services.train``). Runtime about 1.5
-minutes (two processes, one after the other, each with its own state directory).
+minutes (two processes, one after the other, each with its own state directory); with
+``--count instructions`` about 5 minutes.
 """
 
 from __future__ import annotations
@@ -53,8 +65,9 @@ TARGETS = {"guarded": "services.cancer:CancerClassifier",
 BACKGROUND = ("guard-", "Otel", "prometheus")  # thread-name prefixes left out of the count
 
 
-def _child(target: str, n: int, concurrency: int, warmup: int, out: str) -> None:
-    """In the child process: serve ``target`` in process, warm up, count ``n`` requests, write JSON."""
+def _child(target: str, n: int, concurrency: int, warmup: int, out: str, trace: bool = True) -> None:
+    """In the child process: serve ``target`` in process, warm up, count ``n`` requests, write JSON
+    (``trace`` False: no opcode counting, for a run under callgrind, which counts instructions)."""
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     import logging
@@ -93,8 +106,9 @@ def _child(target: str, n: int, concurrency: int, warmup: int, out: str) -> None
         return tracer
 
     # threads started from now on (BentoML's model thread, at the first request) carry the tracer, idle until `on`
-    threading.settrace(tracer)
-    sys.settrace(tracer)
+    if trace:
+        threading.settrace(tracer)
+        sys.settrace(tracer)
 
     async def one(body: bytes) -> int:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
@@ -156,21 +170,83 @@ def _child(target: str, n: int, concurrency: int, warmup: int, out: str) -> None
         json.dump({"ops": ops, "calls": calls, "n": n, "failed": failed}, fh)
 
 
+def _child_env(kind: str, tmp: str, env: dict[str, str]) -> dict[str, str]:
+    child_env = {**os.environ, **env, "BENTOML_HOME": str(Path(tmp) / "bentoml"),
+                 "GUARDED_STATE_DIR": str(Path(tmp) / "state"), "PYTHONPATH": str(ROOT),
+                 "GUARDED_ARTIFACT_DIR": str(ROOT / "services" / "artifacts")}
+    if kind == "guarded":
+        child_env["GUARDED_LATENCY_SLO_MS"] = "1000000"  # see the module docstring
+    else:
+        child_env["GUARDED_TWIN_SERVING"] = "1"
+    return child_env
+
+
 def count(kind: str, n: int, concurrency: int, warmup: int, env: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"gs-opcodes-{kind}-") as tmp:
         out = str(Path(tmp) / "counts.json")
-        child_env = {**os.environ, **env, "BENTOML_HOME": str(Path(tmp) / "bentoml"),
-                     "GUARDED_STATE_DIR": str(Path(tmp) / "state"), "PYTHONPATH": str(ROOT),
-                     "GUARDED_ARTIFACT_DIR": str(ROOT / "services" / "artifacts")}
-        if kind == "guarded":
-            child_env["GUARDED_LATENCY_SLO_MS"] = "1000000"  # see the module docstring
-        else:
-            child_env["GUARDED_TWIN_SERVING"] = "1"
         subprocess.run([sys.executable, "-P", __file__, "--child", TARGETS[kind], "--requests", str(n),
                         "--concurrency", str(concurrency), "--warmup", str(warmup), "--out", out],
-                       env=child_env, check=True, timeout=900, stdout=subprocess.DEVNULL)
+                       env=_child_env(kind, tmp, env), check=True, timeout=900, stdout=subprocess.DEVNULL)
         with open(out) as fh:
             return json.load(fh)
+
+
+#: under callgrind the process runs ~50x slower: periodic background work (every 1-5 s) would land in the
+#: counted window many times more often than at full speed, so it is pushed out of it
+_QUIET = {f"GUARDED_{k}": "3600" for k in ("DRIFT_INTERVAL_S", "PERFORMANCE_INTERVAL_S", "HARDWARE_INTERVAL_S",
+                                           "METRICS_INTERVAL_S", "INTEGRITY_INTERVAL_S", "PROBE_INTERVAL_S")}
+
+
+def count_instructions(kind: str, n: int, concurrency: int, warmup: int, env: dict[str, str]) -> dict:
+    """CPU instructions per request of ``kind`` under callgrind: two runs in parallel, ``n`` and ``4n``
+    requests after the same warm-up; the difference of their instruction totals, per thread (in the order
+    threads were started: 1 is the event loop's), over the ``3n`` extra requests."""
+    with tempfile.TemporaryDirectory(prefix=f"gs-instructions-{kind}-") as tmp:
+        procs = []
+        for k in (n, 4 * n):
+            run_dir = Path(tmp) / str(k)
+            run_dir.mkdir()
+            cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                   f"--callgrind-out-file={run_dir}/cg.out", sys.executable, "-P", __file__, "--child",
+                   TARGETS[kind], "--requests", str(k), "--concurrency", str(concurrency), "--warmup", str(warmup),
+                   "--out", str(run_dir / "counts.json"), "--no-trace"]
+            procs.append(subprocess.Popen(cmd, env=_child_env(kind, str(run_dir), {**env, **_QUIET}),
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for p in procs:
+            if p.wait(timeout=1800) != 0:
+                raise RuntimeError(f"valgrind run of {kind} exited with {p.returncode}")
+        totals = []
+        for k in (n, 4 * n):
+            per: dict[int, int] = {}
+            for f in (Path(tmp) / str(k)).glob("cg.out-*"):
+                for line in f.read_text(errors="replace").splitlines():
+                    if line.startswith("summary:"):
+                        per[int(f.name.rsplit("-", 1)[1])] = int(line.split()[1])
+                        break
+            totals.append(per)
+        threads = sorted(set(totals[0]) | set(totals[1]))
+        by_thread = {t: (totals[1].get(t, 0) - totals[0].get(t, 0)) / (3 * n) for t in threads}
+        return {"per_request": sum(by_thread.values()), "by_thread": by_thread}
+
+
+def _instructions_main(args: argparse.Namespace, env: dict[str, str]) -> int:
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian package valgrind): --count instructions needs it")
+        return 2
+    n, warmup = max(1, args.requests // 3), max(1, args.warmup // 3)  # 3n extra requests counted
+    res = {kind: count_instructions(kind, n, args.concurrency, warmup, env) for kind in TARGETS}
+    g, u = res["guarded"]["per_request"], res["unguarded"]["per_request"]
+    print(f"served one-row POST /predict, in process, under callgrind: {3 * n} requests (the "
+          f"difference of runs of {n} and {4 * n} after {warmup} warm-up), "
+          f"{args.concurrency} at a time, tracing {args.tracing}; background work pushed out of the window")
+    print(f"CPU instructions per request: guarded {g:,.0f}, unguarded {u:,.0f}, guard's {g - u:+,.0f} "
+          f"({(g - u) / u:+.1%}); instruction ratio unguarded/guarded {u / g:.3f}")
+    for kind, r in res.items():
+        big = {t: v for t, v in r["by_thread"].items() if abs(v) >= 0.01 * r["per_request"]}
+        print(f"  {kind:9} by thread (1 = event loop): " + ", ".join(f"{t}: {v:,.0f}" for t, v in big.items()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,11 +258,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="on: BentoML tracing at sample rate 1 to the local Jaeger (scripts/jaeger.sh), as "
                          "compare_throughput.py --tracing on")
     ap.add_argument("--top", type=int, default=25, help="functions listed, by their opcode difference")
+    ap.add_argument("--count", choices=("opcodes", "instructions"), default="opcodes",
+                    help="instructions: CPU instructions per request under valgrind's callgrind (see above)")
+    ap.add_argument("--no-trace", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        _child(args.child, args.requests, args.concurrency, args.warmup, args.out)
+        _child(args.child, args.requests, args.concurrency, args.warmup, args.out, trace=not args.no_trace)
         return 0
     env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
     jaeger = None
@@ -197,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         jaeger = shared_jaeger()
         env.update(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=jaeger.traces_endpoint, OTEL_TRACES_SAMPLER_ARG="1.0")
     try:
+        if args.count == "instructions":
+            return _instructions_main(args, env)
         res = {kind: count(kind, args.requests, args.concurrency, args.warmup, env) for kind in TARGETS}
     finally:
         if jaeger is not None and jaeger.started:

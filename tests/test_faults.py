@@ -58,7 +58,7 @@ def test_jaeger_stopped_mid_load(artifacts, tmp_path):
             url = server.url + "/predict"
             before = drive(url, {"inputs": X[:1].tolist()}, seconds=4, concurrency=4)
             assert before.failures == 0 and before.ok > 0
-            assert jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and "guard.outcome" in tags_of(s))
+            assert jaeger.query.wait_spans(SERVICE, lambda s: mine(s) and "guard.latency_ms" in tags_of(s))
             # start-up work first: the dependency check imports each package in a child process
             # (~100 MB while it lives), which must not count as growth during the outage
             deps_done = wait_until(lambda: all(", import " in c["reason"] for n, c in requests.get(

@@ -137,6 +137,9 @@ class TestServing:
                 assert s.attributes["guard.artifact.verified"] is True
             if detail == "compact":
                 assert "guard.artifact.digest" not in ordinary.attributes
+                assert "guard.outcome" not in ordinary.attributes  # "ok" by definition on an ordinary call
+                assert ordinary.attributes["guard.latency_ms"] > 0
+            else:
                 assert ordinary.attributes["guard.outcome"] == "ok"
 
     def test_recheck_catches_in_place_replacement_and_recovery(self, tmp_path):

@@ -19,9 +19,11 @@ pytestmark = pytest.mark.integration
 
 SERVICE = "CancerClassifier"
 GUARD_SPAN = "guard breast_cancer"
-ORDINARY = ("guard.model.name", "guard.model.version", "guard.latency_ms", "guard.outcome", "guard.batch_size",
-            "guard.request_id")
-DOCUMENTED = (*ORDINARY, "guard.slo.latency_ms", "guard.slo.violated", "guard.anomalous", "guard.artifact.digest")
+# compact: what an ordinary call puts on its server span (its outcome is "ok" by definition, its request time
+# the span's duration, its version a deployment constant: those are on anomalous spans)
+ORDINARY = ("guard.model.name", "guard.latency_ms", "guard.batch_size", "guard.request_id")
+DOCUMENTED = (*ORDINARY, "guard.model.version", "guard.outcome", "guard.slo.latency_ms", "guard.slo.violated",
+              "guard.anomalous", "guard.artifact.digest")
 
 
 def post(server, api, payload):
@@ -88,7 +90,7 @@ class TestJaegerEndToEnd:
         assert sorted(tags_of(s)["guard.outcome"] for s in guards) == ["error", "invalid_input", "ok", "ok"]
         assert all(tags_of(s)["guard.anomalous"] is True for s in guards)
         assert {s["serviceName"] for s in guards} == {SERVICE}
-        assert tags_of(server_span(spans, **{"guard.batch_size": 7}))["guard.outcome"] == "ok"
+        assert tags_of(server_span(spans, **{"guard.batch_size": 7}))["guard.latency_ms"] > 0
 
     def test_guard_spans_are_children_of_bentoml_server_spans(self, traced):
         """Each guard span's CHILD_OF reference points at BentoML's POST server span in the same trace."""
@@ -109,10 +111,10 @@ class TestJaegerEndToEnd:
         spans, _ = traced
         tags = tags_of(server_span(spans, **{"guard.batch_size": 7}))
         assert set(ORDINARY) <= set(tags)
-        assert tags["guard.model.name"] == "breast_cancer" and tags["guard.model.version"] == "1"
-        assert tags["guard.outcome"] == "ok"
+        assert tags["guard.model.name"] == "breast_cancer"
         for key in ("guard.anomalous", "guard.slo.violated", "guard.slo.latency_ms", "guard.artifact.digest",
-                    "guard.edge.flagged", "guard.edge.policy", "guard.hardware.rss_mb"):
+                    "guard.edge.flagged", "guard.edge.policy", "guard.hardware.rss_mb", "guard.outcome",
+                    "guard.model.version", "guard.request.latency_ms"):
             assert key not in tags, key  # compact: the deployment's constants and context on anomalies only
         assert "error" not in tags and tags["span.kind"] == "server"
         anomalous = [tags_of(s) for s in spans if s["operationName"] == GUARD_SPAN]

@@ -89,10 +89,10 @@ class TestServedExample:
         srv = servers[-1]
         assert srv["name"].startswith("POST /predict") and srv["kind"] == 2  # SERVER
         assert srv["service"] == "CancerClassifier"
-        for key in ("guard.model.name", "guard.model.version", "guard.latency_ms", "guard.outcome",
-                    "guard.request_id", "guard.request.latency_ms"):
+        for key in ("guard.model.name", "guard.latency_ms", "guard.request_id", "guard.batch_size"):
             assert key in srv["attributes"], key
-        for key in ("guard.slo.violated", "guard.slo.latency_ms", "guard.anomalous", "guard.artifact.digest"):
+        for key in ("guard.slo.violated", "guard.slo.latency_ms", "guard.anomalous", "guard.artifact.digest",
+                    "guard.outcome", "guard.model.version", "guard.request.latency_ms"):
             assert key not in srv["attributes"], key  # compact: on anomalous spans only
         assert not [s for s in otlp_receiver.spans if s["name"] == "guard breast_cancer"
                     and s["trace_id"] == srv["trace_id"]]

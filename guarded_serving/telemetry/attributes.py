@@ -57,11 +57,14 @@ guard.drift.alarm          bool     the sequential alarm (conformal test marting
 ========================== ======== ==================================================
 
 Which spans carry what (``span_detail``): with ``"compact"`` (the default) an ordinary call's span
-carries only the call's own facts, ``guard.model.name``, ``.model.version``, ``.latency_ms``,
-``.request.latency_ms``, ``.outcome``, ``.batch_size`` and ``.request_id`` (each attribute costs
-OTLP encoding on every request); an anomalous call's span carries every attribute above that
-applies (``guard.anomalous=true``, the budget, the deployment's ``guard.artifact.*``, the
-hardware, edge and drift context). ``"full"`` puts everything on every span.
+carries only the facts the call alone has, ``guard.model.name``, ``.latency_ms``, ``.batch_size``
+and ``.request_id`` (the guard's own span also ``.model.version``, set when it starts); each
+attribute costs validation on the request path and OTLP encoding on every request. Its
+``.outcome`` is ``ok`` for every ordinary call (else it is anomalous) and its
+``.request.latency_ms`` is its server span's duration, so both are on anomalous spans only. An
+anomalous call's span carries every attribute above that applies (``guard.anomalous=true``, the
+outcome, the version, the budget, the deployment's ``guard.artifact.*``, the hardware, edge and
+drift context). ``"full"`` puts everything on every span.
 
 Span event ``guard.health.transition`` (attached to the next recorded guard
 span after a check changed status) carries ``guard.health.check``,
