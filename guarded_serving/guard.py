@@ -133,8 +133,9 @@ class Guard:
         self._tracer: trace.Tracer | None = None
         self._metrics: GuardMetrics | None = None
         self._span_name = f"guard {config.name}"
-        # every span names the model; the version, the budget (and the deployment's constants, the anomaly
-        # markers, the outcome) go on anomalous spans, or on every span with span_detail="full" (_annotate)
+        # every span names the model; the guard's own span gets the version when it starts; the budget, the
+        # deployment's constants, the anomaly markers and the outcome go on anomalous spans, or on every span
+        # with span_detail="full" (_annotate); a server span an ordinary call annotates gets the name only
         self._static_attrs = {A.MODEL_NAME: config.name, A.MODEL_VERSION: config.version}
         self._slo_ms = float(config.latency_slo_ms)
         self._component_errors: dict[tuple[str, str], str] = {}
@@ -487,13 +488,13 @@ class Guard:
         attrs[A.REQUEST_ID] = call.request_id
         full = anomalous or self._full_spans
         # an ordinary call's span (compact) carries the facts only it has: each attribute costs validation on
-        # the request path and OTLP encoding in the exporter. Its outcome is "ok" (else it would be anomalous)
-        # and its request time is its server span's duration (both on anomalous spans, and on every span with
-        # span_detail="full")
+        # the request path and OTLP encoding in the exporter. Its outcome is "ok" (else it would be anomalous),
+        # and on the server span it annotates (``static`` given) its request time is that span's duration;
+        # both are on anomalous spans, and on every span with span_detail="full"
+        if call.request_ms is not None and (full or static is None):
+            attrs[A.REQUEST_LATENCY_MS] = call.request_ms
         if full:
             attrs[A.OUTCOME] = outcome
-            if call.request_ms is not None:
-                attrs[A.REQUEST_LATENCY_MS] = call.request_ms
             attrs[A.SLO_LATENCY_MS] = self._slo_ms
             attrs[A.SLO_VIOLATED] = violated
             attrs[A.ANOMALOUS] = anomalous

@@ -145,9 +145,10 @@ class GuardSettings(Section):
     span_detail : {"compact", "full"}, default="compact"
         ``compact``: an ordinary call's span carries the facts only the call has
         (model name, model-call latency, batch size, request id; the guard's own
-        span also the model version, set when it starts); its outcome (``ok`` for
-        every ordinary call), its request latency (the server span's duration),
-        the version, the anomaly markers, the budget, the deployment's digest and
+        span also the model version, set when it starts, and the request latency);
+        its outcome (``ok`` for every ordinary call), on a server span its request
+        latency (that span's duration) and the version, the anomaly markers, the
+        budget, the deployment's digest and
         the context of hardware, edge-case and drift components go on anomalous
         spans only (each attribute costs validation on the request path and OTLP
         encoding per span). ``full``: every span carries everything.

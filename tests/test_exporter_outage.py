@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from guarded_serving.telemetry import configure_telemetry
 from guarded_serving.testing import free_port
 
-# about what BentoML's server span carries on an ordinary guarded call: its HTTP attributes and the guard's
+# BentoML's server span with its HTTP attributes and the guard's as an anomalous call sets them: more than an
+# ordinary call's compact span carries, so the memory held is not understated
 ATTRIBUTES = {
     "http.scheme": "http", "http.host": "127.0.0.1:3000", "net.host.port": 3000, "http.flavor": "1.1",
     "http.target": "/predict", "http.url": "http://127.0.0.1:3000/predict", "http.method": "POST",

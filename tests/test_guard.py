@@ -227,6 +227,22 @@ class TestSpans:
         # compact: an ordinary call's outcome is "ok" by definition (else it is anomalous): not repeated
         assert "guard.outcome" not in guard_span.attributes and guard_span.attributes["guard.latency_ms"] > 0
 
+    def test_own_span_of_ordinary_call_keeps_request_latency(self, traced):
+        """Compact: the guard's own span (no server span to carry the request's time) keeps the request
+        latency of a marked request; the outcome ("ok" for every ordinary call) stays off."""
+        from guarded_serving.arrival import mark_arrival, reset_arrival
+
+        provider, exporter = traced
+        f = guard_with(provider)(lambda x: x)
+        token = mark_arrival(time.perf_counter_ns() - 5_000_000)  # arrived 5 ms ago
+        try:
+            f(X)
+        finally:
+            reset_arrival(token)
+        (span,) = exporter.get_finished_spans()
+        assert span.attributes["guard.request.latency_ms"] >= 5.0 > span.attributes["guard.latency_ms"]
+        assert "guard.outcome" not in span.attributes
+
     def test_model_spans_nest_under_guard_span(self, traced):
         """Spans the model opens are children of the guard span (it is current during the call)."""
         provider, exporter = traced

@@ -58,10 +58,11 @@ guard.drift.alarm          bool     the sequential alarm (conformal test marting
 
 Which spans carry what (``span_detail``): with ``"compact"`` (the default) an ordinary call's span
 carries only the facts the call alone has, ``guard.model.name``, ``.latency_ms``, ``.batch_size``
-and ``.request_id`` (the guard's own span also ``.model.version``, set when it starts); each
-attribute costs validation on the request path and OTLP encoding on every request. Its
-``.outcome`` is ``ok`` for every ordinary call (else it is anomalous) and its
-``.request.latency_ms`` is its server span's duration, so both are on anomalous spans only. An
+and ``.request_id`` (the guard's own span also ``.model.version``, set when it starts, and
+``.request.latency_ms``); each attribute costs validation on the request path and OTLP encoding
+on every request. Its ``.outcome`` is ``ok`` for every ordinary call (else it is anomalous) and on
+the server span it annotates its ``.request.latency_ms`` is that span's duration, so those are on
+anomalous spans only. An
 anomalous call's span carries every attribute above that applies (``guard.anomalous=true``, the
 outcome, the version, the budget, the deployment's ``guard.artifact.*``, the hardware, edge and
 drift context). ``"full"`` puts everything on every span.
