@@ -489,9 +489,10 @@ class Guard:
         full = anomalous or self._full_spans
         # an ordinary call's span (compact) carries the facts only it has: each attribute costs validation on
         # the request path and OTLP encoding in the exporter. Its outcome is "ok" (else it would be anomalous),
-        # and on the server span it annotates (``static`` given) its request time is that span's duration;
-        # both are on anomalous spans, and on every span with span_detail="full"
-        if call.request_ms is not None and (full or static is None):
+        # and on the server span it annotates its request time is that span's duration; both are on anomalous
+        # spans, and on every span with span_detail="full"
+        on_server_span = static is not None  # the host path (an ordinary call under a server span) passes them
+        if call.request_ms is not None and (full or not on_server_span):
             attrs[A.REQUEST_LATENCY_MS] = call.request_ms
         if full:
             attrs[A.OUTCOME] = outcome

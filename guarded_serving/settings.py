@@ -148,10 +148,10 @@ class GuardSettings(Section):
         span also the model version, set when it starts, and the request latency);
         its outcome (``ok`` for every ordinary call), on a server span its request
         latency (that span's duration) and the version, the anomaly markers, the
-        budget, the deployment's digest and
-        the context of hardware, edge-case and drift components go on anomalous
-        spans only (each attribute costs validation on the request path and OTLP
-        encoding per span). ``full``: every span carries everything.
+        budget, the deployment's digest and the context of hardware, edge-case and
+        drift components go on anomalous spans only (each attribute costs
+        validation on the request path and OTLP encoding per span). ``full``:
+        every span carries everything.
     """
 
     section = "guard"

@@ -56,6 +56,7 @@ import asyncio
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -247,8 +248,6 @@ def count_instructions(kind: str, n: int, concurrency: int, warmup: int, env: di
 
 
 def _instructions_main(args: argparse.Namespace, env: dict[str, str]) -> int:
-    import shutil
-
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian package valgrind): --count instructions needs it")
         return 2

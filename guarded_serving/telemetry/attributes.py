@@ -62,10 +62,9 @@ and ``.request_id`` (the guard's own span also ``.model.version``, set when it s
 ``.request.latency_ms``); each attribute costs validation on the request path and OTLP encoding
 on every request. Its ``.outcome`` is ``ok`` for every ordinary call (else it is anomalous) and on
 the server span it annotates its ``.request.latency_ms`` is that span's duration, so those are on
-anomalous spans only. An
-anomalous call's span carries every attribute above that applies (``guard.anomalous=true``, the
-outcome, the version, the budget, the deployment's ``guard.artifact.*``, the hardware, edge and
-drift context). ``"full"`` puts everything on every span.
+anomalous spans only. An anomalous call's span carries every attribute above that applies
+(``guard.anomalous=true``, the outcome, the version, the budget, the deployment's
+``guard.artifact.*``, the hardware, edge and drift context). ``"full"`` puts everything on every span.
 
 Span event ``guard.health.transition`` (attached to the next recorded guard
 span after a check changed status) carries ``guard.health.check``,
