@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 #: The response header that carries a call's request id.
 REQUEST_ID_HEADER = "X-Request-Id"
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{16}$")
+_REQUEST_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{32}$")
+_REQUEST_ID_TRACE_FIRST = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{16}$")  # the earlier form
 _counter = itertools.count()
 _process_part = os.urandom(16).hex()
 
@@ -33,22 +34,33 @@ if hasattr(os, "register_at_fork"):
 
 
 def new_request_id(trace_id: int = 0) -> str:
-    """A request id: ``<trace id, 32 hex>-<issue time in ms, 11 hex><counter, 5 hex>``.
+    """A request id: ``<issue time in ms, 11 hex><counter, 5 hex>-<trace id, 32 hex>``.
 
-    The first part is the call's trace id (search for it in the tracing backend), or a random
-    per-process part when tracing is off (``trace_id`` 0). The second part makes ids of one trace
-    distinct and tells when the id was issued (:func:`request_id_time`), so feedback can tell an
-    expired id from one whose prediction is not stored yet. About 1 us.
+    The first part tells when the id was issued (:func:`request_id_time`), so feedback can tell an
+    expired id from one whose prediction is not stored yet, and makes ids of one trace distinct.
+    The second part is the call's trace id (search for it in the tracing backend), or a random
+    per-process part when tracing is off (``trace_id`` 0). Time comes first so that ids sort in
+    the order they were issued: a store's index on them (the outcome store's ``(request_id, row)``)
+    grows at its right edge; led by a random trace id, every insert landed on a random page of an
+    index that grows for the whole retention (``load_tests/bench_store.py``, part 3). About 1 us.
     """
-    head = f"{trace_id:032x}" if trace_id else _process_part
-    return f"{head}-{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFF:011x}{next(_counter) & 0xFFFFF:05x}"
+    tail = f"{trace_id:032x}" if trace_id else _process_part
+    return f"{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFF:011x}{next(_counter) & 0xFFFFF:05x}-{tail}"
 
 
 def request_id_time(request_id: str) -> float | None:
-    """When ``request_id`` was issued (unix seconds), or None if it is not an id of this form."""
-    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+    """When ``request_id`` was issued (unix seconds), or None if it is not an id of this form.
+
+    Ids of the earlier form (``<trace id>-<time><counter>``, issued by earlier versions) are read
+    too: their feedback stays valid for the retention period after an upgrade.
+    """
+    if not isinstance(request_id, str):
         return None
-    return int(request_id[33:44], 16) / 1000.0
+    if _REQUEST_ID.match(request_id):
+        return int(request_id[:11], 16) / 1000.0
+    if _REQUEST_ID_TRACE_FIRST.match(request_id):
+        return int(request_id[33:44], 16) / 1000.0
+    return None
 
 
 class Call:
@@ -118,7 +130,7 @@ class Call:
         self._headers: dict[str, str] | None = None
         self._sink = header_sink  # raw response headers a serving integration sends (arrival.mark_request)
         self._request_id = request_id
-        self._trace_source = trace_source  # the recorded span whose trace id starts the request id
+        self._trace_source = trace_source  # the recorded span whose trace id ends the request id
 
     @property
     def request_id(self) -> str:

@@ -14,8 +14,9 @@ flushing every ``--interval`` s: the store's round trips (writes and window read
 
 Part 3 (prediction records, SQLite): ``--prediction-flushes`` flushes of ``--rows`` one-row prediction
 records (the performance component's flush: request id, two probabilities, 30 inputs) into a growing
-``SQLiteOutcomeStore``, with request ids led by a random trace id (tracing on) and by the process's
-fixed part (tracing off), in the current layout and in the layout of earlier versions (a ``WITHOUT
+``SQLiteOutcomeStore``, with request ids in their current form (issue time first, then a random trace
+id), in the earlier form (the trace id first: tracing on) and of tracing off in the earlier form (the
+process's fixed part first), in the current layout and in the layout of earlier versions (a ``WITHOUT
 ROWID`` table keyed by request id, and an index on ts): microseconds per record in the first and the
 last fifth of the flushes (median), i.e. as the table grows.
 """
@@ -74,12 +75,25 @@ _OLD_PREDICTIONS = ("CREATE TABLE predictions (request_id TEXT NOT NULL, row INT
                     "CREATE INDEX predictions_ts ON predictions(ts);")
 
 
-def bench_predictions(path: Path, *, old_layout: bool, traced: bool, rows: int, flushes: int) -> tuple[float, float]:
+_ID_FORMS = ("time first, then a trace id (now)", "a trace id first (earlier)", "the process first (earlier)")
+
+
+def _request_id(form: int, trace_id: int) -> str:
+    """A request id of ``_ID_FORMS[form]``: the current one, or the earlier one (its parts swapped)."""
+    from guarded_serving.call import new_request_id
+
+    rid = new_request_id(trace_id if form < 2 else 0)
+    if form == 0:
+        return rid
+    head, tail = rid.split("-")
+    return f"{tail}-{head}"
+
+
+def bench_predictions(path: Path, *, old_layout: bool, form: int, rows: int, flushes: int) -> tuple[float, float]:
     """(us per record in the first fifth, in the last fifth) of ``flushes`` flushes of ``rows`` records."""
     import sqlite3
     import struct
 
-    from guarded_serving.call import new_request_id
     from guarded_serving.store.outcomes import PredictionRecord, SQLiteOutcomeStore
 
     if old_layout:
@@ -93,7 +107,7 @@ def bench_predictions(path: Path, *, old_layout: bool, traced: bool, rows: int, 
     t0 = time.time()
     try:
         for f in range(flushes):
-            records = [PredictionRecord(new_request_id(int(rng.integers(1, 2 ** 62)) if traced else 0), 0,
+            records = [PredictionRecord(_request_id(form, int(rng.integers(1, 2 ** 62))), 0,
                                         t0 + f + i / rows, "1", "*", "classification", 1.0, view,
                                         rng.random(30).tobytes()) for i in range(rows)]
             t = time.perf_counter()
@@ -142,38 +156,44 @@ def main() -> None:
     ap.add_argument("--rps", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=1.0)
-    ap.add_argument("--prediction-flushes", type=int, default=300,
-                    help="part 3: flushes of --rows prediction records (default 300)")
+    ap.add_argument("--prediction-flushes", type=int, default=800,
+                    help="part 3: flushes of --rows prediction records (default 800)")
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3 (default 1,2,3)")
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",")}
 
     server = None
     url = args.redis_url
-    if url is None:
+    if url is None and parts & {"1", "2"}:
         from tests.redis_server import RedisServer
 
         server = RedisServer().start()
         url = server.url
     try:
-        print(f"flush = {args.rows} rows x (30 inputs + 1 output + 1 p-value), one append_batches call")
-        print(f"{'store':<8} {'writers':>7} {'p50 ms':>8} {'p99 ms':>8} {'rows/s':>10}")
-        with tempfile.TemporaryDirectory() as d:
-            for w in args.writers:
-                for name, target in (("sqlite", str(Path(d) / f"w{w}.sqlite")), ("redis", url)):
-                    p50, p99, rps = bench_store(target, rows=args.rows, flushes=args.flushes, writers=w)
-                    print(f"{name:<8} {w:>7} {p50:>8.2f} {p99:>8.2f} {rps:>10.0f}")
-        n, rt, flushes = bench_round_trips(url, rps=args.rps, seconds=args.seconds, interval=args.interval)
-        print(f"guard on Redis: {n} requests at {args.rps:g}/s, flush every {args.interval:g} s: "
-              f"{rt} round trips in {flushes} cycles = {1000 * rt / max(n, 1):.1f} per 1,000 requests "
-              f"(one write per cycle; the rest are window reads)")
+        if "1" in parts:
+            print(f"flush = {args.rows} rows x (30 inputs + 1 output + 1 p-value), one append_batches call")
+            print(f"{'store':<8} {'writers':>7} {'p50 ms':>8} {'p99 ms':>8} {'rows/s':>10}")
+            with tempfile.TemporaryDirectory() as d:
+                for w in args.writers:
+                    for name, target in (("sqlite", str(Path(d) / f"w{w}.sqlite")), ("redis", url)):
+                        p50, p99, rps = bench_store(target, rows=args.rows, flushes=args.flushes, writers=w)
+                        print(f"{name:<8} {w:>7} {p50:>8.2f} {p99:>8.2f} {rps:>10.0f}")
+        if "2" in parts:
+            n, rt, flushes = bench_round_trips(url, rps=args.rps, seconds=args.seconds, interval=args.interval)
+            print(f"guard on Redis: {n} requests at {args.rps:g}/s, flush every {args.interval:g} s: "
+                  f"{rt} round trips in {flushes} cycles = {1000 * rt / max(n, 1):.1f} per 1,000 requests "
+                  f"(one write per cycle; the rest are window reads)")
+        if "3" not in parts:
+            return
         print(f"\nprediction records: {args.prediction_flushes} flushes of {args.rows} into one SQLite outcome "
               f"store, us per record (median), first fifth -> last fifth")
         with tempfile.TemporaryDirectory() as d:
             for old in (True, False):
-                for traced in (True, False):
-                    first, last = bench_predictions(Path(d) / f"p{old:d}{traced:d}.sqlite", old_layout=old,
-                                                    traced=traced, rows=args.rows, flushes=args.prediction_flushes)
-                    print(f"  {'earlier layout' if old else 'current layout':<15} ids led by "
-                          f"{'a trace id' if traced else 'the process':<11} {first:6.1f} -> {last:6.1f}")
+                for form, label in enumerate(_ID_FORMS):
+                    first, last = bench_predictions(Path(d) / f"p{old:d}{form}.sqlite", old_layout=old,
+                                                    form=form, rows=args.rows, flushes=args.prediction_flushes)
+                    print(f"  {'earlier layout' if old else 'current layout':<15} ids with {label:<34} "
+                          f"{first:6.1f} -> {last:6.1f}")
     finally:
         if server is not None:
             server.close()

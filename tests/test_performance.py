@@ -355,10 +355,22 @@ class TestFeedback:
         r = _serve(guard)(np.zeros((2, 3)))
         assert abs(request_id_time(r["request_id"]) - time.time()) < 5
 
+    def test_request_ids_sort_in_issue_order_and_the_earlier_form_still_reads(self):
+        """Time leads the id, so a store's index on ids grows at its right edge whatever the trace id;
+        an id of the earlier form (trace id first), issued before an upgrade, still tells its time."""
+        ids = [new_request_id(t) for t in (2 ** 127 + 5, 1, 2 ** 64 + 3, 0, 7)]
+        assert ids == sorted(ids)
+        assert ids[0].endswith(f"-{2 ** 127 + 5:032x}") and ids[1].endswith(f"-{1:032x}")
+        assert [len(i.split("-")[0]) for i in ids] == [16] * 5
+        earlier = f"{2 ** 100:032x}-{int(time.time() * 1000) - 60_000:011x}00042"
+        assert abs(request_id_time(earlier) - (time.time() - 60)) < 5
+        assert abs(request_id_time(ids[0]) - time.time()) < 5
+        assert request_id_time("nope") is None and request_id_time(42) is None
+
     def test_each_problem_is_named_and_the_rest_of_the_batch_is_kept(self, guard):
         """Bulk feedback: wrong type, unknown row, bad id, expired id, conflict each get a 4xx; good items stay."""
         rid = _serve(guard)(np.zeros((2, 3)))["request_id"]
-        expired = rid[:33] + "0000000000000001"
+        expired = "0000000000000001" + rid[16:]
         res = guard.record_feedback_many([
             {"request_id": rid, "label": 1, "row": 0},
             {"request_id": rid, "label": "yes", "row": 1},
@@ -457,7 +469,7 @@ class TestExpectations:
 
 class TestSpans:
     def test_span_carries_the_request_id_and_the_verdict_gets_its_own_span(self, tmp_path):
-        """The guard span's guard.request_id (trace id first) is the id the caller got; an evaluation that consumed
+        """The guard span's guard.request_id (issue time first, trace id last) is the id the caller got; an evaluation that consumed
         labels emits a `guard <model> performance` span with the bound and the realised accuracy."""
         from guarded_serving.testing import in_memory_tracer_provider
 
@@ -467,7 +479,7 @@ class TestSpans:
         rid = _serve(g)(np.zeros((1, 3)))["request_id"]
         span = next(s for s in exporter.get_finished_spans() if s.name == "guard m")
         assert span.attributes["guard.request_id"] == rid
-        assert rid.startswith(f"{span.context.trace_id:032x}-")
+        assert rid.endswith(f"-{span.context.trace_id:032x}")
         g.record_feedback(rid, 1)
         g.component("performance").evaluate()
         perf = next(s for s in exporter.get_finished_spans() if s.name == "guard m performance")

@@ -114,7 +114,7 @@ def test_the_guards_response_headers_are_added_to_the_response_start_by_the_midd
         names = [k for k, _ in start["headers"]]
         assert names.count(b"x-request-id") == 1 and b"content-type" in names, names
         rid = dict(start["headers"])[b"x-request-id"].decode()
-        assert len(rid) == 49 and rid[32] == "-", rid
+        assert len(rid) == 49 and rid[16] == "-", rid
         assert sent[1] == {"type": "http.response.body", "body": b"{}"}  # the body passes untouched
     guard.stop()
 
